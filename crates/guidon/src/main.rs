@@ -1,0 +1,230 @@
+//! The `guidon` command: wiring only. Parsing flags and reading files happens
+//! here; every decision is the engine's.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use guidon_engine::{Context, Evaluation, Explanation, FlagFile, Snapshot, Timestamp};
+
+#[derive(Parser)]
+#[command(name = "guidon", version, about = "Guidon: feature flags and experiments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a flag file; print a one-line summary, or every problem with its path.
+    Validate {
+        /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Evaluate one flag of a flag file for one or many contexts; one JSON result per line.
+    Eval {
+        /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// The flag to evaluate.
+        #[arg(long)]
+        flag: String,
+        /// The context, a JSON object such as '{"user_id":"user_42","country":"CA"}'.
+        #[arg(long, conflicts_with = "contexts", required_unless_present = "contexts")]
+        context: Option<String>,
+        /// A file of contexts, one JSON object per line (JSON Lines).
+        #[arg(long)]
+        contexts: Option<PathBuf>,
+        /// Add every step taken and every condition judged to each result.
+        #[arg(long)]
+        explain: bool,
+        /// The evaluation time (RFC 3339); defaults to now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("guidon: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Eval {
+            file,
+            flag,
+            context,
+            contexts,
+            explain,
+            now,
+        } => {
+            let now = match now {
+                Some(text) => text
+                    .parse::<Timestamp>()
+                    .map_err(|e| anyhow!("--now {text:?} is not an RFC 3339 timestamp: {e}"))?,
+                None => Timestamp::now(),
+            };
+            let snapshot = load_snapshot(&file)?;
+            if !snapshot.contains(&flag) {
+                bail!(
+                    "unknown flag {flag:?} in {} (it has {})",
+                    file.display(),
+                    describe_keys(&snapshot)
+                );
+            }
+            let eval = Evaluator {
+                snapshot: &snapshot,
+                flag: &flag,
+                explain,
+                now,
+            };
+            let mut out = std::io::stdout().lock();
+            match (context, contexts) {
+                (Some(text), _) => {
+                    let ctx = Context::from_json_str(&text).context("--context")?;
+                    eval.print(&ctx, &mut out)?;
+                }
+                (None, Some(path)) => {
+                    let reader = open_lines(&path)?;
+                    for (n, line) in reader.lines().enumerate() {
+                        let line = line.with_context(|| format!("reading {}", path.display()))?;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let ctx = Context::from_json_str(&line)
+                            .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+                        eval.print(&ctx, &mut out)?;
+                    }
+                }
+                (None, None) => bail!("give --context JSON or --contexts FILE.jsonl"),
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Explained<'a> {
+    #[serde(flatten)]
+    result: &'a Evaluation<'a>,
+    explain: &'a Explanation,
+}
+
+struct Evaluator<'a> {
+    snapshot: &'a Snapshot,
+    flag: &'a str,
+    explain: bool,
+    now: Timestamp,
+}
+
+impl Evaluator<'_> {
+    fn print(&self, ctx: &Context, out: &mut impl Write) -> anyhow::Result<()> {
+        // Serialized from the structs, not through a map, so the fields keep
+        // the order of flag-format.md §7.
+        let line = if self.explain {
+            let (result, explain) = self.snapshot.explain(self.flag, ctx, self.now);
+            serde_json::to_string(&Explained {
+                result: &result,
+                explain: &explain,
+            })?
+        } else {
+            serde_json::to_string(&self.snapshot.evaluate(self.flag, ctx, self.now))?
+        };
+        writeln!(out, "{line}")?;
+        Ok(())
+    }
+}
+
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    let file = read_flag_file(path)?;
+    match Snapshot::compile(&file) {
+        Ok(snapshot) => {
+            println!(
+                "{}: valid, {} flag{} and {} segment{}",
+                path.display(),
+                snapshot.len(),
+                plural(snapshot.len()),
+                file.segments.len(),
+                plural(file.segments.len())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            let n = err.problems.len();
+            eprintln!("{}: {n} problem{}", path.display(), plural(n));
+            for p in &err.problems {
+                eprintln!("{p}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn describe_keys(snapshot: &Snapshot) -> String {
+    const SHOWN: usize = 10;
+    let keys: Vec<&str> = snapshot.flag_keys().take(SHOWN).collect();
+    match snapshot.len() {
+        0 => "no flags".to_owned(),
+        n if n > SHOWN => format!("{} and {} more", keys.join(", "), n - SHOWN),
+        _ => keys.join(", "),
+    }
+}
+
+fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
+    let file = read_flag_file(path)?;
+    Snapshot::compile(&file).map_err(|err| {
+        let lines: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        anyhow!(
+            "{} is not a valid flag file ({} problem{}): {}",
+            path.display(),
+            lines.len(),
+            plural(lines.len()),
+            lines.join("; ")
+        )
+    })
+}
+
+fn read_flag_file(path: &Path) -> anyhow::Result<FlagFile> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the flag file from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let parsed = if yaml {
+        FlagFile::from_yaml_str(&text)
+    } else {
+        FlagFile::from_json_str(&text)
+    };
+    parsed.with_context(|| format!("{} is not a valid flag file", path.display()))
+}
+
+fn open_lines(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Box::new(std::io::BufReader::new(file)))
+}
