@@ -12,9 +12,7 @@ use serde_json::Value;
 
 use crate::context::json_type_name;
 use crate::error::{Problem, ValidationError};
-use crate::model::{
-    Condition, DEFAULT_BUCKET_BY, Flag, FlagFile, Match, Operator, Segment, Serve,
-};
+use crate::model::{Condition, DEFAULT_BUCKET_BY, Flag, FlagFile, Match, Operator, Segment, Serve};
 use crate::result::Reason;
 
 /// Longest allowed chain of prerequisites (or of segments nested in
@@ -326,7 +324,10 @@ impl<'f> Compiler<'f> {
             } else if let Some(first) = c.flag_index.get(flag.key.as_str()) {
                 c.problem(
                     path,
-                    format!("duplicate flag key {:?} (first at flags[{first}])", flag.key),
+                    format!(
+                        "duplicate flag key {:?} (first at flags[{first}])",
+                        flag.key
+                    ),
                 );
             } else {
                 c.flag_index.insert(&flag.key, i);
@@ -335,7 +336,10 @@ impl<'f> Compiler<'f> {
         for (i, segment) in file.segments.iter().enumerate() {
             let path = format!("segments[{i}].key");
             if !is_valid_key(&segment.key) {
-                c.problem(path, format!("invalid segment key {:?}: {KEY_RULE}", segment.key));
+                c.problem(
+                    path,
+                    format!("invalid segment key {:?}: {KEY_RULE}", segment.key),
+                );
             } else if let Some(first) = c.segment_index.get(segment.key.as_str()) {
                 c.problem(
                     path,
@@ -448,7 +452,10 @@ impl<'f> Compiler<'f> {
                 self.attribute_name(format!("{path}.attribute"), a);
             }
             if t.values.is_empty() {
-                self.problem(format!("{path}.values"), "a target must list at least one value");
+                self.problem(
+                    format!("{path}.values"),
+                    "a target must list at least one value",
+                );
             }
             let values = self.unit_set(&format!("{path}.values"), &t.values);
             let served = serve(self, format!("{path}.serve"), &t.serve);
@@ -540,7 +547,10 @@ impl<'f> Compiler<'f> {
             } else if let Some(first) = seen.get(v.key.as_str()) {
                 self.problem(
                     format!("{path}.key"),
-                    format!("duplicate variant key {:?} (first at variants[{first}])", v.key),
+                    format!(
+                        "duplicate variant key {:?} (first at variants[{first}])",
+                        v.key
+                    ),
                 );
             } else {
                 seen.insert(&v.key, j);
@@ -549,7 +559,10 @@ impl<'f> Compiler<'f> {
                 weights_ok = false;
                 self.problem(
                     format!("{path}.weight"),
-                    format!("weight {} is out of range, must be within [0, 100]", show(v.weight)),
+                    format!(
+                        "weight {} is out of range, must be within [0, 100]",
+                        show(v.weight)
+                    ),
                 );
             }
             cumulative += v.weight;
@@ -575,7 +588,10 @@ impl<'f> Compiler<'f> {
         if !(0.0..=100.0).contains(&p) {
             self.problem(
                 path,
-                format!("percentage {} is out of range, must be within [0, 100]", show(p)),
+                format!(
+                    "percentage {} is out of range, must be within [0, 100]",
+                    show(p)
+                ),
             );
         }
     }
@@ -601,7 +617,10 @@ impl<'f> Compiler<'f> {
                 }
                 None => self.problem(
                     format!("{path}[{k}]"),
-                    format!("a unit must be a string or an integer, got {}", json_type_name(v)),
+                    format!(
+                        "a unit must be a string or an integer, got {}",
+                        json_type_name(v)
+                    ),
                 ),
             }
         }
@@ -691,7 +710,10 @@ impl<'f> Compiler<'f> {
         if c.case_insensitive && !op.is_string_operator() {
             self.problem(
                 format!("{at}.case_insensitive"),
-                format!("case_insensitive does not apply to operator {}", op.as_str()),
+                format!(
+                    "case_insensitive does not apply to operator {}",
+                    op.as_str()
+                ),
             );
         }
 
@@ -728,7 +750,11 @@ impl<'f> Compiler<'f> {
 
         let ci = c.case_insensitive;
         let fold = |s: &str| -> Box<str> {
-            if ci { s.to_lowercase().into() } else { s.into() }
+            if ci {
+                s.to_lowercase().into()
+            } else {
+                s.into()
+            }
         };
         let strings = |c2: &mut Compiler<'f>| -> Vec<Box<str>> {
             let mut out = Vec::with_capacity(count);
@@ -835,7 +861,10 @@ impl<'f> Compiler<'f> {
                         },
                         other => self.problem(
                             path,
-                            format!("operator matches takes regexes, got {}", json_type_name(other)),
+                            format!(
+                                "operator matches takes regexes, got {}",
+                                json_type_name(other)
+                            ),
                         ),
                     }
                 }
@@ -885,19 +914,21 @@ impl<'f> Compiler<'f> {
                     }
                 })
             }
-            Op::Before | Op::After => one_string(self, "an RFC 3339 timestamp").and_then(|s| {
-                match s.parse::<Timestamp>() {
-                    Ok(t) if op == Op::Before => Some(Test::Before(t)),
-                    Ok(t) => Some(Test::After(t)),
-                    Err(e) => {
-                        self.problem(
-                            format!("{values_path}[0]"),
-                            format!("invalid RFC 3339 timestamp {s:?}: {e}"),
-                        );
-                        None
+            Op::Before | Op::After => {
+                one_string(self, "an RFC 3339 timestamp").and_then(|s| {
+                    match s.parse::<Timestamp>() {
+                        Ok(t) if op == Op::Before => Some(Test::Before(t)),
+                        Ok(t) => Some(Test::After(t)),
+                        Err(e) => {
+                            self.problem(
+                                format!("{values_path}[0]"),
+                                format!("invalid RFC 3339 timestamp {s:?}: {e}"),
+                            );
+                            None
+                        }
                     }
-                }
-            }),
+                })
+            }
             Op::Exists | Op::NotExists => Some(Test::Exists),
             Op::InSegment | Op::NotInSegment => {
                 let mut found = Vec::with_capacity(count);
@@ -922,7 +953,11 @@ impl<'f> Compiler<'f> {
                         },
                         other => self.problem(
                             path,
-                            format!("operator {} takes segment keys, got {}", op.as_str(), json_type_name(other)),
+                            format!(
+                                "operator {} takes segment keys, got {}",
+                                op.as_str(),
+                                json_type_name(other)
+                            ),
                         ),
                     }
                 }
@@ -958,7 +993,10 @@ impl<'f> Compiler<'f> {
         if self.problems.len() > before {
             return None;
         }
-        let not_form = matches!(op, Op::Neq | Op::NotIn | Op::NotContains | Op::NotExists | Op::NotInSegment);
+        let not_form = matches!(
+            op,
+            Op::Neq | Op::NotIn | Op::NotContains | Op::NotExists | Op::NotInSegment
+        );
         Some(CompiledCondition {
             attribute,
             operator: op,
@@ -973,16 +1011,18 @@ impl<'f> Compiler<'f> {
         use Operator as Op;
         let tz = match c.timezone.as_deref() {
             None => TimeZone::UTC,
-            Some(tz) => match TimeZone::get(tz) {
-                Ok(zone) => zone,
-                Err(_) => {
-                    self.problem(
+            Some(tz) => {
+                match TimeZone::get(tz) {
+                    Ok(zone) => zone,
+                    Err(_) => {
+                        self.problem(
                         format!("{at}.timezone"),
                         format!("unknown time zone {tz:?}, expected an IANA name such as Europe/Paris"),
                     );
-                    TimeZone::UTC
+                        TimeZone::UTC
+                    }
                 }
-            },
+            }
         };
         let op = c.operator;
         let (attribute, allowed): (Attribute, &[Op]) = match name {
@@ -993,7 +1033,16 @@ impl<'f> Compiler<'f> {
             ),
             "$hour" => (
                 Attribute::Hour(tz),
-                &[Op::Eq, Op::Neq, Op::In, Op::NotIn, Op::Gt, Op::Gte, Op::Lt, Op::Lte],
+                &[
+                    Op::Eq,
+                    Op::Neq,
+                    Op::In,
+                    Op::NotIn,
+                    Op::Gt,
+                    Op::Gte,
+                    Op::Lt,
+                    Op::Lte,
+                ],
             ),
             _ => {
                 self.problem(
@@ -1025,7 +1074,11 @@ impl<'f> Compiler<'f> {
             match attribute {
                 Attribute::DayOfWeek(_) => {
                     let ok = v.as_str().is_some_and(|s| {
-                        let s = if c.case_insensitive { s.to_lowercase() } else { s.to_owned() };
+                        let s = if c.case_insensitive {
+                            s.to_lowercase()
+                        } else {
+                            s.to_owned()
+                        };
                         DAY_NAMES.contains(&s.as_str())
                     });
                     if !ok {
@@ -1035,10 +1088,8 @@ impl<'f> Compiler<'f> {
                         );
                     }
                 }
-                Attribute::Hour(_) => {
-                    if !v.as_f64().is_some_and(|h| (0.0..=23.0).contains(&h)) {
-                        self.problem(path, format!("{v} is not an hour (a number from 0 to 23)"));
-                    }
+                Attribute::Hour(_) if !v.as_f64().is_some_and(|h| (0.0..=23.0).contains(&h)) => {
+                    self.problem(path, format!("{v} is not an hour (a number from 0 to 23)"));
                 }
                 _ => {}
             }
@@ -1052,7 +1103,13 @@ impl<'f> Compiler<'f> {
         let seg_names: Vec<&str> = self.file.segments.iter().map(|s| s.key.as_str()).collect();
         let flag_edges = std::mem::take(&mut self.flag_edges);
         let seg_edges = std::mem::take(&mut self.segment_edges);
-        self.check_graph(&flag_edges, &flag_names, "prerequisite", "flags", "prerequisites");
+        self.check_graph(
+            &flag_edges,
+            &flag_names,
+            "prerequisite",
+            "flags",
+            "prerequisites",
+        );
         self.check_graph(&seg_edges, &seg_names, "segment", "segments", "rules");
     }
 

@@ -160,7 +160,10 @@ mod tests {
             (json!(u64::MAX), "18446744073709551615"),
             (json!(i64::MIN), "-9223372036854775808"),
         ] {
-            assert_eq!(Unit::from_value(&v).map(|u| u.as_str().to_owned()), Some(s.to_owned()));
+            assert_eq!(
+                Unit::from_value(&v).map(|u| u.as_str().to_owned()),
+                Some(s.to_owned())
+            );
         }
         assert!(Unit::from_value(&json!(1.5)).is_none());
         assert!(Unit::from_value(&json!(true)).is_none());
@@ -170,15 +173,27 @@ mod tests {
     #[test]
     fn targeting_key_is_the_fallback_for_user_id_only() {
         let ctx = Context::new().with("targetingKey", "tk");
-        assert_eq!(ctx.unit("user_id").map(|u| u.as_str().to_owned()), Some("tk".into()));
+        assert_eq!(
+            ctx.unit("user_id").map(|u| u.as_str().to_owned()),
+            Some("tk".into())
+        );
         assert!(ctx.unit("account_id").is_none());
         let ctx = ctx.with("user_id", "u");
-        assert_eq!(ctx.unit("user_id").map(|u| u.as_str().to_owned()), Some("u".into()));
+        assert_eq!(
+            ctx.unit("user_id").map(|u| u.as_str().to_owned()),
+            Some("u".into())
+        );
     }
 
     #[test]
     fn a_context_must_be_an_object() {
-        assert!(matches!(Context::from_json_str("[1]"), Err(ContextError::NotAnObject(_))));
-        assert!(matches!(Context::from_json_str("{"), Err(ContextError::Syntax(_))));
+        assert!(matches!(
+            Context::from_json_str("[1]"),
+            Err(ContextError::NotAnObject(_))
+        ));
+        assert!(matches!(
+            Context::from_json_str("{"),
+            Err(ContextError::Syntax(_))
+        ));
     }
 }

@@ -18,7 +18,12 @@ static FALSE: Value = Value::Bool(false);
 
 impl Snapshot {
     /// Evaluates one flag for one context at time `now`.
-    pub fn evaluate<'s>(&'s self, flag_key: &'s str, context: &Context, now: Timestamp) -> Evaluation<'s> {
+    pub fn evaluate<'s>(
+        &'s self,
+        flag_key: &'s str,
+        context: &Context,
+        now: Timestamp,
+    ) -> Evaluation<'s> {
         match self.index.get(flag_key) {
             Some(&i) => self.eval_flag(&self.flags[i], context, now, &mut NoTrace),
             None => not_found(flag_key),
@@ -89,7 +94,13 @@ impl Snapshot {
             t.step(|| Step::new("enabled", "off", "the flag is disabled (kill switch)"));
             return ev.off(Reason::Disabled, Metadata::default());
         }
-        t.step(|| Step::new("enabled", "passed", "the flag is enabled and has no override"));
+        t.step(|| {
+            Step::new(
+                "enabled",
+                "passed",
+                "the flag is enabled and has no override",
+            )
+        });
 
         for p in &flag.prerequisites {
             let other = &self.flags[p.flag];
@@ -110,7 +121,9 @@ impl Snapshot {
                         "prerequisite {:?} evaluated to enabled={}{} ({}); needed {wanted}",
                         &*other.key,
                         r.enabled,
-                        r.variant.map(|v| format!(" variant={v:?}")).unwrap_or_default(),
+                        r.variant
+                            .map(|v| format!(" variant={v:?}"))
+                            .unwrap_or_default(),
                         r.reason.as_str()
                     ),
                 )
@@ -206,9 +219,13 @@ impl Snapshot {
         t: &mut T,
     ) -> bool {
         if any {
-            conditions.iter().any(|c| self.condition_matches(c, ctx, now, t))
+            conditions
+                .iter()
+                .any(|c| self.condition_matches(c, ctx, now, t))
         } else {
-            conditions.iter().all(|c| self.condition_matches(c, ctx, now, t))
+            conditions
+                .iter()
+                .all(|c| self.condition_matches(c, ctx, now, t))
         }
     }
 
@@ -267,7 +284,13 @@ impl Snapshot {
 
     /// The operator's outcome before any inversion; `None` when the attribute
     /// is missing or of the wrong type, which never matches.
-    fn test(&self, c: &CompiledCondition, actual: &Actual<'_>, ctx: &Context, now: Timestamp) -> Option<bool> {
+    fn test(
+        &self,
+        c: &CompiledCondition,
+        actual: &Actual<'_>,
+        ctx: &Context,
+        now: Timestamp,
+    ) -> Option<bool> {
         let ci = c.case_insensitive;
         match &c.test {
             Test::Exists => Some(!matches!(actual, Actual::Missing)),
@@ -412,7 +435,11 @@ impl<'s, 'c> FlagEval<'s, 'c> {
     fn bucket(&mut self) -> Option<f64> {
         if self.bucket.is_none() {
             let unit = self.unit()?;
-            self.bucket = Some(rollout_bucket(&self.flag.key, unit.as_str(), &self.flag.salt));
+            self.bucket = Some(rollout_bucket(
+                &self.flag.key,
+                unit.as_str(),
+                &self.flag.salt,
+            ));
         }
         self.bucket
     }
@@ -430,7 +457,11 @@ impl<'s, 'c> FlagEval<'s, 'c> {
             return self.off(reason, meta);
         }
         if let Some(percentage) = serve.percentage {
-            let step = if reason == Reason::Split { "rollout" } else { "percentage" };
+            let step = if reason == Reason::Split {
+                "rollout"
+            } else {
+                "percentage"
+            };
             let Some(bucket) = self.bucket() else {
                 t.step(|| {
                     Step::new(
@@ -503,11 +534,19 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                     meta.missing_bucketing_value = true;
                     if flag.off_variant.is_some() {
                         t.step(|| {
-                            Step::new("variant", "off", "no bucketing value: served the off variant")
+                            Step::new(
+                                "variant",
+                                "off",
+                                "no bucketing value: served the off variant",
+                            )
                         });
                         return self.off(reason, meta);
                     }
-                    let v = flag.variants.iter().position(|v| v.weight > 0.0).unwrap_or(0);
+                    let v = flag
+                        .variants
+                        .iter()
+                        .position(|v| v.weight > 0.0)
+                        .unwrap_or(0);
                     t.step(|| {
                         Step::new(
                             "variant",
@@ -530,7 +569,9 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                 let v = &flag.variants[i];
                 self.result(false, Some(&v.key), Some(&v.value), reason, meta)
             }
-            None if flag.variants.is_empty() => self.result(false, None, Some(&FALSE), reason, meta),
+            None if flag.variants.is_empty() => {
+                self.result(false, None, Some(&FALSE), reason, meta)
+            }
             None => self.result(false, None, None, reason, meta),
         }
     }

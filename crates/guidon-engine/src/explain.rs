@@ -82,7 +82,11 @@ impl Tracer for Recorder {
 }
 
 impl Step {
-    pub(crate) fn new(step: &'static str, outcome: &'static str, detail: impl Into<String>) -> Step {
+    pub(crate) fn new(
+        step: &'static str,
+        outcome: &'static str,
+        detail: impl Into<String>,
+    ) -> Step {
         Step {
             step,
             outcome,

@@ -27,11 +27,21 @@ fn new_checkout_experiment_matches_python() {
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     for u in units {
         let unit = u["unit"].as_str().expect("unit");
-        assert_eq!(rollout_bucket(flag, unit, salt), u["bucket"].as_f64().expect("bucket"), "{unit}");
-        assert_eq!(variant_selection(flag, unit), u["selection"].as_f64().expect("selection"), "{unit}");
+        assert_eq!(
+            rollout_bucket(flag, unit, salt),
+            u["bucket"].as_f64().expect("bucket"),
+            "{unit}"
+        );
+        assert_eq!(
+            variant_selection(flag, unit),
+            u["selection"].as_f64().expect("selection"),
+            "{unit}"
+        );
         let result = snapshot.evaluate(flag, &Context::new().with("user_id", unit), now);
         assert_eq!(result.variant, u["variant"].as_str(), "{unit}");
-        *counts.entry(result.variant.unwrap_or("none").to_owned()).or_default() += 1;
+        *counts
+            .entry(result.variant.unwrap_or("none").to_owned())
+            .or_default() += 1;
     }
     let expected: std::collections::BTreeMap<String, u64> =
         serde_json::from_value(doc["counts"].clone()).expect("counts");

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
 
 fn testdata(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("reading {}: {e}", root.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -25,7 +27,9 @@ fn load(path: &Path) -> Value {
 }
 
 fn name_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Compares one field, numbers in `metadata.bucket` to 1e-9.
@@ -36,8 +40,7 @@ fn same(expected: &Value, actual: &Value) -> bool {
             _ => false,
         },
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
         }
         _ => expected == actual,
     }
@@ -68,10 +71,20 @@ fn evaluation_cases() {
             let actual = snapshot.evaluate(flag, &ctx, now).to_json();
             let expect = &case["expect"];
             for field in ["enabled", "value", "reason"] {
-                assert!(expect.get(field).is_some(), "{name}: expect.{field} is required");
+                assert!(
+                    expect.get(field).is_some(),
+                    "{name}: expect.{field} is required"
+                );
             }
             let defaults = json!({"variant": null, "error_code": null, "metadata": {}});
-            for field in ["enabled", "variant", "value", "reason", "error_code", "metadata"] {
+            for field in [
+                "enabled",
+                "variant",
+                "value",
+                "reason",
+                "error_code",
+                "metadata",
+            ] {
                 let want = expect.get(field).unwrap_or(&defaults[field]);
                 if !same(want, &actual[field]) {
                     failures.push(format!(
@@ -85,8 +98,16 @@ fn evaluation_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n"));
-    assert!(count >= 150, "the spec suite has only {count} evaluation cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        count >= 150,
+        "the spec suite has only {count} evaluation cases"
+    );
     eprintln!("{count} evaluation cases passed");
 }
 
@@ -100,29 +121,42 @@ fn validation_cases() {
         for case in doc["cases"].as_array().expect("cases array") {
             count += 1;
             let name = format!("{file_name}: {}", case["name"].as_str().unwrap_or("?"));
-            let errors: Vec<(String, String)> = match FlagFile::from_json_value(case["flags"].clone()) {
-                Err(e) => vec![(e.path, e.message)],
-                Ok(file) => match Snapshot::compile(&file) {
-                    Ok(_) => {
-                        failures.push(format!("{name}: accepted, but it is invalid"));
-                        continue;
-                    }
-                    Err(e) => e.problems.into_iter().map(|p| (p.path, p.message)).collect(),
-                },
-            };
+            let errors: Vec<(String, String)> =
+                match FlagFile::from_json_value(case["flags"].clone()) {
+                    Err(e) => vec![(e.path, e.message)],
+                    Ok(file) => match Snapshot::compile(&file) {
+                        Ok(_) => {
+                            failures.push(format!("{name}: accepted, but it is invalid"));
+                            continue;
+                        }
+                        Err(e) => e
+                            .problems
+                            .into_iter()
+                            .map(|p| (p.path, p.message))
+                            .collect(),
+                    },
+                };
             let expected = case["errors"].as_array().expect("case.errors");
-            let mut want: Vec<&str> = expected.iter().map(|e| e["path"].as_str().expect("path")).collect();
+            let mut want: Vec<&str> = expected
+                .iter()
+                .map(|e| e["path"].as_str().expect("path"))
+                .collect();
             let mut got: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
             want.sort_unstable();
             got.sort_unstable();
             if want != got {
-                failures.push(format!("{name}: expected problems at {want:?}, got {errors:?}"));
+                failures.push(format!(
+                    "{name}: expected problems at {want:?}, got {errors:?}"
+                ));
                 continue;
             }
             for e in expected {
                 if let Some(fragment) = e["contains"].as_str() {
                     let path = e["path"].as_str().unwrap_or_default();
-                    if !errors.iter().any(|(p, m)| p == path && m.contains(fragment)) {
+                    if !errors
+                        .iter()
+                        .any(|(p, m)| p == path && m.contains(fragment))
+                    {
                         failures.push(format!(
                             "{name}: no message at {path} contains {fragment:?}; got {errors:?}"
                         ));
@@ -131,7 +165,12 @@ fn validation_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(count >= 30, "only {count} validation cases");
     eprintln!("{count} validation cases passed");
 }

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use guidon_engine::{Context, Evaluation, Explanation, FlagFile, Snapshot, Timestamp};
 
 #[derive(Parser)]
-#[command(name = "guidon", version, about = "Guidon: feature flags and experiments")]
+#[command(
+    name = "guidon",
+    version,
+    about = "Guidon: feature flags and experiments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,11 @@ enum Command {
         #[arg(long)]
         flag: String,
         /// The context, a JSON object such as '{"user_id":"user_42","country":"CA"}'.
-        #[arg(long, conflicts_with = "contexts", required_unless_present = "contexts")]
+        #[arg(
+            long,
+            conflicts_with = "contexts",
+            required_unless_present = "contexts"
+        )]
         context: Option<String>,
         /// A file of contexts, one JSON object per line (JSON Lines).
         #[arg(long)]
