@@ -855,7 +855,8 @@ impl<'f> Compiler<'f> {
                             Ok(r) => regexes.push(r),
                             Err(e) => {
                                 let msg = e.to_string();
-                                let msg = msg.lines().last().unwrap_or("").trim().to_owned();
+                                let msg = msg.lines().last().unwrap_or("").trim();
+                                let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
                                 self.problem(path, format!("invalid regex {s:?}: {msg}"));
                             }
                         },
@@ -1127,6 +1128,7 @@ impl<'f> Compiler<'f> {
         let n = edges.len();
         let mut color = vec![WHITE; n];
         let mut depth = vec![0usize; n];
+        let mut reported: HashSet<String> = HashSet::new();
         // Iterative depth-first search: a long chain must not overflow the stack.
         for root in 0..n {
             if color[root] != WHITE {
@@ -1134,23 +1136,30 @@ impl<'f> Compiler<'f> {
             }
             let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
             color[root] = GRAY;
-            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-                if let Some((child, path)) = edges[node].get(*next) {
-                    *next += 1;
+            while let Some(&(node, next)) = stack.last() {
+                if let Some((child, _)) = edges[node].get(next) {
+                    if let Some(top) = stack.last_mut() {
+                        top.1 += 1;
+                    }
                     match color[*child] {
                         WHITE => {
                             color[*child] = GRAY;
                             stack.push((*child, 0));
                         }
                         GRAY => {
+                            // Report every reference on the cycle, so each
+                            // flag (or segment) involved is pointed at.
                             let start = stack.iter().position(|&(s, _)| s == *child).unwrap_or(0);
                             let mut cycle: Vec<&str> =
                                 stack[start..].iter().map(|&(s, _)| names[s]).collect();
                             cycle.push(names[*child]);
-                            self.problem(
-                                path.clone(),
-                                format!("{what} cycle: {}", cycle.join(" -> ")),
-                            );
+                            let message = format!("{what} cycle: {}", cycle.join(" -> "));
+                            for &(s, taken) in &stack[start..] {
+                                let edge_path = &edges[s][taken - 1].1;
+                                if reported.insert(edge_path.clone()) {
+                                    self.problem(edge_path.clone(), message.clone());
+                                }
+                            }
                         }
                         _ => {}
                     }

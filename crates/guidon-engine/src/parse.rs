@@ -37,16 +37,28 @@ where
         if path == "." {
             path.clear();
         }
-        let message = e.inner().to_string();
-        // serde reports an unknown field at its parent object; point at the field.
+        let mut message = e.inner().to_string();
+        // The YAML deserializer prefixes its own path; keep one.
+        if let Some((head, rest)) = message.split_once(": ")
+            && !head.is_empty()
+            && path.starts_with(head)
+        {
+            message = rest.to_owned();
+        }
+        // Some deserializers report an unknown field at its parent object; point
+        // at the field itself.
         if let Some(field) = message
+            .clone()
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
-            if !path.is_empty() {
-                path.push('.');
+            let last = path.rsplit('.').next().unwrap_or("");
+            if last != field {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(field);
             }
-            path.push_str(field);
         }
         ParseError { path, message }
     })

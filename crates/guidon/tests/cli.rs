@@ -1,0 +1,353 @@
+//! The `guidon` command as a user runs it: exit codes, one-line errors, and
+//! the result objects it prints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn guidon(args: &[&str]) -> Output {
+    guidon_with_stdin(args, "")
+}
+
+fn guidon_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("guidon runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("guidon finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/flags.json")
+        .to_string_lossy()
+        .into_owned()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("guidon-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A failure is one line on stderr, a non-zero exit, and no panic.
+fn assert_clean_failure(out: &Output, fragment: &str) {
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err:?}"
+    );
+    assert!(
+        err.contains(fragment),
+        "{err:?} should mention {fragment:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn validate_summarises_a_valid_file() {
+    let out = guidon(&["validate", "--file", &example()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("valid, 5 flags and 1 segment"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1);
+}
+
+#[test]
+fn validate_lists_every_problem_with_its_path() {
+    let dir = TempDir::new("validate");
+    let path = dir.file(
+        "bad.json",
+        r#"{"flags": [{"key": "x", "enabled": true,
+            "variants": [{"key": "a", "weight": 50}, {"key": "b", "weight": 49.5}],
+            "rules": [{"name": "r", "conditions": [
+                {"attribute": "email", "operator": "matches", "values": ["("]}],
+                "serve": {"enabled": true}}]},
+          {"key": "x", "enabled": true}]}"#,
+    );
+    let out = guidon(&["validate", "--file", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("3 problems"), "{err}");
+    assert!(
+        err.contains("flags[0].variants[1].weight: weights sum to 99.5, must be 100"),
+        "{err}"
+    );
+    assert!(
+        err.contains("flags[0].rules[0].conditions[0].values[0]: invalid regex"),
+        "{err}"
+    );
+    assert!(err.contains("flags[1].key: duplicate flag key"), "{err}");
+}
+
+#[test]
+fn validate_names_the_path_of_a_type_error_and_an_unknown_field() {
+    let dir = TempDir::new("types");
+    let wrong_type = dir.file("t.json", r#"{"flags": [{"key": "x", "enabled": "yes"}]}"#);
+    let out = guidon(&["validate", "--file", &wrong_type]);
+    assert_clean_failure(&out, "flags[0].enabled: invalid type");
+    let unknown = dir.file(
+        "u.yaml",
+        "flags:\n  - key: x\n    enabled: true\n    rollout: {percentage: 5, sallt: x}\n",
+    );
+    let out = guidon(&["validate", "--file", &unknown]);
+    assert_clean_failure(&out, "flags[0].rollout.sallt: unknown field `sallt`");
+}
+
+#[test]
+fn eval_prints_the_result_object_in_spec_order() {
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "new_checkout",
+        "--context",
+        r#"{"user_id":"user_42"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.trim_end(),
+        r#"{"flag":"new_checkout","enabled":true,"variant":"treatment","value":{"layout":"single_page"},"reason":"TARGETING_MATCH","error_code":null,"flag_version":null,"metadata":{"target":true}}"#
+    );
+}
+
+#[test]
+fn eval_reads_contexts_line_by_line_in_order() {
+    let dir = TempDir::new("jsonl");
+    let contexts = dir.file(
+        "c.jsonl",
+        "{\"user_id\":\"u1\",\"country\":\"CA\",\"app_version\":\"2.3.0\"}\n\n{\"user_id\":\"u2\",\"country\":\"CA\",\"app_version\":\"2.2.9\"}\n{\"country\":\"US\"}\n",
+    );
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "canada_new_app",
+        "--contexts",
+        &contexts,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let results: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["enabled"], true);
+    assert_eq!(results[0]["reason"], "TARGETING_MATCH");
+    assert_eq!(results[1]["enabled"], false);
+    assert_eq!(results[1]["reason"], "SPLIT");
+    assert_eq!(results[2]["metadata"]["missing_bucketing_value"], true);
+}
+
+#[test]
+fn eval_names_the_bad_line_of_a_contexts_file() {
+    let dir = TempDir::new("badline");
+    let contexts = dir.file("c.jsonl", "{\"user_id\":\"u1\"}\n[1,2]\n");
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "dark_mode",
+        "--contexts",
+        &contexts,
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("must be a JSON object"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "the first line was evaluated"
+    );
+}
+
+#[test]
+fn eval_explain_records_each_rule_and_condition() {
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "new_checkout",
+        "--explain",
+        "--context",
+        r#"{"user_id":"u5","email":"bob@example.org","country":"US"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
+    let steps = v["explain"].as_array().expect("explain steps");
+    let staff = steps
+        .iter()
+        .find(|s| s["rule"] == "staff")
+        .expect("the staff rule is explained");
+    assert_eq!(staff["outcome"], "not_matched");
+    assert_eq!(staff["conditions"][0]["attribute"], "email");
+    assert_eq!(staff["conditions"][0]["actual"], "bob@example.org");
+    assert_eq!(staff["conditions"][0]["outcome"], "not_matched");
+    assert!(steps.iter().any(|s| s["step"] == "rollout"), "{steps:?}");
+}
+
+#[test]
+fn eval_uses_now_for_time_attributes() {
+    let at = |now: &str| {
+        let out = guidon(&[
+            "eval",
+            "--file",
+            &example(),
+            "--flag",
+            "weekend_banner",
+            "--context",
+            r#"{"user_id":"u1"}"#,
+            "--now",
+            now,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
+        v["enabled"].as_bool().expect("enabled")
+    };
+    // Friday 23:30 UTC is already Saturday 00:30 in Paris (UTC+1 in November).
+    assert!(at("2026-11-27T23:30:00Z"));
+    assert!(!at("2026-11-27T22:30:00Z"));
+}
+
+#[test]
+fn eval_reads_a_flag_file_from_stdin() {
+    let out = guidon_with_stdin(
+        &["eval", "--file", "-", "--flag", "f", "--context", "{}"],
+        r#"{"flags": [{"key": "f", "enabled": true}]}"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(r#""reason":"STATIC""#));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_failure() {
+    let ex = example();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["eval", "--file", &ex, "--flag", "nope", "--context", "{}"],
+            "unknown flag \"nope\"",
+        ),
+        (
+            &[
+                "eval",
+                "--file",
+                &ex,
+                "--flag",
+                "dark_mode",
+                "--context",
+                "{",
+            ],
+            "not valid JSON",
+        ),
+        (
+            &[
+                "eval",
+                "--file",
+                &ex,
+                "--flag",
+                "dark_mode",
+                "--context",
+                "42",
+            ],
+            "must be a JSON object",
+        ),
+        (
+            &[
+                "eval",
+                "--file",
+                "/nonexistent/flags.json",
+                "--flag",
+                "x",
+                "--context",
+                "{}",
+            ],
+            "cannot read /nonexistent/flags.json",
+        ),
+        (
+            &[
+                "eval",
+                "--file",
+                &ex,
+                "--flag",
+                "dark_mode",
+                "--context",
+                "{}",
+                "--now",
+                "yesterday",
+            ],
+            "--now \"yesterday\"",
+        ),
+        (
+            &["validate", "--file", "/nonexistent/flags.json"],
+            "cannot read",
+        ),
+    ];
+    for (args, fragment) in cases {
+        assert_clean_failure(&guidon(args), fragment);
+    }
+    let dir = TempDir::new("bad");
+    let invalid = dir.file(
+        "i.json",
+        r#"{"flags": [{"key": "a", "enabled": true, "off_variant": "x"}]}"#,
+    );
+    assert_clean_failure(
+        &guidon(&["eval", "--file", &invalid, "--flag", "a", "--context", "{}"]),
+        "flags[0].off_variant",
+    );
+    let malformed = dir.file("m.json", "{\"flags\": [");
+    assert_clean_failure(
+        &guidon(&["validate", "--file", &malformed]),
+        "EOF while parsing",
+    );
+}
