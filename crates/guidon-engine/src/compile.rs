@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use crate::context::json_type_name;
+use crate::context::{AttrKey, UnitAttr, json_type_name};
 use crate::error::{Problem, ValidationError};
 use crate::model::{Condition, DEFAULT_BUCKET_BY, Flag, FlagFile, Match, Operator, Segment, Serve};
 use crate::result::Reason;
@@ -56,7 +56,7 @@ pub(crate) struct CompiledFlag {
     /// The rollout percentage, when the flag has a rollout.
     pub(crate) rollout: Option<f64>,
     pub(crate) salt: Box<str>,
-    pub(crate) bucket_by: Box<str>,
+    pub(crate) bucket_by: UnitAttr,
     /// The reason of step 8 (nothing else decided), fixed by the flag's shape.
     pub(crate) fallthrough: Reason,
 }
@@ -88,7 +88,7 @@ pub(crate) struct CompiledPrerequisite {
 
 #[derive(Debug)]
 pub(crate) struct CompiledTarget {
-    pub(crate) attribute: Option<Box<str>>,
+    pub(crate) attribute: Option<UnitAttr>,
     pub(crate) values: HashSet<Box<str>>,
     pub(crate) serve: CompiledServe,
 }
@@ -103,7 +103,7 @@ pub(crate) struct CompiledRule {
 
 #[derive(Debug)]
 pub(crate) struct CompiledSegment {
-    pub(crate) attribute: Box<str>,
+    pub(crate) attribute: UnitAttr,
     pub(crate) included: HashSet<Box<str>>,
     pub(crate) excluded: HashSet<Box<str>>,
     pub(crate) rules: Vec<CompiledSegmentRule>,
@@ -129,7 +129,7 @@ pub(crate) struct CompiledCondition {
 
 #[derive(Debug)]
 pub(crate) enum Attribute {
-    Context(Box<str>),
+    Context(AttrKey),
     Now,
     DayOfWeek(TimeZone),
     Hour(TimeZone),
@@ -140,7 +140,7 @@ pub(crate) enum Attribute {
 impl Attribute {
     pub(crate) fn name(&self) -> &str {
         match self {
-            Attribute::Context(name) => name,
+            Attribute::Context(key) => key.name(),
             Attribute::Now => "$now",
             Attribute::DayOfWeek(_) => "$day_of_week",
             Attribute::Hour(_) => "$hour",
@@ -460,7 +460,7 @@ impl<'f> Compiler<'f> {
             let values = self.unit_set(&format!("{path}.values"), &t.values);
             let served = serve(self, format!("{path}.serve"), &t.serve);
             targets.push(CompiledTarget {
-                attribute: t.attribute.as_deref().map(Into::into),
+                attribute: t.attribute.as_deref().map(UnitAttr::new),
                 values,
                 serve: served,
             });
@@ -527,7 +527,7 @@ impl<'f> Compiler<'f> {
             rules,
             rollout,
             salt: salt.into(),
-            bucket_by: bucket_by.into(),
+            bucket_by: UnitAttr::new(bucket_by),
             fallthrough,
         }
     }
@@ -644,11 +644,7 @@ impl<'f> Compiler<'f> {
             })
             .collect();
         CompiledSegment {
-            attribute: segment
-                .attribute
-                .as_deref()
-                .unwrap_or(DEFAULT_BUCKET_BY)
-                .into(),
+            attribute: UnitAttr::new(segment.attribute.as_deref().unwrap_or(DEFAULT_BUCKET_BY)),
             included,
             excluded,
             rules,
@@ -702,7 +698,7 @@ impl<'f> Compiler<'f> {
                             "timezone applies only to $now, $day_of_week and $hour",
                         );
                     }
-                    Attribute::Context(name.into())
+                    Attribute::Context(AttrKey::new(name))
                 }
             }
         };

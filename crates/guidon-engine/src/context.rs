@@ -5,10 +5,48 @@ use serde_json::{Map, Value};
 use crate::model::{DEFAULT_BUCKET_BY, TARGETING_KEY};
 
 /// A JSON object of attributes: `{"user_id": "user_42", "country": "US"}`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+///
+/// Stored as a small vector of (name hash, name, value). Conditions carry the
+/// hash of their attribute name, computed once when the snapshot is
+/// compiled, so a lookup compares integers and checks one name; contexts are
+/// small, and a scan beats a tree or a hash table at that size.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Context {
-    attributes: Map<String, Value>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    hash: u64,
+    name: Box<str>,
+    value: Value,
+}
+
+/// An attribute name with its hash, prepared at compile time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttrKey {
+    hash: u64,
+    name: Box<str>,
+}
+
+impl AttrKey {
+    pub(crate) fn new(name: &str) -> AttrKey {
+        AttrKey {
+            hash: name_hash(name),
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    // A fixed seed: the hash of a name must be the same in every snapshot
+    // and context. Collisions only cost a string comparison.
+    foldhash::fast::FixedState::with_seed(0x6775_6964_6f6e).hash_one(name)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,12 +64,27 @@ impl Context {
 
     /// Adds or replaces an attribute; for building contexts in code.
     pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Context {
-        self.attributes.insert(name.into(), value.into());
+        self.insert(name, value);
         self
     }
 
+    /// Adds or replaces an attribute.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        self.attributes.insert(name.into(), value.into());
+        let name: String = name.into();
+        let value = value.into();
+        let hash = name_hash(&name);
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.hash == hash && *e.name == *name)
+        {
+            Some(entry) => entry.value = value,
+            None => self.entries.push(Entry {
+                hash,
+                name: name.into(),
+                value,
+            }),
+        }
     }
 
     pub fn from_json_str(text: &str) -> Result<Context, ContextError> {
@@ -42,28 +95,74 @@ impl Context {
 
     /// The attribute's value; JSON `null` counts as absent.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.attributes.get(name).filter(|v| !v.is_null())
+        self.lookup(&AttrKey::new(name))
     }
 
-    pub fn attributes(&self) -> &Map<String, Value> {
-        &self.attributes
+    pub(crate) fn lookup(&self, key: &AttrKey) -> Option<&Value> {
+        self.entries
+            .iter()
+            .find(|e| e.hash == key.hash && *e.name == *key.name)
+            .map(|e| &e.value)
+            .filter(|v| !v.is_null())
+    }
+
+    /// The attributes, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|e| (&*e.name, &e.value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The value of `attribute` as a unit identifier: strings as they are,
-    /// integers in decimal, anything else absent. For `user_id`, an absent
-    /// value falls back to OpenFeature's `targetingKey`.
-    pub(crate) fn unit(&self, attribute: &str) -> Option<Unit<'_>> {
-        let found = self.get(attribute).and_then(Unit::from_value);
-        if found.is_none() && attribute == DEFAULT_BUCKET_BY {
-            return self.get(TARGETING_KEY).and_then(Unit::from_value);
+    /// integers in decimal, anything else absent. When it is absent and
+    /// `fallback` is given (`targetingKey` for `user_id`), the fallback's.
+    pub(crate) fn unit(&self, attribute: &UnitAttr) -> Option<Unit<'_>> {
+        self.lookup(&attribute.key)
+            .and_then(Unit::from_value)
+            .or_else(|| {
+                let fallback = attribute.fallback.as_ref()?;
+                self.lookup(fallback).and_then(Unit::from_value)
+            })
+    }
+}
+
+/// An attribute that identifies units (bucketing, targets, segments), with
+/// its fallback. The `targetingKey` fallback applies to `user_id` only (the
+/// default bucketing attribute): a flag bucketed by `account_id` must not
+/// silently bucket by user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnitAttr {
+    pub(crate) key: AttrKey,
+    fallback: Option<AttrKey>,
+}
+
+impl UnitAttr {
+    pub(crate) fn new(name: &str) -> UnitAttr {
+        UnitAttr {
+            key: AttrKey::new(name),
+            fallback: (name == DEFAULT_BUCKET_BY).then(|| AttrKey::new(TARGETING_KEY)),
         }
-        found
     }
 }
 
 impl From<Map<String, Value>> for Context {
     fn from(attributes: Map<String, Value>) -> Context {
-        Context { attributes }
+        // A JSON object's keys are unique: no need to look for duplicates.
+        let entries = attributes
+            .into_iter()
+            .map(|(name, value)| Entry {
+                hash: name_hash(&name),
+                name: name.into(),
+                value,
+            })
+            .collect();
+        Context { entries }
     }
 }
 
@@ -72,9 +171,21 @@ impl TryFrom<Value> for Context {
 
     fn try_from(value: Value) -> Result<Context, ContextError> {
         match value {
-            Value::Object(attributes) => Ok(Context { attributes }),
+            Value::Object(attributes) => Ok(Context::from(attributes)),
             other => Err(ContextError::NotAnObject(json_type_name(&other))),
         }
+    }
+}
+
+impl serde::Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Context {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Context, D::Error> {
+        Map::<String, Value>::deserialize(deserializer).map(Context::from)
     }
 }
 
@@ -170,19 +281,33 @@ mod tests {
         assert!(Unit::from_value(&json!(["a"])).is_none());
     }
 
+    fn unit_of(ctx: &Context, attribute: &str) -> Option<String> {
+        ctx.unit(&UnitAttr::new(attribute))
+            .map(|u| u.as_str().to_owned())
+    }
+
     #[test]
     fn targeting_key_is_the_fallback_for_user_id_only() {
-        let ctx = Context::new().with("targetingKey", "tk");
-        assert_eq!(
-            ctx.unit("user_id").map(|u| u.as_str().to_owned()),
-            Some("tk".into())
-        );
-        assert!(ctx.unit("account_id").is_none());
+        let ctx = Context::new()
+            .with("targetingKey", "tk")
+            .with("account_id", 5);
+        assert_eq!(unit_of(&ctx, "user_id"), Some("tk".into()));
+        assert_eq!(unit_of(&ctx, "account_id"), Some("5".into()));
+        assert_eq!(unit_of(&ctx, "team_id"), None);
         let ctx = ctx.with("user_id", "u");
-        assert_eq!(
-            ctx.unit("user_id").map(|u| u.as_str().to_owned()),
-            Some("u".into())
-        );
+        assert_eq!(unit_of(&ctx, "user_id"), Some("u".into()));
+    }
+
+    #[test]
+    fn insert_replaces_and_null_is_absent() {
+        let mut ctx = Context::new().with("a", 1).with("b", Value::Null);
+        ctx.insert("a", 2);
+        assert_eq!(ctx.len(), 2);
+        assert_eq!(ctx.get("a"), Some(&json!(2)));
+        assert_eq!(ctx.get("b"), None);
+        let text = serde_json::to_string(&ctx).expect("serializes");
+        let round: Context = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(round.get("a"), Some(&json!(2)));
     }
 
     #[test]

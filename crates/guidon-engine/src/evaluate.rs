@@ -253,7 +253,7 @@ impl Snapshot {
         t: &mut T,
     ) -> bool {
         let actual = match &c.attribute {
-            Attribute::Context(name) => match ctx.get(name) {
+            Attribute::Context(key) => match ctx.lookup(key) {
                 Some(v) => Actual::Json(v),
                 None => Actual::Missing,
             },
@@ -469,7 +469,7 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                         "out",
                         format!(
                             "no bucketing value ({:?} absent), so the unit is in no rollout",
-                            &*self.flag.bucket_by
+                            self.flag.bucket_by.key.name()
                         ),
                     )
                 });
