@@ -197,6 +197,17 @@ fn single_flags(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("single_flag");
+    // The floor of (c) and (d): one SHA-256 of "{flag}:{unit}:{salt}", which
+    // flag-format.md §6 fixes; (c) needs one, (d) two.
+    group.bench_function("guidon rollout_bucket alone (one SHA-256 block)", |b| {
+        b.iter(|| {
+            black_box(guidon_engine::rollout_bucket(
+                black_box(SHAPES[3].0),
+                black_box(&user),
+                "",
+            ))
+        })
+    });
     for (i, (key, label)) in SHAPES.iter().enumerate() {
         group.bench_function(format!("guidon {label}"), |b| {
             b.iter(|| black_box(snapshot.evaluate(black_box(key), black_box(&ctx), now)))

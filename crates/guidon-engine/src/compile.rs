@@ -89,7 +89,7 @@ pub(crate) struct CompiledPrerequisite {
 #[derive(Debug)]
 pub(crate) struct CompiledTarget {
     pub(crate) attribute: Option<UnitAttr>,
-    pub(crate) values: HashSet<Box<str>>,
+    pub(crate) values: StringSet,
     pub(crate) serve: CompiledServe,
 }
 
@@ -104,8 +104,8 @@ pub(crate) struct CompiledRule {
 #[derive(Debug)]
 pub(crate) struct CompiledSegment {
     pub(crate) attribute: UnitAttr,
-    pub(crate) included: HashSet<Box<str>>,
-    pub(crate) excluded: HashSet<Box<str>>,
+    pub(crate) included: StringSet,
+    pub(crate) excluded: StringSet,
     pub(crate) rules: Vec<CompiledSegmentRule>,
 }
 
@@ -178,11 +178,47 @@ impl Ordering {
     }
 }
 
+/// A set of strings for `in`, targets and segment lists: a scan for a few
+/// values (what most rules hold), a hash set for many (a list of users).
+#[derive(Debug)]
+pub(crate) enum StringSet {
+    Few(Vec<Box<str>>),
+    Many(HashSet<Box<str>>),
+}
+
+impl StringSet {
+    const SCAN_UP_TO: usize = 8;
+
+    fn new(mut values: Vec<Box<str>>) -> StringSet {
+        values.sort_unstable();
+        values.dedup();
+        if values.len() <= StringSet::SCAN_UP_TO {
+            StringSet::Few(values)
+        } else {
+            StringSet::Many(values.into_iter().collect())
+        }
+    }
+
+    pub(crate) fn contains(&self, value: &str) -> bool {
+        match self {
+            StringSet::Few(values) => values.iter().any(|v| **v == *value),
+            StringSet::Many(set) => set.contains(value),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            StringSet::Few(values) => values.is_empty(),
+            StringSet::Many(set) => set.is_empty(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Test {
     Equals(Literal),
     OneOf {
-        strings: HashSet<Box<str>>,
+        strings: StringSet,
         numbers: Vec<f64>,
     },
     Contains(Vec<Box<str>>),
@@ -608,13 +644,11 @@ impl<'f> Compiler<'f> {
     }
 
     /// Target and segment lists of units: strings, or integers in decimal.
-    fn unit_set(&mut self, path: &str, values: &[Value]) -> HashSet<Box<str>> {
-        let mut set = HashSet::with_capacity(values.len());
+    fn unit_set(&mut self, path: &str, values: &[Value]) -> StringSet {
+        let mut set = Vec::with_capacity(values.len());
         for (k, v) in values.iter().enumerate() {
             match crate::context::Unit::from_value(v) {
-                Some(unit) => {
-                    set.insert(unit.as_str().into());
-                }
+                Some(unit) => set.push(unit.as_str().into()),
                 None => self.problem(
                     format!("{path}[{k}]"),
                     format!(
@@ -624,7 +658,7 @@ impl<'f> Compiler<'f> {
                 ),
             }
         }
-        set
+        StringSet::new(set)
     }
 
     fn segment(&mut self, i: usize, segment: &'f Segment) -> CompiledSegment {
@@ -807,13 +841,11 @@ impl<'f> Compiler<'f> {
                 None => None,
             },
             Op::In | Op::NotIn => {
-                let mut strings = HashSet::new();
+                let mut strings = Vec::new();
                 let mut numbers = Vec::new();
                 for (m, v) in c.values.iter().enumerate() {
                     match v {
-                        Value::String(s) => {
-                            strings.insert(fold(s));
-                        }
+                        Value::String(s) => strings.push(fold(s)),
                         Value::Number(n) => numbers.extend(n.as_f64()),
                         other => self.problem(
                             format!("{values_path}[{m}]"),
@@ -825,7 +857,10 @@ impl<'f> Compiler<'f> {
                         ),
                     }
                 }
-                Some(Test::OneOf { strings, numbers })
+                Some(Test::OneOf {
+                    strings: StringSet::new(strings),
+                    numbers,
+                })
             }
             Op::Contains | Op::NotContains => Some(Test::Contains(strings(self))),
             Op::StartsWith => Some(Test::StartsWith(strings(self))),
