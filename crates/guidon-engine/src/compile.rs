@@ -12,12 +12,16 @@ use serde_json::Value;
 
 use crate::context::{AttrKey, UnitAttr, json_type_name};
 use crate::error::{Problem, ValidationError};
+use crate::hashing::FlagHasher;
 use crate::model::{Condition, DEFAULT_BUCKET_BY, Flag, FlagFile, Match, Operator, Segment, Serve};
 use crate::result::Reason;
 
 /// Longest allowed chain of prerequisites (or of segments nested in
 /// segments). Evaluation recurses along these chains, so they are bounded.
 pub const MAX_CHAIN_DEPTH: usize = 16;
+/// Most evaluations that one flag's prerequisites (or one segment's nested
+/// segments) may expand into, counting every path through shared ones.
+pub const MAX_EXPANSION: usize = 256;
 /// Longest `matches` pattern, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one `matches` pattern.
@@ -55,7 +59,7 @@ pub(crate) struct CompiledFlag {
     pub(crate) rules: Vec<CompiledRule>,
     /// The rollout percentage, when the flag has a rollout.
     pub(crate) rollout: Option<f64>,
-    pub(crate) salt: Box<str>,
+    pub(crate) hasher: FlagHasher,
     pub(crate) bucket_by: UnitAttr,
     /// The reason of step 8 (nothing else decided), fixed by the flag's shape.
     pub(crate) fallthrough: Reason,
@@ -562,7 +566,7 @@ impl<'f> Compiler<'f> {
             targets,
             rules,
             rollout,
-            salt: salt.into(),
+            hasher: FlagHasher::new(&flag.key, &salt),
             bucket_by: UnitAttr::new(bucket_by),
             fallthrough,
         }
@@ -1159,6 +1163,10 @@ impl<'f> Compiler<'f> {
         let n = edges.len();
         let mut color = vec![WHITE; n];
         let mut depth = vec![0usize; n];
+        // How many evaluations one evaluation of the node expands into: a
+        // diamond of prerequisites is evaluated once per path, so fan-out is
+        // bounded as well as depth.
+        let mut expansion = vec![1usize; n];
         let mut reported: HashSet<String> = HashSet::new();
         // Iterative depth-first search: a long chain must not overflow the stack.
         for root in 0..n {
@@ -1202,6 +1210,21 @@ impl<'f> Compiler<'f> {
                         .map(|(c, _)| depth[*c] + 1)
                         .max()
                         .unwrap_or(0);
+                    expansion[node] = edges[node]
+                        .iter()
+                        .fold(1usize, |sum, (c, _)| sum.saturating_add(expansion[*c]));
+                    let children_within = edges[node]
+                        .iter()
+                        .all(|(c, _)| expansion[*c] <= MAX_EXPANSION);
+                    if expansion[node] > MAX_EXPANSION && children_within {
+                        self.problem(
+                            format!("{list}[{node}].{field}"),
+                            format!(
+                                "evaluating {:?} expands to {} {what} evaluations, at most {MAX_EXPANSION} allowed",
+                                names[node], expansion[node]
+                            ),
+                        );
+                    }
                     if depth[node] == MAX_CHAIN_DEPTH + 1 {
                         self.problem(
                             format!("{list}[{node}].{field}"),

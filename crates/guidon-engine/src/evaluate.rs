@@ -10,7 +10,7 @@ use crate::compile::{
 };
 use crate::context::{Context, Unit};
 use crate::explain::{ConditionTrace, Explanation, NoTrace, Recorder, Step, Tracer};
-use crate::hashing::{in_percentage, rollout_bucket, variant_selection};
+use crate::hashing::in_percentage;
 use crate::result::{ErrorCode, Evaluation, Metadata, Reason};
 
 static TRUE: Value = Value::Bool(true);
@@ -435,11 +435,7 @@ impl<'s, 'c> FlagEval<'s, 'c> {
     fn bucket(&mut self) -> Option<f64> {
         if self.bucket.is_none() {
             let unit = self.unit()?;
-            self.bucket = Some(rollout_bucket(
-                &self.flag.key,
-                unit.as_str(),
-                &self.flag.salt,
-            ));
+            self.bucket = Some(self.flag.hasher.rollout_bucket(unit.as_str()));
         }
         self.bucket
     }
@@ -510,7 +506,7 @@ impl<'s, 'c> FlagEval<'s, 'c> {
             Some(v) => v,
             None => match self.unit() {
                 Some(unit) => {
-                    let selection = variant_selection(&flag.key, unit.as_str());
+                    let selection = flag.hasher.variant_selection(unit.as_str());
                     let scaled = selection * 100.0;
                     let v = flag
                         .variants
