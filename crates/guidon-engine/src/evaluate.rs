@@ -302,7 +302,7 @@ impl Snapshot {
             Test::Equals(Literal::Bool(lit)) => actual.bool().map(|b| b == *lit),
             Test::OneOf { strings, numbers } => {
                 if let Some(s) = actual.str() {
-                    (!strings.is_empty()).then(|| strings.contains(&*fold(s, ci)))
+                    (!strings.is_empty()).then(|| strings.contains(&fold(s, ci)))
                 } else if let Some(x) = actual.num() {
                     (!numbers.is_empty()).then(|| numbers.contains(&x))
                 } else {
