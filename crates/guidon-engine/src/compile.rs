@@ -19,9 +19,11 @@ use crate::result::Reason;
 /// Longest allowed chain of prerequisites (or of segments nested in
 /// segments). Evaluation recurses along these chains, so they are bounded.
 pub const MAX_CHAIN_DEPTH: usize = 16;
-/// Most evaluations that one flag's prerequisites (or one segment's nested
-/// segments) may expand into, counting every path through shared ones.
-pub const MAX_EXPANSION: usize = 256;
+/// The most work one evaluation may do, in conditions checked plus flags
+/// and segments entered, counting every path through shared prerequisites
+/// and segments: a diamond of references is evaluated once per path, so
+/// fan-out must be bounded as well as depth.
+pub const MAX_EVALUATION_COST: usize = 10_000;
 /// Longest `matches` pattern, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one `matches` pattern.
@@ -327,6 +329,8 @@ struct Compiler<'f> {
     flag_edges: Vec<Vec<(usize, String)>>,
     /// segment -> (segment used in its rules, path of the reference)
     segment_edges: Vec<Vec<(usize, String)>>,
+    /// flag -> segments its rules refer to (once per condition)
+    flag_segments: Vec<Vec<usize>>,
 }
 
 fn is_valid_key(key: &str) -> bool {
@@ -356,6 +360,7 @@ impl<'f> Compiler<'f> {
             segment_index: HashMap::new(),
             flag_edges: vec![Vec::new(); file.flags.len()],
             segment_edges: vec![Vec::new(); file.segments.len()],
+            flag_segments: vec![Vec::new(); file.flags.len()],
         };
         for (i, flag) in file.flags.iter().enumerate() {
             let path = format!("flags[{i}].key");
@@ -521,7 +526,7 @@ impl<'f> Compiler<'f> {
             } else {
                 names.insert(name.clone(), j);
             }
-            let conditions = self.conditions(&path, &r.conditions, None);
+            let conditions = self.conditions(&path, &r.conditions, Owner::Flag(i));
             let served = serve(self, format!("{path}.serve"), &r.serve);
             rules.push(CompiledRule {
                 name: name.into(),
@@ -678,7 +683,11 @@ impl<'f> Compiler<'f> {
             .enumerate()
             .map(|(j, r)| CompiledSegmentRule {
                 any: r.match_kind == Match::Any,
-                conditions: self.conditions(&format!("{at}.rules[{j}]"), &r.conditions, Some(i)),
+                conditions: self.conditions(
+                    &format!("{at}.rules[{j}]"),
+                    &r.conditions,
+                    Owner::Segment(i),
+                ),
             })
             .collect();
         CompiledSegment {
@@ -693,12 +702,12 @@ impl<'f> Compiler<'f> {
         &mut self,
         at: &str,
         conditions: &[Condition],
-        in_segment: Option<usize>,
+        owner: Owner,
     ) -> Vec<CompiledCondition> {
         conditions
             .iter()
             .enumerate()
-            .filter_map(|(k, c)| self.condition(&format!("{at}.conditions[{k}]"), c, in_segment))
+            .filter_map(|(k, c)| self.condition(&format!("{at}.conditions[{k}]"), c, owner))
             .collect()
     }
 
@@ -706,7 +715,7 @@ impl<'f> Compiler<'f> {
         &mut self,
         at: &str,
         c: &Condition,
-        in_segment: Option<usize>,
+        owner: Owner,
     ) -> Option<CompiledCondition> {
         use Operator as Op;
         let before = self.problems.len();
@@ -973,15 +982,20 @@ impl<'f> Compiler<'f> {
                     match v {
                         Value::String(s) => match self.segment_index.get(s.as_str()) {
                             Some(&seg) => {
-                                if let Some(from) = in_segment {
-                                    if from == seg {
+                                if found.contains(&seg) {
+                                    // Listed twice: evaluated once.
+                                    continue;
+                                }
+                                match owner {
+                                    Owner::Segment(from) if from == seg => {
                                         self.problem(
                                             path,
                                             format!("segment {s:?} cannot refer to itself"),
                                         );
                                         continue;
                                     }
-                                    self.segment_edges[from].push((seg, path));
+                                    Owner::Segment(from) => self.segment_edges[from].push((seg, path)),
+                                    Owner::Flag(flag) => self.flag_segments[flag].push(seg),
                                 }
                                 found.push(seg);
                             }
@@ -1139,14 +1153,77 @@ impl<'f> Compiler<'f> {
         let seg_names: Vec<&str> = self.file.segments.iter().map(|s| s.key.as_str()).collect();
         let flag_edges = std::mem::take(&mut self.flag_edges);
         let seg_edges = std::mem::take(&mut self.segment_edges);
-        self.check_graph(
+        let flag_cycles = self.check_graph(
             &flag_edges,
             &flag_names,
             "prerequisite",
             "flags",
             "prerequisites",
         );
-        self.check_graph(&seg_edges, &seg_names, "segment", "segments", "rules");
+        let segment_cycles =
+            self.check_graph(&seg_edges, &seg_names, "segment", "segments", "rules");
+        if !flag_cycles && !segment_cycles {
+            self.check_cost(&flag_edges, &seg_edges);
+        }
+    }
+
+    /// Bounds the work of one evaluation (see [`MAX_EVALUATION_COST`]) over
+    /// the graph of flags and segments, which has no cycle by now.
+    fn check_cost(&mut self, flag_edges: &[Vec<(usize, String)>], seg_edges: &[Vec<(usize, String)>]) {
+        let flags = self.file.flags.len();
+        // Nodes: flags 0..flags, then segments.
+        let own = |conditions: usize| conditions.saturating_add(1);
+        let mut children: Vec<Vec<usize>> = Vec::with_capacity(flags + seg_edges.len());
+        let mut own_cost: Vec<usize> = Vec::with_capacity(flags + seg_edges.len());
+        for (i, flag) in self.file.flags.iter().enumerate() {
+            let mut c: Vec<usize> = flag_edges[i].iter().map(|(f, _)| *f).collect();
+            c.extend(self.flag_segments[i].iter().map(|s| flags + s));
+            children.push(c);
+            own_cost.push(own(flag.rules.iter().map(|r| r.conditions.len()).sum()));
+        }
+        for (j, segment) in self.file.segments.iter().enumerate() {
+            children.push(seg_edges[j].iter().map(|(s, _)| flags + s).collect());
+            own_cost.push(own(segment.rules.iter().map(|r| r.conditions.len()).sum()));
+        }
+        let n = children.len();
+        let mut cost: Vec<Option<usize>> = vec![None; n];
+        for root in 0..n {
+            // Iterative post-order: children's costs first.
+            let mut stack = vec![root];
+            while let Some(&node) = stack.last() {
+                if cost[node].is_some() {
+                    stack.pop();
+                    continue;
+                }
+                let pending: Vec<usize> =
+                    children[node].iter().copied().filter(|c| cost[*c].is_none()).collect();
+                if !pending.is_empty() {
+                    stack.extend(pending);
+                    continue;
+                }
+                stack.pop();
+                let child_costs: Vec<usize> = children[node].iter().filter_map(|c| cost[*c]).collect();
+                let total = child_costs
+                    .iter()
+                    .fold(own_cost[node], |sum, c| sum.saturating_add(*c));
+                cost[node] = Some(total);
+                if total > MAX_EVALUATION_COST && child_costs.iter().all(|c| *c <= MAX_EVALUATION_COST) {
+                    let (path, name) = if node < flags {
+                        (format!("flags[{node}]"), self.file.flags[node].key.as_str())
+                    } else {
+                        let j = node - flags;
+                        (format!("segments[{j}]"), self.file.segments[j].key.as_str())
+                    };
+                    self.problem(
+                        path,
+                        format!(
+                            "evaluating {name:?} may check up to {total} conditions, counting every path \
+                             through its prerequisites and segments; at most {MAX_EVALUATION_COST} allowed"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn check_graph(
@@ -1156,18 +1233,15 @@ impl<'f> Compiler<'f> {
         what: &str,
         list: &str,
         field: &str,
-    ) {
+    ) -> bool {
         const WHITE: u8 = 0;
         const GRAY: u8 = 1;
         const BLACK: u8 = 2;
         let n = edges.len();
         let mut color = vec![WHITE; n];
         let mut depth = vec![0usize; n];
-        // How many evaluations one evaluation of the node expands into: a
-        // diamond of prerequisites is evaluated once per path, so fan-out is
-        // bounded as well as depth.
-        let mut expansion = vec![1usize; n];
         let mut reported: HashSet<String> = HashSet::new();
+        let mut cyclic = false;
         // Iterative depth-first search: a long chain must not overflow the stack.
         for root in 0..n {
             if color[root] != WHITE {
@@ -1193,6 +1267,7 @@ impl<'f> Compiler<'f> {
                                 stack[start..].iter().map(|&(s, _)| names[s]).collect();
                             cycle.push(names[*child]);
                             let message = format!("{what} cycle: {}", cycle.join(" -> "));
+                            cyclic = true;
                             for &(s, taken) in &stack[start..] {
                                 let edge_path = &edges[s][taken - 1].1;
                                 if reported.insert(edge_path.clone()) {
@@ -1210,21 +1285,6 @@ impl<'f> Compiler<'f> {
                         .map(|(c, _)| depth[*c] + 1)
                         .max()
                         .unwrap_or(0);
-                    expansion[node] = edges[node]
-                        .iter()
-                        .fold(1usize, |sum, (c, _)| sum.saturating_add(expansion[*c]));
-                    let children_within = edges[node]
-                        .iter()
-                        .all(|(c, _)| expansion[*c] <= MAX_EXPANSION);
-                    if expansion[node] > MAX_EXPANSION && children_within {
-                        self.problem(
-                            format!("{list}[{node}].{field}"),
-                            format!(
-                                "evaluating {:?} expands to {} {what} evaluations, at most {MAX_EXPANSION} allowed",
-                                names[node], expansion[node]
-                            ),
-                        );
-                    }
                     if depth[node] == MAX_CHAIN_DEPTH + 1 {
                         self.problem(
                             format!("{list}[{node}].{field}"),
@@ -1237,7 +1297,16 @@ impl<'f> Compiler<'f> {
                 }
             }
         }
+        cyclic
     }
+}
+
+/// Who a condition belongs to: references to segments are edges of the
+/// graph that bounds evaluation.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Flag(usize),
+    Segment(usize),
 }
 
 pub(crate) const DAY_NAMES: [&str; 7] = [

@@ -27,7 +27,7 @@ pub mod model;
 mod parse;
 mod result;
 
-pub use compile::{MAX_CHAIN_DEPTH, MAX_EXPANSION, MAX_REGEX_LEN, Snapshot, SnapshotOptions};
+pub use compile::{MAX_CHAIN_DEPTH, MAX_EVALUATION_COST, MAX_REGEX_LEN, Snapshot, SnapshotOptions};
 pub use context::{Context, ContextError};
 pub use error::{ParseError, Problem, ValidationError};
 pub use explain::{ConditionTrace, Explanation, Step};
