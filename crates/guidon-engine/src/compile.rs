@@ -24,6 +24,9 @@ pub const MAX_CHAIN_DEPTH: usize = 16;
 /// and segments: a diamond of references is evaluated once per path, so
 /// fan-out must be bounded as well as depth.
 pub const MAX_EVALUATION_COST: usize = 10_000;
+/// Weights must sum to 100 within ±0.01; the extra 1e-9 absorbs binary
+/// floating point, in which 33.33 + 33.33 + 33.33 is 99.98999999999999.
+const WEIGHT_TOLERANCE: f64 = 0.01 + 1e-9;
 /// Longest `matches` pattern, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one `matches` pattern.
@@ -619,7 +622,7 @@ impl<'f> Compiler<'f> {
                 value: v.value.clone(),
             });
         }
-        if weights_ok && !flag.variants.is_empty() && (cumulative - 100.0).abs() > 0.01 {
+        if weights_ok && !flag.variants.is_empty() && (cumulative - 100.0).abs() > WEIGHT_TOLERANCE {
             let last = flag.variants.len() - 1;
             self.problem(
                 format!("{at}.variants[{last}].weight"),
