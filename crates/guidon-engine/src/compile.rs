@@ -112,6 +112,7 @@ pub(crate) struct CompiledRule {
 
 #[derive(Debug)]
 pub(crate) struct CompiledSegment {
+    pub(crate) key: Box<str>,
     pub(crate) attribute: UnitAttr,
     pub(crate) included: StringSet,
     pub(crate) excluded: StringSet,
@@ -161,8 +162,47 @@ impl Attribute {
 #[derive(Debug)]
 pub(crate) enum Literal {
     Str(Box<str>),
-    Num(f64),
+    Num(Num),
     Bool(bool),
+}
+
+/// A JSON number, compared exactly as an integer when both sides are
+/// integers (an f64 cannot tell 9007199254740993 from 9007199254740992).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Num {
+    float: f64,
+    int: Option<i128>,
+}
+
+impl Num {
+    pub(crate) fn of(n: &serde_json::Number) -> Option<Num> {
+        let int = n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from));
+        n.as_f64().map(|float| Num { float, int })
+    }
+
+    pub(crate) fn int(i: i64) -> Num {
+        Num {
+            float: i as f64,
+            int: Some(i128::from(i)),
+        }
+    }
+
+    pub(crate) fn cmp(self, other: Num) -> Option<std::cmp::Ordering> {
+        match (self.int, other.int) {
+            (Some(a), Some(b)) => Some(a.cmp(&b)),
+            _ => self.float.partial_cmp(&other.float),
+        }
+    }
+
+    pub(crate) fn to_json(self) -> Value {
+        match self.int {
+            Some(i) => i64::try_from(i).map_or(Value::Null, Value::from),
+            None => serde_json::Number::from_f64(self.float).map_or(Value::Null, Value::Number),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,13 +268,13 @@ pub(crate) enum Test {
     Equals(Literal),
     OneOf {
         strings: StringSet,
-        numbers: Vec<f64>,
+        numbers: Vec<Num>,
     },
     Contains(Vec<Box<str>>),
     StartsWith(Vec<Box<str>>),
     EndsWith(Vec<Box<str>>),
     Matches(Vec<Regex>),
-    Compare(Ordering, f64),
+    Compare(Ordering, Num),
     Semver(Ordering, semver::Version),
     Before(Timestamp),
     After(Timestamp),
@@ -346,6 +386,13 @@ fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// `rules[N]`: the name an unnamed rule gets from its position.
+fn is_default_rule_name(name: &str) -> bool {
+    name.strip_prefix("rules[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 const KEY_RULE: &str = "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$";
 
 /// Formats a number as a person wrote it: 99.5, not 99.50000000000001.
@@ -432,7 +479,14 @@ impl<'f> Compiler<'f> {
 
         let serve = |c: &mut Compiler<'f>, path: String, s: &Serve| -> CompiledServe {
             if let Some(p) = s.percentage {
-                c.percentage(format!("{path}.percentage"), p);
+                if s.enabled {
+                    c.percentage(format!("{path}.percentage"), p);
+                } else {
+                    c.problem(
+                        format!("{path}.percentage"),
+                        "a percentage in a serve that is not enabled would be ignored",
+                    );
+                }
             }
             let variant = match &s.variant {
                 Some(k) if !s.enabled => {
@@ -472,6 +526,12 @@ impl<'f> Compiler<'f> {
                 continue;
             }
             self.flag_edges[i].push((target, format!("{path}.flag")));
+            if p.variants.as_ref().is_some_and(Vec::is_empty) {
+                self.problem(
+                    format!("{path}.variants"),
+                    "an empty list of variants can never be met; leave variants out to require none",
+                );
+            }
             if let Some(keys) = &p.variants {
                 let other = &self.file.flags[target];
                 for (k, key) in keys.iter().enumerate() {
@@ -519,7 +579,12 @@ impl<'f> Compiler<'f> {
         for (j, r) in flag.rules.iter().enumerate() {
             let path = format!("{at}.rules[{j}]");
             let name = r.name.clone().unwrap_or_else(|| format!("rules[{j}]"));
-            if name.is_empty() {
+            if r.name.as_deref().is_some_and(is_default_rule_name) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("rule names of the form {name:?} are reserved for unnamed rules"),
+                );
+            } else if name.is_empty() {
                 self.problem(format!("{path}.name"), "a rule name cannot be empty");
             } else if let Some(first) = names.get(&name) {
                 self.problem(
@@ -622,7 +687,8 @@ impl<'f> Compiler<'f> {
                 value: v.value.clone(),
             });
         }
-        if weights_ok && !flag.variants.is_empty() && (cumulative - 100.0).abs() > WEIGHT_TOLERANCE {
+        if weights_ok && !flag.variants.is_empty() && (cumulative - 100.0).abs() > WEIGHT_TOLERANCE
+        {
             let last = flag.variants.len() - 1;
             self.problem(
                 format!("{at}.variants[{last}].weight"),
@@ -694,6 +760,7 @@ impl<'f> Compiler<'f> {
             })
             .collect();
         CompiledSegment {
+            key: segment.key.as_str().into(),
             attribute: UnitAttr::new(segment.attribute.as_deref().unwrap_or(DEFAULT_BUCKET_BY)),
             included,
             excluded,
@@ -714,18 +781,28 @@ impl<'f> Compiler<'f> {
             .collect()
     }
 
-    fn condition(
-        &mut self,
-        at: &str,
-        c: &Condition,
-        owner: Owner,
-    ) -> Option<CompiledCondition> {
+    fn condition(&mut self, at: &str, c: &Condition, owner: Owner) -> Option<CompiledCondition> {
         use Operator as Op;
         let before = self.problems.len();
         let op = c.operator;
         let values_path = format!("{at}.values");
 
         let attribute = if op.is_segment_operator() {
+            if c.attribute.is_some() {
+                self.problem(
+                    format!("{at}.attribute"),
+                    format!(
+                        "operator {} takes no attribute: each segment names its own",
+                        op.as_str()
+                    ),
+                );
+            }
+            if c.timezone.is_some() {
+                self.problem(
+                    format!("{at}.timezone"),
+                    "timezone applies only to $now, $day_of_week and $hour",
+                );
+            }
             Attribute::Unused
         } else {
             match c.attribute.as_deref() {
@@ -841,7 +918,7 @@ impl<'f> Compiler<'f> {
         let test = match op {
             Op::Eq | Op::Neq => match first {
                 Some(Value::String(s)) => Some(Test::Equals(Literal::Str(fold(s)))),
-                Some(Value::Number(n)) => n.as_f64().map(|x| Test::Equals(Literal::Num(x))),
+                Some(Value::Number(n)) => Num::of(n).map(|x| Test::Equals(Literal::Num(x))),
                 Some(Value::Bool(b)) => Some(Test::Equals(Literal::Bool(*b))),
                 Some(other) => {
                     self.problem(
@@ -862,7 +939,7 @@ impl<'f> Compiler<'f> {
                 for (m, v) in c.values.iter().enumerate() {
                     match v {
                         Value::String(s) => strings.push(fold(s)),
-                        Value::Number(n) => numbers.extend(n.as_f64()),
+                        Value::Number(n) => numbers.extend(Num::of(n)),
                         other => self.problem(
                             format!("{values_path}[{m}]"),
                             format!(
@@ -926,7 +1003,7 @@ impl<'f> Compiler<'f> {
                     _ => Ordering::Lte,
                 };
                 match first {
-                    Some(Value::Number(n)) => n.as_f64().map(|x| Test::Compare(ord, x)),
+                    Some(Value::Number(n)) => Num::of(n).map(|x| Test::Compare(ord, x)),
                     Some(other) => {
                         self.problem(
                             format!("{values_path}[0]"),
@@ -997,7 +1074,9 @@ impl<'f> Compiler<'f> {
                                         );
                                         continue;
                                     }
-                                    Owner::Segment(from) => self.segment_edges[from].push((seg, path)),
+                                    Owner::Segment(from) => {
+                                        self.segment_edges[from].push((seg, path))
+                                    }
                                     Owner::Flag(flag) => self.flag_segments[flag].push(seg),
                                 }
                                 found.push(seg);
@@ -1172,7 +1251,11 @@ impl<'f> Compiler<'f> {
 
     /// Bounds the work of one evaluation (see [`MAX_EVALUATION_COST`]) over
     /// the graph of flags and segments, which has no cycle by now.
-    fn check_cost(&mut self, flag_edges: &[Vec<(usize, String)>], seg_edges: &[Vec<(usize, String)>]) {
+    fn check_cost(
+        &mut self,
+        flag_edges: &[Vec<(usize, String)>],
+        seg_edges: &[Vec<(usize, String)>],
+    ) {
         let flags = self.file.flags.len();
         // Nodes: flags 0..flags, then segments.
         let own = |conditions: usize| conditions.saturating_add(1);
@@ -1198,19 +1281,25 @@ impl<'f> Compiler<'f> {
                     stack.pop();
                     continue;
                 }
-                let pending: Vec<usize> =
-                    children[node].iter().copied().filter(|c| cost[*c].is_none()).collect();
+                let pending: Vec<usize> = children[node]
+                    .iter()
+                    .copied()
+                    .filter(|c| cost[*c].is_none())
+                    .collect();
                 if !pending.is_empty() {
                     stack.extend(pending);
                     continue;
                 }
                 stack.pop();
-                let child_costs: Vec<usize> = children[node].iter().filter_map(|c| cost[*c]).collect();
+                let child_costs: Vec<usize> =
+                    children[node].iter().filter_map(|c| cost[*c]).collect();
                 let total = child_costs
                     .iter()
                     .fold(own_cost[node], |sum, c| sum.saturating_add(*c));
                 cost[node] = Some(total);
-                if total > MAX_EVALUATION_COST && child_costs.iter().all(|c| *c <= MAX_EVALUATION_COST) {
+                if total > MAX_EVALUATION_COST
+                    && child_costs.iter().all(|c| *c <= MAX_EVALUATION_COST)
+                {
                     let (path, name) = if node < flags {
                         (format!("flags[{node}]"), self.file.flags[node].key.as_str())
                     } else {

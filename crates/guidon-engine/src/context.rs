@@ -143,6 +143,18 @@ pub(crate) struct UnitAttr {
 }
 
 impl UnitAttr {
+    /// "user_id and targetingKey absent", for explanations.
+    pub(crate) fn describe_absent(&self) -> String {
+        match &self.fallback {
+            Some(fallback) => format!(
+                "{:?} and {:?} absent or not a string or integer",
+                self.key.name(),
+                fallback.name()
+            ),
+            None => format!("{:?} absent or not a string or integer", self.key.name()),
+        }
+    }
+
     pub(crate) fn new(name: &str) -> UnitAttr {
         UnitAttr {
             key: AttrKey::new(name),

@@ -6,7 +6,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::compile::{
-    Attribute, CompiledCondition, CompiledFlag, CompiledServe, DAY_NAMES, Literal, Snapshot, Test,
+    Attribute, CompiledCondition, CompiledFlag, CompiledServe, DAY_NAMES, Literal, Num, Snapshot,
+    Test,
 };
 use crate::context::{Context, Unit};
 use crate::explain::{ConditionTrace, Explanation, NoTrace, Recorder, Step, Tracer};
@@ -203,8 +204,8 @@ impl Snapshot {
         t.step(|| {
             Step::new(
                 "default",
-                "on",
-                "nothing else decided: the flag serves its default (on)",
+                "reached",
+                "no target, rule or rollout decided: the flag serves on",
             )
         });
         ev.on(None, flag.fallthrough, Metadata::default(), t)
@@ -218,31 +219,78 @@ impl Snapshot {
         now: Timestamp,
         t: &mut T,
     ) -> bool {
-        if any {
-            conditions
-                .iter()
-                .any(|c| self.condition_matches(c, ctx, now, t))
-        } else {
-            conditions
-                .iter()
-                .all(|c| self.condition_matches(c, ctx, now, t))
+        for (k, c) in conditions.iter().enumerate() {
+            let matched = self.condition_matches(c, ctx, now, t);
+            // `any` is decided by the first match, `all` by the first miss.
+            if matched == any {
+                // The explanation still lists the conditions not looked at,
+                // so a reader sees the whole rule.
+                for rest in &conditions[k + 1..] {
+                    t.condition(|| ConditionTrace {
+                        attribute: rest.attribute.name().to_owned(),
+                        operator: rest.operator.as_str(),
+                        actual: Value::Null,
+                        negate: rest.negate,
+                        outcome: "not_evaluated",
+                        detail: None,
+                    });
+                }
+                return any;
+            }
         }
+        !any
     }
 
     fn in_segment(&self, index: usize, ctx: &Context, now: Timestamp) -> bool {
+        self.segment_membership(index, ctx, now).0
+    }
+
+    /// Whether the context is in the segment, and which part decided.
+    fn segment_membership(
+        &self,
+        index: usize,
+        ctx: &Context,
+        now: Timestamp,
+    ) -> (bool, Membership) {
         let segment = &self.segments[index];
         if let Some(unit) = ctx.unit(&segment.attribute) {
             if segment.included.contains(unit.as_str()) {
-                return true;
+                return (true, Membership::Included);
             }
             if segment.excluded.contains(unit.as_str()) {
-                return false;
+                return (false, Membership::Excluded);
             }
         }
-        segment
+        match segment
             .rules
             .iter()
-            .any(|r| self.rule_matches(r.any, &r.conditions, ctx, now, &mut NoTrace))
+            .position(|r| self.rule_matches(r.any, &r.conditions, ctx, now, &mut NoTrace))
+        {
+            Some(j) => (true, Membership::Rule(j)),
+            None => (false, Membership::NoRule),
+        }
+    }
+
+    /// A sentence per segment of a segment condition, for explanations.
+    fn explain_segments(&self, segments: &[usize], ctx: &Context, now: Timestamp) -> String {
+        let parts: Vec<String> = segments
+            .iter()
+            .map(|&index| {
+                let segment = &self.segments[index];
+                let unit = ctx
+                    .unit(&segment.attribute)
+                    .map(|u| format!("{} {:?}", segment.attribute.key.name(), u.as_str()))
+                    .unwrap_or_else(|| format!("no {}", segment.attribute.key.name()));
+                let why = match self.segment_membership(index, ctx, now).1 {
+                    Membership::Included => format!("in: {unit} is included"),
+                    Membership::Excluded => format!("out: {unit} is excluded"),
+                    Membership::Rule(j) => format!("in: {unit}, its rules[{j}] matched"),
+                    Membership::NoRule => format!("out: {unit}, none of its rules matched"),
+                };
+                format!("segment {:?} {why}", &*segment.key)
+            })
+            .collect();
+        parts.join("; ")
     }
 
     fn condition_matches<T: Tracer>(
@@ -262,7 +310,7 @@ impl Snapshot {
                 let day = tz.to_datetime(now).weekday().to_monday_zero_offset();
                 Actual::Str(DAY_NAMES[usize::try_from(day).unwrap_or(0) % 7])
             }
-            Attribute::Hour(tz) => Actual::Num(f64::from(tz.to_datetime(now).hour())),
+            Attribute::Hour(tz) => Actual::Num(Num::int(i64::from(tz.to_datetime(now).hour()))),
             Attribute::Unused => Actual::Missing,
         };
         let outcome = self.test(c, &actual, ctx, now);
@@ -277,6 +325,10 @@ impl Snapshot {
                 (Some(_), _) => "not_matched",
                 (None, Actual::Missing) => "missing",
                 (None, _) => "wrong_type",
+            },
+            detail: match &c.test {
+                Test::InSegment(segments) => Some(self.explain_segments(segments, ctx, now)),
+                _ => None,
             },
         });
         matched
@@ -298,13 +350,19 @@ impl Snapshot {
                 Some(segments.iter().any(|&s| self.in_segment(s, ctx, now)))
             }
             Test::Equals(Literal::Str(lit)) => actual.str().map(|s| *fold(s, ci) == **lit),
-            Test::Equals(Literal::Num(lit)) => actual.num().map(|x| x == *lit),
+            Test::Equals(Literal::Num(lit)) => actual
+                .num()
+                .map(|x| x.cmp(*lit) == Some(std::cmp::Ordering::Equal)),
             Test::Equals(Literal::Bool(lit)) => actual.bool().map(|b| b == *lit),
             Test::OneOf { strings, numbers } => {
                 if let Some(s) = actual.str() {
                     (!strings.is_empty()).then(|| strings.contains(&fold(s, ci)))
                 } else if let Some(x) = actual.num() {
-                    (!numbers.is_empty()).then(|| numbers.contains(&x))
+                    (!numbers.is_empty()).then(|| {
+                        numbers
+                            .iter()
+                            .any(|n| x.cmp(*n) == Some(std::cmp::Ordering::Equal))
+                    })
                 } else {
                     None
                 }
@@ -322,10 +380,7 @@ impl Snapshot {
                 .map(|s| fold(s, ci))
                 .map(|s| lits.iter().any(|l| s.ends_with(&**l))),
             Test::Matches(regexes) => actual.str().map(|s| regexes.iter().any(|r| r.is_match(s))),
-            Test::Compare(ord, lit) => actual
-                .num()
-                .and_then(|x| x.partial_cmp(lit))
-                .map(|o| ord.holds(o)),
+            Test::Compare(ord, lit) => actual.num().and_then(|x| x.cmp(*lit)).map(|o| ord.holds(o)),
             Test::Semver(ord, lit) => actual
                 .str()
                 .and_then(|s| semver::Version::parse(s).ok())
@@ -353,6 +408,18 @@ fn not_found(flag_key: &str) -> Evaluation<'_> {
     }
 }
 
+fn on_off(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Membership {
+    Included,
+    Excluded,
+    Rule(usize),
+    NoRule,
+}
+
 /// Lower-cases for a case-insensitive comparison, allocating only when the
 /// text has something to lower.
 fn fold(s: &str, case_insensitive: bool) -> Cow<'_, str> {
@@ -368,7 +435,7 @@ enum Actual<'a> {
     Missing,
     Json(&'a Value),
     Str(&'static str),
-    Num(f64),
+    Num(Num),
     Time(Timestamp),
 }
 
@@ -380,9 +447,9 @@ impl Actual<'_> {
             _ => None,
         }
     }
-    fn num(&self) -> Option<f64> {
+    fn num(&self) -> Option<Num> {
         match self {
-            Actual::Json(Value::Number(n)) => n.as_f64(),
+            Actual::Json(Value::Number(n)) => Num::of(n),
             Actual::Num(x) => Some(*x),
             _ => None,
         }
@@ -405,7 +472,7 @@ impl Actual<'_> {
             Actual::Missing => Value::Null,
             Actual::Json(v) => (*v).clone(),
             Actual::Str(s) => Value::String((*s).to_owned()),
-            Actual::Num(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+            Actual::Num(x) => x.to_json(),
             Actual::Time(t) => Value::String(t.to_string()),
         }
     }
@@ -464,8 +531,8 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                         step,
                         "out",
                         format!(
-                            "no bucketing value ({:?} absent), so the unit is in no rollout",
-                            self.flag.bucket_by.key.name()
+                            "no bucketing value ({}), so the unit is in no rollout",
+                            self.flag.bucket_by.describe_absent()
                         ),
                     )
                 });
@@ -515,12 +582,13 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                         .or_else(|| flag.variants.iter().rposition(|v| v.weight > 0.0))
                         .unwrap_or(0);
                     t.step(|| {
+                        let chosen = &flag.variants[v];
                         Step::new(
                             "variant",
-                            "on",
+                            on_off(chosen.enabled),
                             format!(
-                                "variant selection {scaled} falls in {:?}",
-                                &*flag.variants[v].key
+                                "variant selection {scaled} falls in {:?} (enabled={})",
+                                &*chosen.key, chosen.enabled
                             ),
                         )
                     });
@@ -544,10 +612,14 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                         .position(|v| v.weight > 0.0)
                         .unwrap_or(0);
                     t.step(|| {
+                        let chosen = &flag.variants[v];
                         Step::new(
                             "variant",
-                            "on",
-                            "no bucketing value: served the first variant with a weight",
+                            on_off(chosen.enabled),
+                            format!(
+                                "no bucketing value: served {:?}, the first variant with a weight (enabled={})",
+                                &*chosen.key, chosen.enabled
+                            ),
                         )
                     });
                     v

@@ -32,8 +32,13 @@ pub struct ConditionTrace {
     /// `$now`/`$day_of_week`/`$hour`); null when absent.
     pub actual: Value,
     pub negate: bool,
-    /// `matched`, `not_matched`, `missing` or `wrong_type`.
+    /// `matched`, `not_matched`, `missing`, `wrong_type`, or
+    /// `not_evaluated` (the rule was decided before this condition).
     pub outcome: &'static str,
+    /// For segment conditions: each segment, the unit, and what decided
+    /// membership (included, excluded, which rule, or none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Every step taken, in order.

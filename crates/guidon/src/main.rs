@@ -85,6 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!("--now {text:?} is not an RFC 3339 timestamp: {e}"))?,
                 None => Timestamp::now(),
             };
+            let stdin = Path::new("-");
+            if file == stdin && contexts.as_deref() == Some(stdin) {
+                bail!("--file - and --contexts - cannot both read standard input");
+            }
             let snapshot = load_snapshot(&file)?;
             if !snapshot.contains(&flag) {
                 bail!(
@@ -161,14 +165,18 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let file = read_flag_file(path)?;
     match Snapshot::compile(&file) {
         Ok(snapshot) => {
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
                 "{}: valid, {} flag{} and {} segment{}",
                 path.display(),
                 snapshot.len(),
                 plural(snapshot.len()),
                 file.segments.len(),
                 plural(file.segments.len())
-            );
+            )
+            .and_then(|()| out.flush())
+            .context("writing to standard output")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -216,14 +224,16 @@ fn read_flag_file(path: &Path) -> anyhow::Result<FlagFile> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
     };
-    let yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
+    // Editors on some systems save a byte-order mark; it is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
     let parsed = if yaml {
-        FlagFile::from_yaml_str(&text)
+        FlagFile::from_yaml_str(text)
     } else {
-        FlagFile::from_json_str(&text)
+        FlagFile::from_json_str(text)
     };
     parsed.with_context(|| format!("{} is not a valid flag file", path.display()))
 }

@@ -261,6 +261,69 @@ fn eval_uses_now_for_time_attributes() {
 }
 
 #[test]
+fn validate_accepts_a_byte_order_mark_and_upper_case_yaml() {
+    let dir = TempDir::new("bom");
+    let bom = dir.file(
+        "bom.json",
+        "\u{feff}{\"flags\": [{\"key\": \"f\", \"enabled\": true}]}",
+    );
+    let out = guidon(&["validate", "--file", &bom]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = dir.file("FLAGS.YAML", "flags:\n  - key: f\n    enabled: true\n");
+    let out = guidon(&["validate", "--file", &yaml]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn explain_shows_segment_membership_and_unevaluated_conditions() {
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "dark_mode",
+        "--explain",
+        "--context",
+        r#"{"user_id":"user_9","plan":"enterprise"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
+    let rule = &v["explain"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "rule")
+        .expect("rule step")["conditions"][0];
+    assert_eq!(rule["outcome"], "not_matched");
+    let detail = rule["detail"].as_str().expect("segment detail");
+    assert!(
+        detail.contains("\"beta_testers\" out: user_id \"user_9\" is excluded"),
+        "{detail}"
+    );
+
+    let out = guidon(&[
+        "eval",
+        "--file",
+        &example(),
+        "--flag",
+        "canada_new_app",
+        "--explain",
+        "--context",
+        r#"{"user_id":"u1","country":"FR"}"#,
+    ]);
+    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
+    let conditions = &v["explain"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "rule")
+        .expect("rule step")["conditions"];
+    assert_eq!(conditions[0]["outcome"], "not_matched");
+    assert_eq!(conditions[1]["attribute"], "app_version");
+    assert_eq!(conditions[1]["outcome"], "not_evaluated");
+}
+
+#[test]
 fn eval_reads_a_flag_file_from_stdin() {
     let out = guidon_with_stdin(
         &["eval", "--file", "-", "--flag", "f", "--context", "{}"],
@@ -345,6 +408,8 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         &guidon(&["eval", "--file", &invalid, "--flag", "a", "--context", "{}"]),
         "flags[0].off_variant",
     );
+    let both_stdin = guidon(&["eval", "--file", "-", "--flag", "f", "--contexts", "-"]);
+    assert_clean_failure(&both_stdin, "cannot both read standard input");
     let malformed = dir.file("m.json", "{\"flags\": [");
     assert_clean_failure(
         &guidon(&["validate", "--file", &malformed]),
