@@ -60,6 +60,36 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs `guidon eval` on the example file; it must succeed with one JSON line.
+fn eval_example(flag: &str, context: &str, extra: &[&str]) -> Value {
+    let file = example();
+    let mut args = vec![
+        "eval",
+        "--file",
+        &file,
+        "--flag",
+        flag,
+        "--context",
+        context,
+    ];
+    args.extend_from_slice(extra);
+    let out = guidon(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    serde_json::from_str(stdout.trim()).expect("the result is JSON")
+}
+
+/// The first `rule` step of an explanation.
+fn first_rule_step(result: &Value) -> &Value {
+    result["explain"]
+        .as_array()
+        .expect("explain steps")
+        .iter()
+        .find(|s| s["step"] == "rule")
+        .expect("a rule step")
+}
+
 /// A failure is one line on stderr, a non-zero exit, and no panic.
 fn assert_clean_failure(out: &Output, fragment: &str) {
     let err = text(&out.stderr);
@@ -213,46 +243,25 @@ fn eval_names_the_bad_line_of_a_contexts_file() {
 
 #[test]
 fn eval_explain_records_each_rule_and_condition() {
-    let out = guidon(&[
-        "eval",
-        "--file",
-        &example(),
-        "--flag",
+    let v = eval_example(
         "new_checkout",
-        "--explain",
-        "--context",
         r#"{"user_id":"u5","email":"bob@example.org","country":"US"}"#,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
-    let steps = v["explain"].as_array().expect("explain steps");
-    let staff = steps
-        .iter()
-        .find(|s| s["rule"] == "staff")
-        .expect("the staff rule is explained");
+        &["--explain"],
+    );
+    let staff = first_rule_step(&v);
+    assert_eq!(staff["rule"], "staff");
     assert_eq!(staff["outcome"], "not_matched");
     assert_eq!(staff["conditions"][0]["attribute"], "email");
     assert_eq!(staff["conditions"][0]["actual"], "bob@example.org");
     assert_eq!(staff["conditions"][0]["outcome"], "not_matched");
+    let steps = v["explain"].as_array().expect("explain steps");
     assert!(steps.iter().any(|s| s["step"] == "rollout"), "{steps:?}");
 }
 
 #[test]
 fn eval_uses_now_for_time_attributes() {
     let at = |now: &str| {
-        let out = guidon(&[
-            "eval",
-            "--file",
-            &example(),
-            "--flag",
-            "weekend_banner",
-            "--context",
-            r#"{"user_id":"u1"}"#,
-            "--now",
-            now,
-        ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
+        let v = eval_example("weekend_banner", r#"{"user_id":"u1"}"#, &["--now", now]);
         v["enabled"].as_bool().expect("enabled")
     };
     // Friday 23:30 UTC is already Saturday 00:30 in Paris (UTC+1 in November).
@@ -276,48 +285,25 @@ fn validate_accepts_a_byte_order_mark_and_upper_case_yaml() {
 
 #[test]
 fn explain_shows_segment_membership_and_unevaluated_conditions() {
-    let out = guidon(&[
-        "eval",
-        "--file",
-        &example(),
-        "--flag",
+    let v = eval_example(
         "dark_mode",
-        "--explain",
-        "--context",
         r#"{"user_id":"user_9","plan":"enterprise"}"#,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
-    let rule = &v["explain"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["step"] == "rule")
-        .expect("rule step")["conditions"][0];
-    assert_eq!(rule["outcome"], "not_matched");
-    let detail = rule["detail"].as_str().expect("segment detail");
+        &["--explain"],
+    );
+    let condition = &first_rule_step(&v)["conditions"][0];
+    assert_eq!(condition["outcome"], "not_matched");
+    let detail = condition["detail"].as_str().expect("segment detail");
     assert!(
         detail.contains("\"beta_testers\" out: user_id \"user_9\" is excluded"),
         "{detail}"
     );
 
-    let out = guidon(&[
-        "eval",
-        "--file",
-        &example(),
-        "--flag",
+    let v = eval_example(
         "canada_new_app",
-        "--explain",
-        "--context",
         r#"{"user_id":"u1","country":"FR"}"#,
-    ]);
-    let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON");
-    let conditions = &v["explain"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["step"] == "rule")
-        .expect("rule step")["conditions"];
+        &["--explain"],
+    );
+    let conditions = &first_rule_step(&v)["conditions"];
     assert_eq!(conditions[0]["outcome"], "not_matched");
     assert_eq!(conditions[1]["attribute"], "app_version");
     assert_eq!(conditions[1]["outcome"], "not_evaluated");
