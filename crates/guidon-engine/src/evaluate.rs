@@ -74,10 +74,8 @@ impl Snapshot {
         t: &mut T,
     ) -> Evaluation<'s> {
         let mut ev = FlagEval {
-            snapshot: self,
             flag,
             ctx,
-            now,
             unit: None,
             unit_looked_up: false,
             bucket: None,
@@ -481,10 +479,8 @@ impl Actual<'_> {
 /// The state of one flag's evaluation: the unit and its bucket are looked up
 /// and hashed at most once, and only when a step needs them.
 struct FlagEval<'s, 'c> {
-    snapshot: &'s Snapshot,
     flag: &'s CompiledFlag,
     ctx: &'c Context,
-    now: Timestamp,
     unit: Option<Unit<'c>>,
     unit_looked_up: bool,
     bucket: Option<f64>,
@@ -652,7 +648,6 @@ impl<'s, 'c> FlagEval<'s, 'c> {
         reason: Reason,
         metadata: Metadata<'s>,
     ) -> Evaluation<'s> {
-        let _ = (self.snapshot, self.now);
         Evaluation {
             flag: &self.flag.key,
             enabled,
