@@ -346,21 +346,6 @@ impl Snapshot {
     pub fn contains(&self, flag_key: &str) -> bool {
         self.index.contains_key(flag_key)
     }
-
-    /// The flag's version as supplied by the store, if any.
-    pub fn flag_version(&self, flag_key: &str) -> Option<u64> {
-        self.index
-            .get(flag_key)
-            .and_then(|&i| self.flags[i].version)
-    }
-
-    /// Whether the flag splits traffic between variants by weight: the
-    /// evaluations that an experiment records exposures for.
-    pub fn has_weighted_variants(&self, flag_key: &str) -> bool {
-        self.index
-            .get(flag_key)
-            .is_some_and(|&i| self.flags[i].variants.len() > 1)
-    }
 }
 
 struct Compiler<'f> {
@@ -1410,3 +1395,28 @@ pub(crate) const DAY_NAMES: [&str; 7] = [
     "saturday",
     "sunday",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, Timestamp};
+
+    #[test]
+    fn the_store_supplies_revision_and_versions() {
+        let file = FlagFile::from_json_str(
+            r#"{"flags": [{"key": "a", "enabled": true}, {"key": "b", "enabled": false}]}"#,
+        )
+        .expect("parses");
+        let options = SnapshotOptions {
+            revision: Some(42),
+            versions: [("a".to_owned(), 7)].into_iter().collect(),
+        };
+        let snapshot = Snapshot::compile_with(&file, &options).expect("valid");
+        assert_eq!(snapshot.revision(), Some(42));
+        let ctx = Context::new();
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(snapshot.evaluate("a", &ctx, now).flag_version, Some(7));
+        assert_eq!(snapshot.evaluate("b", &ctx, now).flag_version, None);
+        assert_eq!(Snapshot::compile(&file).expect("valid").revision(), None);
+    }
+}

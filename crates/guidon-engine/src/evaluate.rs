@@ -77,7 +77,6 @@ impl Snapshot {
             flag,
             ctx,
             unit: None,
-            unit_looked_up: false,
             bucket: None,
         };
 
@@ -481,18 +480,15 @@ impl Actual<'_> {
 struct FlagEval<'s, 'c> {
     flag: &'s CompiledFlag,
     ctx: &'c Context,
-    unit: Option<Unit<'c>>,
-    unit_looked_up: bool,
+    /// `None` until looked up; then the unit, if the context has one.
+    unit: Option<Option<Unit<'c>>>,
     bucket: Option<f64>,
 }
 
 impl<'s, 'c> FlagEval<'s, 'c> {
     fn unit(&mut self) -> Option<Unit<'c>> {
-        if !self.unit_looked_up {
-            self.unit = self.ctx.unit(&self.flag.bucket_by);
-            self.unit_looked_up = true;
-        }
-        self.unit
+        let (ctx, flag) = (self.ctx, self.flag);
+        *self.unit.get_or_insert_with(|| ctx.unit(&flag.bucket_by))
     }
 
     fn bucket(&mut self) -> Option<f64> {
