@@ -1,0 +1,52 @@
+use guidon_engine::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("invalid environment name {0:?}: must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$")]
+    InvalidEnvName(String),
+    #[error("unknown environment {0:?}")]
+    UnknownEnv(String),
+    #[error("environment {0:?} already exists")]
+    EnvExists(String),
+    #[error(
+        "environment {env:?} still holds {count} flags and segments; delete them first or force"
+    )]
+    EnvNotEmpty { env: String, count: u64 },
+    #[error("{kind} {key:?} not found in environment {env:?}")]
+    NotFound {
+        env: String,
+        kind: &'static str,
+        key: String,
+    },
+    #[error("flag {key:?} has no version {version} to revert to")]
+    NoSuchVersion { key: String, version: u64 },
+    /// The caller's `expected_version` is not the stored one.
+    #[error("version conflict on {key:?}: expected {expected}, the current version is {}", current.map_or("none (it does not exist)".to_owned(), |v| v.to_string()))]
+    Conflict {
+        key: String,
+        expected: u64,
+        current: Option<u64>,
+    },
+    /// The change would make the environment invalid; nothing was stored.
+    #[error("{0}")]
+    Invalid(ValidationError),
+    /// `changes_since` was asked for a revision past the catch-up horizon:
+    /// take a full snapshot instead.
+    #[error(
+        "revision {since} is too old to catch up from (oldest is {oldest}); take a full snapshot"
+    )]
+    TooOld { since: u64, oldest: u64 },
+    #[error("stored {kind} {key:?} in environment {env:?} is corrupt: {message}")]
+    Corrupt {
+        env: String,
+        kind: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}

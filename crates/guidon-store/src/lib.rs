@@ -1,0 +1,19 @@
+//! Guidon's versioned store: the only crate that knows SQL.
+//!
+//! One API over two backends, SQLite (a single file, the embedded default)
+//! and PostgreSQL (several server instances), through sqlx's `Any` driver,
+//! so both run the same statements and the same test suite. Every committed
+//! change to an environment's flags and segments gets the environment's next
+//! revision, in commit order and without gaps: the write transaction starts
+//! by incrementing the environment's counter row, which serializes writers of
+//! one environment (a row lock in PostgreSQL, the write lock in SQLite), and a
+//! failed write rolls the increment back.
+
+mod error;
+mod store;
+
+pub use error::StoreError;
+pub use store::{
+    Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
+    EnvSnapshot, HistoryEntry, Kind, Op, Store,
+};

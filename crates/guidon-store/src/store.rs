@@ -1,0 +1,829 @@
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use guidon_engine::model::{Flag, Segment};
+use guidon_engine::{FlagFile, Problem, Snapshot, SnapshotOptions, ValidationError};
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::error::StoreError;
+
+/// Environments that exist after the first start.
+pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["development", "production"];
+
+/// How far back `changes_since` answers. Every change is kept for history
+/// and audit, but a client more than this many revisions behind is better
+/// served by one full snapshot than by replaying the log.
+pub const CATCH_UP_HORIZON: u64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Flag,
+    Segment,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Flag => "flag",
+            Kind::Segment => "segment",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "flag" => Some(Kind::Flag),
+            "segment" => Some(Kind::Segment),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+/// What a committed write produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Committed {
+    /// The flag's (or segment's) version after the write; for a delete, the
+    /// version that was deleted.
+    pub version: u64,
+    /// The environment's revision of this change.
+    pub revision: u64,
+    /// The key did not exist before this write.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnvInfo {
+    pub name: String,
+    pub revision: u64,
+}
+
+/// An environment's whole state at one revision.
+#[derive(Debug, Clone)]
+pub struct EnvSnapshot {
+    pub revision: u64,
+    pub file: FlagFile,
+    /// Each flag's version.
+    pub versions: HashMap<String, u64>,
+}
+
+impl EnvSnapshot {
+    /// Compiles for evaluation, with the revision and versions attached.
+    pub fn compile(&self) -> Result<Snapshot, ValidationError> {
+        Snapshot::compile_with(
+            &self.file,
+            &SnapshotOptions {
+                revision: Some(self.revision),
+                versions: self.versions.clone(),
+            },
+        )
+    }
+}
+
+/// One entry of the change log: an upsert with its new definition, or a
+/// tombstone.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: Kind,
+    pub key: String,
+    pub op: Op,
+    pub version: u64,
+    /// The definition after the change; `None` for a delete.
+    pub definition: Option<Value>,
+}
+
+/// The changes after a revision, up to `revision`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Changes {
+    pub revision: u64,
+    pub changes: Vec<Change>,
+}
+
+/// One change as history and audit show it: who, when, before and after.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistoryEntry {
+    pub revision: u64,
+    pub kind: Kind,
+    pub key: String,
+    pub op: Op,
+    pub version: u64,
+    pub actor: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// The store. Cheap to clone: it is a connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A definition read from the database, before it is trusted.
+struct Stored {
+    kind: Kind,
+    key: String,
+    version: u64,
+    definition: String,
+}
+
+impl Store {
+    /// Opens (and on first start creates and migrates) the database at
+    /// `url`: `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            // Create the file on first start.
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = if path.contains("mode=") {
+                url.to_owned()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10));
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Writers of other connections and processes wait for
+                    // the lock instead of failing; FULL makes every
+                    // acknowledged commit durable in WAL mode.
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(&url).await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        let store = Store { pool, backend };
+        for env in DEFAULT_ENVIRONMENTS {
+            sqlx::query(
+                "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(env)
+            .bind(now_ms())
+            .execute(&store.pool)
+            .await?;
+        }
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- environments ----
+
+    pub async fn create_env(&self, name: &str) -> Result<EnvInfo, StoreError> {
+        if !is_valid_name(name) {
+            return Err(StoreError::InvalidEnvName(name.to_owned()));
+        }
+        let done = sqlx::query(
+            "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::EnvExists(name.to_owned()));
+        }
+        Ok(EnvInfo {
+            name: name.to_owned(),
+            revision: 0,
+        })
+    }
+
+    pub async fn list_envs(&self) -> Result<Vec<EnvInfo>, StoreError> {
+        let rows = sqlx::query("SELECT name, revision FROM environments ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EnvInfo {
+                    name: r.try_get("name")?,
+                    revision: to_u64(r.try_get("revision")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes an environment; refused while it holds flags or segments,
+    /// unless `force`, which deletes them and its history too.
+    pub async fn delete_env(&self, name: &str, force: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let locked = sqlx::query("UPDATE environments SET revision = revision WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(StoreError::UnknownEnv(name.to_owned()));
+        }
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM definitions WHERE env = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count > 0 && !force {
+            return Err(StoreError::EnvNotEmpty {
+                env: name.to_owned(),
+                count: to_u64(count),
+            });
+        }
+        for statement in [
+            "DELETE FROM definitions WHERE env = $1",
+            "DELETE FROM changes WHERE env = $1",
+            "DELETE FROM environments WHERE name = $1",
+        ] {
+            sqlx::query(statement).bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The environment's current revision.
+    pub async fn revision(&self, env: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+            .bind(env)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?;
+        Ok(to_u64(row.try_get("revision")?))
+    }
+
+    // ---- reads ----
+
+    /// The environment's flags and segments at one revision, consistently.
+    pub async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let revision = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+            .try_get("revision")?;
+        let (file, versions) = load_file(&mut tx, env).await?;
+        tx.commit().await?;
+        Ok(EnvSnapshot {
+            revision: to_u64(revision),
+            file,
+            versions,
+        })
+    }
+
+    /// The ordered changes after `since`, or [`StoreError::TooOld`] past
+    /// [`CATCH_UP_HORIZON`].
+    pub async fn changes_since(&self, env: &str, since: u64) -> Result<Changes, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let revision = to_u64(
+            sqlx::query("SELECT revision FROM environments WHERE name = $1")
+                .bind(env)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+                .try_get("revision")?,
+        );
+        let oldest = revision.saturating_sub(CATCH_UP_HORIZON);
+        if since < oldest {
+            return Err(StoreError::TooOld { since, oldest });
+        }
+        let rows = sqlx::query(
+            "SELECT revision, kind, key, op, version, after FROM changes \
+             WHERE env = $1 AND revision > $2 ORDER BY revision",
+        )
+        .bind(env)
+        .bind(to_i64(since))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let changes = rows
+            .iter()
+            .map(|r| {
+                let entry = history_entry(env, r)?;
+                Ok(Change {
+                    revision: entry.revision,
+                    kind: entry.kind,
+                    key: entry.key,
+                    op: entry.op,
+                    version: entry.version,
+                    definition: entry.after,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Changes { revision, changes })
+    }
+
+    /// Every change of one flag (or segment), oldest first.
+    pub async fn history(
+        &self,
+        env: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.revision(env).await?;
+        let rows = sqlx::query(
+            "SELECT revision, kind, key, op, version, actor, at, before, after FROM changes \
+             WHERE env = $1 AND kind = $2 AND key = $3 ORDER BY revision",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound {
+                env: env.to_owned(),
+                kind: kind.as_str(),
+                key: key.to_owned(),
+            });
+        }
+        rows.iter().map(|r| history_entry(env, r)).collect()
+    }
+
+    /// The environment's changes, newest first: at most `limit`, all below
+    /// revision `before` when given (the cursor of the next page).
+    pub async fn audit(
+        &self,
+        env: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.revision(env).await?;
+        let rows = sqlx::query(
+            "SELECT revision, kind, key, op, version, actor, at, before, after FROM changes \
+             WHERE env = $1 AND revision < $2 ORDER BY revision DESC LIMIT $3",
+        )
+        .bind(env)
+        .bind(before.map_or(i64::MAX, to_i64))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| history_entry(env, r)).collect()
+    }
+
+    // ---- writes ----
+
+    /// Creates or replaces a flag. `expected_version`: `Some(0)` means "must
+    /// not exist yet", `Some(n)` "must be at version n", `None` no check.
+    /// The whole environment is validated with the change in place; when it
+    /// is invalid nothing is stored.
+    pub async fn upsert_flag(
+        &self,
+        env: &str,
+        flag: &Flag,
+        expected_version: Option<u64>,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        let definition =
+            serde_json::to_value(flag).map_err(|e| corrupt(env, Kind::Flag, &flag.key, e))?;
+        self.write(
+            env,
+            Kind::Flag,
+            &flag.key,
+            Some(definition),
+            expected_version,
+            actor,
+        )
+        .await
+    }
+
+    pub async fn upsert_segment(
+        &self,
+        env: &str,
+        segment: &Segment,
+        expected_version: Option<u64>,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        let definition = serde_json::to_value(segment)
+            .map_err(|e| corrupt(env, Kind::Segment, &segment.key, e))?;
+        self.write(
+            env,
+            Kind::Segment,
+            &segment.key,
+            Some(definition),
+            expected_version,
+            actor,
+        )
+        .await
+    }
+
+    /// Deletes a flag or segment, leaving a tombstone in the change log.
+    /// Refused (as invalid) while another flag or segment refers to it.
+    pub async fn delete(
+        &self,
+        env: &str,
+        kind: Kind,
+        key: &str,
+        expected_version: Option<u64>,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        self.write(env, kind, key, None, expected_version, actor)
+            .await
+    }
+
+    /// Makes a flag what it was at `version`: a new change, not a rewrite.
+    pub async fn revert_flag(
+        &self,
+        env: &str,
+        key: &str,
+        version: u64,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        let row = sqlx::query(
+            "SELECT after FROM changes WHERE env = $1 AND kind = 'flag' AND key = $2 \
+             AND version = $3 AND op = 'upsert'",
+        )
+        .bind(env)
+        .bind(key)
+        .bind(to_i64(version))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NoSuchVersion {
+            key: key.to_owned(),
+            version,
+        })?;
+        let text: String = row.try_get("after")?;
+        let definition: Value =
+            serde_json::from_str(&text).map_err(|e| corrupt(env, Kind::Flag, key, e))?;
+        self.write(env, Kind::Flag, key, Some(definition), None, actor)
+            .await
+    }
+
+    /// Copies a flag's definition from one environment to another.
+    pub async fn promote(
+        &self,
+        from: &str,
+        to: &str,
+        key: &str,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        let source = self.snapshot(from).await?;
+        let flag = source
+            .file
+            .flags
+            .iter()
+            .find(|f| f.key == key)
+            .ok_or_else(|| StoreError::NotFound {
+                env: from.to_owned(),
+                kind: "flag",
+                key: key.to_owned(),
+            })?;
+        self.upsert_flag(to, flag, None, actor).await
+    }
+
+    async fn begin_read(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Several statements must see one state of the environment.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Every write: take the environment's next revision (which locks out
+    /// its other writers until commit), check the expected version, validate
+    /// the environment with the change applied, then record the definition
+    /// and the change. Any failure rolls back, revision included.
+    async fn write(
+        &self,
+        env: &str,
+        kind: Kind,
+        key: &str,
+        definition: Option<Value>,
+        expected_version: Option<u64>,
+        actor: &str,
+    ) -> Result<Committed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 = sqlx::query(
+            "UPDATE environments SET revision = revision + 1 WHERE name = $1 RETURNING revision",
+        )
+        .bind(env)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+        .try_get("revision")?;
+
+        let current = sqlx::query(
+            "SELECT version, definition FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (current_version, before) = match &current {
+            Some(row) => (
+                Some(to_u64(row.try_get("version")?)),
+                Some(row.try_get::<String, _>("definition")?),
+            ),
+            None => (None, None),
+        };
+        if let Some(expected) = expected_version
+            && current_version.unwrap_or(0) != expected
+        {
+            return Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: current_version,
+            });
+        }
+        if definition.is_none() && current_version.is_none() {
+            return Err(StoreError::NotFound {
+                env: env.to_owned(),
+                kind: kind.as_str(),
+                key: key.to_owned(),
+            });
+        }
+
+        let (mut file, _) = load_file(&mut tx, env).await?;
+        let position = match kind {
+            Kind::Flag => apply(
+                &mut file.flags,
+                |f| f.key == key,
+                definition.as_ref(),
+                env,
+                kind,
+                key,
+            )?,
+            Kind::Segment => apply(
+                &mut file.segments,
+                |s| s.key == key,
+                definition.as_ref(),
+                env,
+                kind,
+                key,
+            )?,
+        };
+        Snapshot::compile(&file)
+            .map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
+
+        let last_version: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM changes WHERE env = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+        let at = now_ms();
+        let (op, version, after) = match &definition {
+            Some(value) => {
+                let version = last_version + 1;
+                let text = value.to_string();
+                sqlx::query(
+                    "INSERT INTO definitions (env, kind, key, version, revision, definition) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (env, kind, key) DO UPDATE SET \
+                     version = excluded.version, revision = excluded.revision, definition = excluded.definition",
+                )
+                .bind(env)
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(version)
+                .bind(revision)
+                .bind(&text)
+                .execute(&mut *tx)
+                .await?;
+                (Op::Upsert, version, Some(text))
+            }
+            None => {
+                sqlx::query("DELETE FROM definitions WHERE env = $1 AND kind = $2 AND key = $3")
+                    .bind(env)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                (
+                    Op::Delete,
+                    current_version.map_or(last_version, to_i64),
+                    None,
+                )
+            }
+        };
+        sqlx::query(
+            "INSERT INTO changes (env, revision, kind, key, op, version, before, after, actor, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(env)
+        .bind(revision)
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(if op == Op::Upsert { "upsert" } else { "delete" })
+        .bind(version)
+        .bind(before)
+        .bind(after)
+        .bind(actor)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Committed {
+            version: to_u64(version),
+            revision: to_u64(revision),
+            created: current_version.is_none(),
+        })
+    }
+}
+
+/// Replaces, appends or removes the definition keyed `key`; returns its
+/// index in the file (for error paths).
+fn apply<T: serde::de::DeserializeOwned>(
+    items: &mut Vec<T>,
+    is_key: impl Fn(&T) -> bool,
+    definition: Option<&Value>,
+    env: &str,
+    kind: Kind,
+    key: &str,
+) -> Result<Option<usize>, StoreError> {
+    let found = items.iter().position(is_key);
+    match definition {
+        Some(value) => {
+            let item: T =
+                serde_json::from_value(value.clone()).map_err(|e| corrupt(env, kind, key, e))?;
+            match found {
+                Some(i) => {
+                    items[i] = item;
+                    Ok(Some(i))
+                }
+                None => {
+                    items.push(item);
+                    Ok(Some(items.len() - 1))
+                }
+            }
+        }
+        None => {
+            if let Some(i) = found {
+                items.remove(i);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Validation paths point into the whole environment (`flags[17].rules…`);
+/// for the definition being written, make them relative to it (`flag.rules…`).
+fn relative_to(mut error: ValidationError, kind: Kind, position: Option<usize>) -> ValidationError {
+    if let Some(i) = position {
+        let (list, name) = match kind {
+            Kind::Flag => ("flags", "flag"),
+            Kind::Segment => ("segments", "segment"),
+        };
+        let prefix = format!("{list}[{i}]");
+        for Problem { path, .. } in &mut error.problems {
+            if let Some(rest) = path.strip_prefix(&prefix)
+                && (rest.is_empty() || rest.starts_with('.'))
+            {
+                *path = format!("{name}{rest}");
+            }
+        }
+    }
+    error
+}
+
+fn corrupt(env: &str, kind: Kind, key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        env: env.to_owned(),
+        kind: kind.as_str(),
+        key: key.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The environment's definitions as a flag file, with each flag's version.
+async fn load_file(
+    tx: &mut Transaction<'static, Any>,
+    env: &str,
+) -> Result<(FlagFile, HashMap<String, u64>), StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, key, version, definition FROM definitions WHERE env = $1 ORDER BY kind, key",
+    )
+    .bind(env)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut file = FlagFile::default();
+    let mut versions = HashMap::new();
+    for row in &rows {
+        let stored = Stored {
+            kind: Kind::parse(&row.try_get::<String, _>("kind")?).unwrap_or(Kind::Flag),
+            key: row.try_get("key")?,
+            version: to_u64(row.try_get("version")?),
+            definition: row.try_get("definition")?,
+        };
+        match stored.kind {
+            Kind::Flag => {
+                let flag: Flag = serde_json::from_str(&stored.definition)
+                    .map_err(|e| corrupt(env, Kind::Flag, &stored.key, e))?;
+                versions.insert(stored.key, stored.version);
+                file.flags.push(flag);
+            }
+            Kind::Segment => {
+                let segment: Segment = serde_json::from_str(&stored.definition)
+                    .map_err(|e| corrupt(env, Kind::Segment, &stored.key, e))?;
+                file.segments.push(segment);
+            }
+        }
+    }
+    Ok((file, versions))
+}
+
+fn history_entry(env: &str, row: &AnyRow) -> Result<HistoryEntry, StoreError> {
+    let key: String = row.try_get("key")?;
+    let kind_text: String = row.try_get("kind")?;
+    let kind =
+        Kind::parse(&kind_text).ok_or_else(|| corrupt(env, Kind::Flag, &key, "unknown kind"))?;
+    let parse = |column: &str| -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = row.try_get(column).ok().flatten();
+        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(env, kind, &key, e)))
+            .transpose()
+    };
+    let op: String = row.try_get("op")?;
+    Ok(HistoryEntry {
+        revision: to_u64(row.try_get("revision")?),
+        kind,
+        op: if op == "delete" {
+            Op::Delete
+        } else {
+            Op::Upsert
+        },
+        version: to_u64(row.try_get("version")?),
+        actor: row.try_get("actor").unwrap_or_default(),
+        at_ms: row.try_get("at").unwrap_or_default(),
+        before: parse("before")?,
+        after: parse("after")?,
+        key,
+    })
+}
