@@ -45,6 +45,14 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    #[error("invalid token name {0:?}: 1 to 128 characters, no control characters")]
+    InvalidTokenName(String),
+    #[error("{0}")]
+    TokenScope(&'static str),
+    #[error("a token named {0:?} already exists")]
+    TokenExists(String),
+    #[error("no token named {0:?}")]
+    UnknownToken(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

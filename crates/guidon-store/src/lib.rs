@@ -11,9 +11,11 @@
 
 mod error;
 mod store;
+mod tokens;
 
 pub use error::StoreError;
 pub use store::{
     Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
-    EnvSnapshot, HistoryEntry, Kind, Op, Store,
+    EnvSnapshot, HistoryEntry, Kind, Op, Revised, Store, StoreOptions,
 };
+pub use tokens::{Role, TokenInfo};

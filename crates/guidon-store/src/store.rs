@@ -1,11 +1,15 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use guidon_engine::model::{Flag, Segment};
 use guidon_engine::{FlagFile, Problem, Snapshot, SnapshotOptions, ValidationError};
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::broadcast;
 
 use crate::error::StoreError;
 
@@ -16,6 +20,60 @@ pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["development", "production"];
 /// and audit, but a client more than this many revisions behind is better
 /// served by one full snapshot than by replaying the log.
 pub const CATCH_UP_HORIZON: u64 = 10_000;
+
+/// How a store is run; [`Store::open`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// See [`CATCH_UP_HORIZON`].
+    pub catch_up_horizon: u64,
+    /// How often a watching store reads the environments' revisions, to see
+    /// commits of other processes (on PostgreSQL, LISTEN/NOTIFY usually
+    /// tells first; this is the fallback).
+    pub poll_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            catch_up_horizon: CATCH_UP_HORIZON,
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// "Environment `env` is now at least at `revision`": what watchers receive.
+/// A receiver then asks `changes_since` for what it has not seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revised {
+    pub env: String,
+    pub revision: u64,
+}
+
+/// The shared state of watching: one broadcast, and the highest revision
+/// announced per environment, so in-process commits, notifications and
+/// polls announce each revision once.
+#[derive(Debug)]
+struct Watch {
+    tx: broadcast::Sender<Revised>,
+    announced: Mutex<HashMap<String, u64>>,
+    started: AtomicBool,
+}
+
+impl Watch {
+    fn announce(&self, env: &str, revision: u64) {
+        // A poisoned lock only means another announcer panicked mid-insert;
+        // the map is still a valid map.
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = announced.entry(env.to_owned()).or_insert(0);
+        if revision > *seen {
+            *seen = revision;
+            let _ = self.tx.send(Revised {
+                env: env.to_owned(),
+                revision,
+            });
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -134,6 +192,13 @@ pub struct HistoryEntry {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: String,
+    options: StoreOptions,
+    watch: Arc<Watch>,
+    /// PostgreSQL's NOTIFY channel, named after the schema: channels are
+    /// per database, and two Guidon schemas in one database must not hear
+    /// each other.
+    channel: String,
 }
 
 fn is_valid_name(name: &str) -> bool {
@@ -146,7 +211,7 @@ fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -172,6 +237,10 @@ impl Store {
     /// Opens (and on first start creates and migrates) the database at
     /// `url`: `sqlite://PATH` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, StoreOptions::default()).await
+    }
+
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
             // Create the file on first start.
@@ -187,6 +256,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
+        let store_options = options;
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .acquire_timeout(Duration::from_secs(10));
@@ -220,7 +290,27 @@ impl Store {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        let store = Store { pool, backend };
+        let channel = if backend == Backend::Postgres {
+            let schema: String = sqlx::query("SELECT CAST(current_schema() AS TEXT) AS s")
+                .fetch_one(&pool)
+                .await?
+                .try_get("s")?;
+            format!("guidon_changes_{schema}")
+        } else {
+            String::new()
+        };
+        let store = Store {
+            channel,
+            pool,
+            backend,
+            url,
+            options: store_options,
+            watch: Arc::new(Watch {
+                tx: broadcast::channel(1024).0,
+                announced: Mutex::new(HashMap::new()),
+                started: AtomicBool::new(false),
+            }),
+        };
         for env in DEFAULT_ENVIRONMENTS {
             sqlx::query(
                 "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
@@ -232,6 +322,10 @@ impl Store {
             .await?;
         }
         Ok(store)
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub fn backend(&self) -> Backend {
@@ -284,32 +378,36 @@ impl Store {
     /// unless `force`, which deletes them and its history too.
     pub async fn delete_env(&self, name: &str, force: bool) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let locked = sqlx::query("UPDATE environments SET revision = revision WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if locked.rows_affected() == 0 {
-            return Err(StoreError::UnknownEnv(name.to_owned()));
+        let result: Result<(), StoreError> = async {
+            let locked = sqlx::query("UPDATE environments SET revision = revision WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            if locked.rows_affected() == 0 {
+                return Err(StoreError::UnknownEnv(name.to_owned()));
+            }
+            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM definitions WHERE env = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+            if count > 0 && !force {
+                return Err(StoreError::EnvNotEmpty {
+                    env: name.to_owned(),
+                    count: to_u64(count),
+                });
+            }
+            for statement in [
+                "DELETE FROM definitions WHERE env = $1",
+                "DELETE FROM changes WHERE env = $1",
+                "DELETE FROM environments WHERE name = $1",
+            ] {
+                sqlx::query(statement).bind(name).execute(&mut *tx).await?;
+            }
+            Ok(())
         }
-        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM definitions WHERE env = $1")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-        if count > 0 && !force {
-            return Err(StoreError::EnvNotEmpty {
-                env: name.to_owned(),
-                count: to_u64(count),
-            });
-        }
-        for statement in [
-            "DELETE FROM definitions WHERE env = $1",
-            "DELETE FROM changes WHERE env = $1",
-            "DELETE FROM environments WHERE name = $1",
-        ] {
-            sqlx::query(statement).bind(name).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+        .await;
+        finish(tx, result).await?;
         Ok(())
     }
 
@@ -328,14 +426,18 @@ impl Store {
     /// The environment's flags and segments at one revision, consistently.
     pub async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
         let mut tx = self.begin_read().await?;
-        let revision = sqlx::query("SELECT revision FROM environments WHERE name = $1")
-            .bind(env)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
-            .try_get("revision")?;
-        let (file, versions) = load_file(&mut tx, env).await?;
-        tx.commit().await?;
+        let result: Result<(i64, FlagFile, HashMap<String, u64>), StoreError> = async {
+            let revision = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+                .bind(env)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+                .try_get("revision")?;
+            let (file, versions) = load_file(&mut tx, env).await?;
+            Ok((revision, file, versions))
+        }
+        .await;
+        let (revision, file, versions) = finish(tx, result).await?;
         Ok(EnvSnapshot {
             revision: to_u64(revision),
             file,
@@ -347,27 +449,31 @@ impl Store {
     /// [`CATCH_UP_HORIZON`].
     pub async fn changes_since(&self, env: &str, since: u64) -> Result<Changes, StoreError> {
         let mut tx = self.begin_read().await?;
-        let revision = to_u64(
-            sqlx::query("SELECT revision FROM environments WHERE name = $1")
-                .bind(env)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
-                .try_get("revision")?,
-        );
-        let oldest = revision.saturating_sub(CATCH_UP_HORIZON);
-        if since < oldest {
-            return Err(StoreError::TooOld { since, oldest });
+        let result: Result<(u64, Vec<AnyRow>), StoreError> = async {
+            let revision = to_u64(
+                sqlx::query("SELECT revision FROM environments WHERE name = $1")
+                    .bind(env)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+                    .try_get("revision")?,
+            );
+            let oldest = revision.saturating_sub(self.options.catch_up_horizon);
+            if since < oldest {
+                return Err(StoreError::TooOld { since, oldest });
+            }
+            let rows = sqlx::query(
+                "SELECT revision, kind, key, op, version, after FROM changes \
+                 WHERE env = $1 AND revision > $2 ORDER BY revision",
+            )
+            .bind(env)
+            .bind(to_i64(since))
+            .fetch_all(&mut *tx)
+            .await?;
+            Ok((revision, rows))
         }
-        let rows = sqlx::query(
-            "SELECT revision, kind, key, op, version, after FROM changes \
-             WHERE env = $1 AND revision > $2 ORDER BY revision",
-        )
-        .bind(env)
-        .bind(to_i64(since))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await;
+        let (revision, rows) = finish(tx, result).await?;
         let changes = rows
             .iter()
             .map(|r| {
@@ -543,6 +649,29 @@ impl Store {
         self.upsert_flag(to, flag, None, actor).await
     }
 
+    /// Learns of every commit to any environment, by this process or
+    /// another on the same database: in-process commits at once, other
+    /// processes' through PostgreSQL's LISTEN/NOTIFY, and on both backends
+    /// by polling the revisions every `poll_interval` (the fallback when a
+    /// notification is lost or the listener is down). Must be called inside
+    /// a tokio runtime; the watching task ends when the last receiver and
+    /// the store are dropped.
+    pub fn subscribe(&self) -> broadcast::Receiver<Revised> {
+        let rx = self.watch.tx.subscribe();
+        if !self.watch.started.swap(true, AtomicOrdering::SeqCst) {
+            let watcher = Watcher {
+                pool: self.pool.clone(),
+                backend: self.backend,
+                url: self.url.clone(),
+                channel: self.channel.clone(),
+                poll_interval: self.options.poll_interval,
+                watch: Arc::downgrade(&self.watch),
+            };
+            tokio::spawn(watcher.run());
+        }
+        rx
+    }
+
     async fn begin_read(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
@@ -568,135 +697,242 @@ impl Store {
         actor: &str,
     ) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let revision: i64 = sqlx::query(
-            "UPDATE environments SET revision = revision + 1 WHERE name = $1 RETURNING revision",
-        )
-        .bind(env)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
-        .try_get("revision")?;
+        let result: Result<(i64, i64, Option<u64>), StoreError> = async {
+            let revision: i64 = sqlx::query(
+                "UPDATE environments SET revision = revision + 1 WHERE name = $1 RETURNING revision",
+            )
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+            .try_get("revision")?;
 
-        let current = sqlx::query(
-            "SELECT version, definition FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
-        )
-        .bind(env)
-        .bind(kind.as_str())
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (current_version, before) = match &current {
-            Some(row) => (
-                Some(to_u64(row.try_get("version")?)),
-                Some(row.try_get::<String, _>("definition")?),
-            ),
-            None => (None, None),
-        };
-        if let Some(expected) = expected_version
-            && current_version.unwrap_or(0) != expected
-        {
-            return Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-                current: current_version,
-            });
-        }
-        if definition.is_none() && current_version.is_none() {
-            return Err(StoreError::NotFound {
-                env: env.to_owned(),
-                kind: kind.as_str(),
-                key: key.to_owned(),
-            });
-        }
-
-        let (mut file, _) = load_file(&mut tx, env).await?;
-        let position = match kind {
-            Kind::Flag => apply(
-                &mut file.flags,
-                |f| f.key == key,
-                definition.as_ref(),
-                env,
-                kind,
-                key,
-            )?,
-            Kind::Segment => apply(
-                &mut file.segments,
-                |s| s.key == key,
-                definition.as_ref(),
-                env,
-                kind,
-                key,
-            )?,
-        };
-        Snapshot::compile(&file)
-            .map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
-
-        let last_version: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM changes WHERE env = $1 AND kind = $2 AND key = $3",
-        )
-        .bind(env)
-        .bind(kind.as_str())
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
-        let at = now_ms();
-        let (op, version, after) = match &definition {
-            Some(value) => {
-                let version = last_version + 1;
-                let text = value.to_string();
-                sqlx::query(
-                    "INSERT INTO definitions (env, kind, key, version, revision, definition) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (env, kind, key) DO UPDATE SET \
-                     version = excluded.version, revision = excluded.revision, definition = excluded.definition",
-                )
-                .bind(env)
-                .bind(kind.as_str())
-                .bind(key)
-                .bind(version)
-                .bind(revision)
-                .bind(&text)
-                .execute(&mut *tx)
-                .await?;
-                (Op::Upsert, version, Some(text))
+            let current = sqlx::query(
+                "SELECT version, definition FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
+            )
+            .bind(env)
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (current_version, before) = match &current {
+                Some(row) => (
+                    Some(to_u64(row.try_get("version")?)),
+                    Some(row.try_get::<String, _>("definition")?),
+                ),
+                None => (None, None),
+            };
+            if let Some(expected) = expected_version
+                && current_version.unwrap_or(0) != expected
+            {
+                return Err(StoreError::Conflict {
+                    key: key.to_owned(),
+                    expected,
+                    current: current_version,
+                });
             }
-            None => {
-                sqlx::query("DELETE FROM definitions WHERE env = $1 AND kind = $2 AND key = $3")
+            if definition.is_none() && current_version.is_none() {
+                return Err(StoreError::NotFound {
+                    env: env.to_owned(),
+                    kind: kind.as_str(),
+                    key: key.to_owned(),
+                });
+            }
+
+            let (mut file, _) = load_file(&mut tx, env).await?;
+            let position = match kind {
+                Kind::Flag => apply(
+                    &mut file.flags,
+                    |f| f.key == key,
+                    definition.as_ref(),
+                    env,
+                    kind,
+                    key,
+                )?,
+                Kind::Segment => apply(
+                    &mut file.segments,
+                    |s| s.key == key,
+                    definition.as_ref(),
+                    env,
+                    kind,
+                    key,
+                )?,
+            };
+            Snapshot::compile(&file)
+                .map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
+
+            let last_version: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(version), 0) AS v FROM changes WHERE env = $1 AND kind = $2 AND key = $3",
+            )
+            .bind(env)
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
+            let at = now_ms();
+            let (op, version, after) = match &definition {
+                Some(value) => {
+                    let version = last_version + 1;
+                    let text = value.to_string();
+                    sqlx::query(
+                        "INSERT INTO definitions (env, kind, key, version, revision, definition) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (env, kind, key) DO UPDATE SET \
+                         version = excluded.version, revision = excluded.revision, definition = excluded.definition",
+                    )
                     .bind(env)
                     .bind(kind.as_str())
                     .bind(key)
+                    .bind(version)
+                    .bind(revision)
+                    .bind(&text)
                     .execute(&mut *tx)
                     .await?;
-                (
-                    Op::Delete,
-                    current_version.map_or(last_version, to_i64),
-                    None,
-                )
+                    (Op::Upsert, version, Some(text))
+                }
+                None => {
+                    sqlx::query("DELETE FROM definitions WHERE env = $1 AND kind = $2 AND key = $3")
+                        .bind(env)
+                        .bind(kind.as_str())
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                    (
+                        Op::Delete,
+                        current_version.map_or(last_version, to_i64),
+                        None,
+                    )
+                }
+            };
+            sqlx::query(
+                "INSERT INTO changes (env, revision, kind, key, op, version, before, after, actor, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(env)
+            .bind(revision)
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(if op == Op::Upsert { "upsert" } else { "delete" })
+            .bind(version)
+            .bind(before)
+            .bind(after)
+            .bind(actor)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if self.backend == Backend::Postgres {
+                // Delivered to listeners when (and only if) the transaction commits.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&self.channel)
+                    .bind(format!("{revision}:{env}"))
+                    .execute(&mut *tx)
+                    .await?;
             }
-        };
-        sqlx::query(
-            "INSERT INTO changes (env, revision, kind, key, op, version, before, after, actor, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(env)
-        .bind(revision)
-        .bind(kind.as_str())
-        .bind(key)
-        .bind(if op == Op::Upsert { "upsert" } else { "delete" })
-        .bind(version)
-        .bind(before)
-        .bind(after)
-        .bind(actor)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            Ok((revision, version, current_version))
+        }
+        .await;
+        let (revision, version, current_version) = finish(tx, result).await?;
+        self.watch.announce(env, to_u64(revision));
         Ok(Committed {
             version: to_u64(version),
             revision: to_u64(revision),
             created: current_version.is_none(),
         })
     }
+}
+
+/// Ends a transaction: commits when `result` is Ok, rolls back otherwise.
+/// Explicitly, so no connection goes back to the pool inside a transaction
+/// (in PostgreSQL that would keep the environment's row locked, blocking
+/// every other writer, until the connection happened to be used again).
+async fn finish<T>(
+    tx: Transaction<'static, Any>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The rollback's own failure (database gone) changes nothing:
+            // an unfinished transaction is rolled back by the server.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+struct Watcher {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+    channel: String,
+    poll_interval: Duration,
+    watch: Weak<Watch>,
+}
+
+impl Watcher {
+    async fn run(self) {
+        let mut listener: Option<PgListener> = None;
+        loop {
+            let Some(watch) = self.watch.upgrade() else {
+                return;
+            };
+            if self.pool.is_closed() {
+                return;
+            }
+            if self.backend == Backend::Postgres && listener.is_none() {
+                listener = connect_listener(&self.url, &self.channel).await;
+            }
+            // Wake on a notification or at the next poll, whichever is first.
+            let notified = match listener.as_mut() {
+                Some(l) => tokio::time::timeout(self.poll_interval, l.recv())
+                    .await
+                    .ok(),
+                None => {
+                    tokio::time::sleep(self.poll_interval).await;
+                    None
+                }
+            };
+            match notified {
+                Some(Ok(notification)) => {
+                    if let Some((revision, env)) = notification.payload().split_once(':')
+                        && let Ok(revision) = revision.parse()
+                    {
+                        watch.announce(env, revision);
+                    }
+                }
+                // The listener's connection failed: reconnect on the next
+                // turn, and poll meanwhile.
+                Some(Err(_)) => listener = None,
+                None => self.poll(&watch).await,
+            }
+        }
+    }
+
+    async fn poll(&self, watch: &Watch) {
+        // A failed poll (database away) is retried at the next interval.
+        if let Ok(rows) = sqlx::query("SELECT name, revision FROM environments")
+            .fetch_all(&self.pool)
+            .await
+        {
+            for row in rows {
+                if let (Ok(env), Ok(revision)) = (
+                    row.try_get::<String, _>("name"),
+                    row.try_get::<i64, _>("revision"),
+                ) {
+                    watch.announce(&env, to_u64(revision));
+                }
+            }
+        }
+    }
+}
+
+async fn connect_listener(url: &str, channel: &str) -> Option<PgListener> {
+    let mut listener = PgListener::connect(url).await.ok()?;
+    listener.listen(channel).await.ok()?;
+    Some(listener)
 }
 
 /// Replaces, appends or removes the definition keyed `key`; returns its

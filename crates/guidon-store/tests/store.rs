@@ -584,3 +584,305 @@ async fn concurrent_writers_get_gapless_revisions_in_commit_order() {
         );
     }
 }
+
+#[tokio::test]
+async fn tokens_are_stored_hashed_scoped_and_revocable() {
+    use guidon_store::Role;
+    for (db, store) in stores("tokens").await {
+        let n = db.name;
+        assert!(!store.has_admin_token().await.expect("query"), "{n}");
+        let admin = store
+            .create_token("ops", Role::Admin, None, "secret-admin-1")
+            .await
+            .expect("admin");
+        assert_eq!(
+            (admin.role, admin.env.as_deref(), admin.revoked),
+            (Role::Admin, None, false),
+            "{n}"
+        );
+        store
+            .create_token("web", Role::Sdk, Some("production"), "secret-sdk-1")
+            .await
+            .expect("sdk");
+        assert!(store.has_admin_token().await.expect("query"), "{n}");
+        assert!(
+            matches!(
+                store.create_token("ops", Role::Admin, None, "x").await,
+                Err(StoreError::TokenExists(_))
+            ),
+            "{n}"
+        );
+        assert!(
+            matches!(
+                store.create_token("s", Role::Sdk, None, "x").await,
+                Err(StoreError::TokenScope(_))
+            ),
+            "{n}"
+        );
+        assert!(
+            matches!(
+                store.create_token("s", Role::Sdk, Some("nope"), "x").await,
+                Err(StoreError::UnknownEnv(_))
+            ),
+            "{n}"
+        );
+        assert!(
+            matches!(
+                store
+                    .create_token("a", Role::Admin, Some("production"), "x")
+                    .await,
+                Err(StoreError::TokenScope(_))
+            ),
+            "{n}"
+        );
+
+        let found = store
+            .authenticate("secret-sdk-1")
+            .await
+            .expect("lookup")
+            .expect("known");
+        assert_eq!(
+            (found.name.as_str(), found.env.as_deref()),
+            ("web", Some("production")),
+            "{n}"
+        );
+        assert!(found.last_used_at_ms.is_some(), "{n}: use is recorded");
+        assert!(
+            store
+                .authenticate("secret-sdk-2")
+                .await
+                .expect("lookup")
+                .is_none(),
+            "{n}"
+        );
+
+        // Only a hash is stored: the secret appears nowhere in the table.
+        let raw = common::raw_pool(&db.url).await.expect("raw");
+        let hits: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE secret_hash LIKE '%secret%'")
+                .fetch_one(&raw)
+                .await
+                .expect("count"),
+            "n",
+        );
+        raw.close().await;
+        assert_eq!(hits, 0, "{n}");
+
+        store.revoke_token("web").await.expect("revoke");
+        store
+            .revoke_token("web")
+            .await
+            .expect("revoking twice is fine");
+        assert!(
+            store
+                .authenticate("secret-sdk-1")
+                .await
+                .expect("lookup")
+                .is_none(),
+            "{n}: revoked"
+        );
+        let listed = store.list_tokens().await.expect("list");
+        assert_eq!(
+            listed
+                .iter()
+                .map(|t| (t.name.as_str(), t.revoked))
+                .collect::<Vec<_>>(),
+            [("ops", false), ("web", true)],
+            "{n}"
+        );
+        assert!(
+            matches!(
+                store.revoke_token("ghost").await,
+                Err(StoreError::UnknownToken(_))
+            ),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn catch_up_past_the_horizon_asks_for_a_snapshot() {
+    use guidon_store::StoreOptions;
+    for db in common::databases("horizon").await {
+        let n = db.name;
+        let options = StoreOptions {
+            catch_up_horizon: 3,
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(&db.url, options).await.expect("open");
+        for i in 0..5 {
+            store
+                .upsert_flag("production", &simple("f", i % 2 == 0), None, "cli")
+                .await
+                .expect("write");
+        }
+        assert_eq!(
+            store
+                .changes_since("production", 2)
+                .await
+                .expect("within")
+                .changes
+                .len(),
+            3,
+            "{n}"
+        );
+        let err = store.changes_since("production", 1).await;
+        assert!(
+            matches!(
+                err,
+                Err(StoreError::TooOld {
+                    since: 1,
+                    oldest: 2
+                })
+            ),
+            "{n}: {err:?}"
+        );
+    }
+}
+
+/// A second store on the same database stands for another process (another
+/// server instance): it learns of the first one's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_learns_of_commits() {
+    use guidon_store::{Revised, StoreOptions};
+    use std::time::Duration;
+    for db in common::databases("watch").await {
+        let n = db.name;
+        let options = StoreOptions {
+            poll_interval: Duration::from_millis(50),
+            ..StoreOptions::default()
+        };
+        let a = Store::open_with(&db.url, options.clone()).await.expect("a");
+        let b = Store::open_with(&db.url, options).await.expect("b");
+        let mut on_a = a.subscribe();
+        let mut on_b = b.subscribe();
+        // Let b's watcher take its first look (and its listener connect).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 1..=3u64 {
+            a.upsert_flag("production", &simple("f", true), None, "a")
+                .await
+                .expect("write");
+            let want = Revised {
+                env: "production".into(),
+                revision: i,
+            };
+            let got = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
+                .await
+                .expect("a hears itself")
+                .expect("open");
+            assert_eq!(got, want, "{n}: in process");
+            let got = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
+                .await
+                .expect("b hears a")
+                .expect("open");
+            assert_eq!(got, want, "{n}: across instances");
+        }
+        let changes = b.changes_since("production", 0).await.expect("catch up");
+        assert_eq!(changes.revision, 3, "{n}");
+    }
+}
+
+/// The database goes away under a running store (its connections are
+/// killed): calls fail with a clear error, nothing half-written stays, and
+/// the store recovers without being reopened.
+#[tokio::test]
+async fn the_store_recovers_when_postgres_drops_its_connections() {
+    let Some(db) = common::databases("outage")
+        .await
+        .into_iter()
+        .find(|d| d.name == "postgres")
+    else {
+        eprintln!("skipped: needs PostgreSQL (GUIDON_TEST_DATABASE_URL)");
+        return;
+    };
+    let app = format!("guidon_outage_{}", std::process::id());
+    let url = format!("{}&application_name={app}", db.url);
+    let store = Store::open(&url).await.expect("open");
+    store
+        .upsert_flag("production", &simple("f", true), None, "cli")
+        .await
+        .expect("before");
+    let admin = common::raw_pool(&db.url).await.expect("admin");
+    let killed = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate")
+    .len();
+    assert!(killed >= 1, "the store's connections were found and killed");
+    admin.close().await;
+    let mut errors = 0;
+    let mut ok = false;
+    for _ in 0..10 {
+        match store
+            .upsert_flag("production", &simple("f", false), None, "cli")
+            .await
+        {
+            Ok(c) => {
+                ok = true;
+                assert_eq!(c.revision, 2, "the failed attempts consumed no revision");
+                break;
+            }
+            Err(e) => {
+                errors += 1;
+                assert!(e.to_string().starts_with("database error"), "{e}");
+            }
+        }
+    }
+    assert!(ok, "recovered after {errors} errors");
+    eprintln!("{killed} connections killed; recovered after {errors} failed calls");
+    assert_eq!(
+        store
+            .changes_since("production", 0)
+            .await
+            .expect("log")
+            .changes
+            .len(),
+        2
+    );
+}
+
+/// A refused write (conflict, invalid flag, missing key) must release the
+/// environment at once: another instance's writer does not wait for it.
+#[tokio::test]
+async fn a_refused_write_leaves_no_lock_behind() {
+    use std::time::Duration;
+    for (db, store) in stores("nolock").await {
+        let n = db.name;
+        store
+            .upsert_flag("production", &simple("f", true), None, "a")
+            .await
+            .expect("v1");
+        let other = Store::open(&db.url).await.expect("second instance");
+        let refused = [
+            store
+                .upsert_flag("production", &simple("f", false), Some(7), "a")
+                .await
+                .is_err(),
+            store
+                .upsert_flag(
+                    "production",
+                    &flag(json!({"key": "g", "enabled": true,
+                "off_variant": "x"})),
+                    None,
+                    "a",
+                )
+                .await
+                .is_err(),
+            store
+                .delete("production", Kind::Flag, "ghost", None, "a")
+                .await
+                .is_err(),
+        ];
+        assert_eq!(refused, [true, true, true], "{n}");
+        let h = simple("h", true);
+        let write = other.upsert_flag("production", &h, None, "b");
+        let c = tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .unwrap_or_else(|_| panic!("{n}: the other writer was blocked"))
+            .expect("write");
+        assert_eq!(c.revision, 2, "{n}");
+    }
+}

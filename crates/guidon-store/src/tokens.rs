@@ -1,0 +1,167 @@
+//! API tokens, stored only as SHA-256 hashes of their secrets.
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::error::StoreError;
+use crate::store::{Store, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// One environment: read its flags, evaluate, stream, send events.
+    Sdk,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Sdk => "sdk",
+        }
+    }
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    /// The environment an `sdk` token is scoped to.
+    pub env: Option<String>,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// Hex SHA-256 of a secret. Lookups compare hashes, so the time a lookup
+/// takes says nothing about how much of a guessed secret was right.
+fn hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn info(row: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenInfo {
+        name: row.try_get("name")?,
+        role: if role == "admin" {
+            Role::Admin
+        } else {
+            Role::Sdk
+        },
+        env: row.try_get("env")?,
+        created_at_ms: row.try_get("created_at")?,
+        last_used_at_ms: row.try_get("last_used_at")?,
+        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+impl Store {
+    /// Stores a token. The caller generates `secret` and shows it once; only
+    /// its hash is kept. An `sdk` token must name an existing environment;
+    /// an `admin` token names none.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        env: Option<&str>,
+        secret: &str,
+    ) -> Result<TokenInfo, StoreError> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(StoreError::InvalidTokenName(name.to_owned()));
+        }
+        match (role, env) {
+            (Role::Sdk, Some(env)) => {
+                self.revision(env).await?;
+            }
+            (Role::Sdk, None) => {
+                return Err(StoreError::TokenScope("an sdk token needs an environment"));
+            }
+            (Role::Admin, Some(_)) => {
+                return Err(StoreError::TokenScope(
+                    "an admin token is not scoped to an environment",
+                ));
+            }
+            (Role::Admin, None) => {}
+        }
+        let done = sqlx::query(
+            "INSERT INTO tokens (name, secret_hash, role, env, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(hash(secret))
+        .bind(role.as_str())
+        .bind(env)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::TokenExists(name.to_owned()));
+        }
+        self.token(name).await
+    }
+
+    async fn token(&self, name: &str) -> Result<TokenInfo, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, role, env, created_at, last_used_at, revoked_at FROM tokens WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::UnknownToken(name.to_owned()))?;
+        info(&row)
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, role, env, created_at, last_used_at, revoked_at FROM tokens ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(info).collect()
+    }
+
+    /// The live (not revoked) token whose secret this is, marking it used.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE tokens SET last_used_at = $1 WHERE secret_hash = $2 AND revoked_at IS NULL \
+             RETURNING name, role, env, created_at, last_used_at, revoked_at",
+        )
+        .bind(now_ms())
+        .bind(hash(secret))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(info).transpose()
+    }
+
+    /// Whether any live admin token exists (the server makes one on first start otherwise).
+    pub async fn has_admin_token(&self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE role = 'admin' AND revoked_at IS NULL",
+        )
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
+
+    /// Revokes a token; it stays listed, marked revoked.
+    pub async fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(name)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            // An unknown name is an error; revoking twice is not.
+            self.token(name).await?;
+        }
+        Ok(())
+    }
+}
