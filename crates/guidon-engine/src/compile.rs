@@ -361,7 +361,9 @@ struct Compiler<'f> {
     flag_segments: Vec<Vec<usize>>,
 }
 
-fn is_valid_key(key: &str) -> bool {
+/// Whether `key` is a valid flag, segment, variant or environment key:
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`.
+pub fn is_valid_key(key: &str) -> bool {
     let bytes = key.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 128

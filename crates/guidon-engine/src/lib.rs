@@ -27,7 +27,9 @@ pub mod model;
 mod parse;
 mod result;
 
-pub use compile::{MAX_CHAIN_DEPTH, MAX_EVALUATION_COST, MAX_REGEX_LEN, Snapshot, SnapshotOptions};
+pub use compile::{
+    MAX_CHAIN_DEPTH, MAX_EVALUATION_COST, MAX_REGEX_LEN, Snapshot, SnapshotOptions, is_valid_key,
+};
 pub use context::{Context, ContextError};
 pub use error::{ParseError, Problem, ValidationError};
 pub use explain::{ConditionTrace, Explanation, Step};

@@ -201,16 +201,6 @@ pub struct Store {
     channel: String,
 }
 
-fn is_valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -312,16 +302,22 @@ impl Store {
             }),
         };
         for env in DEFAULT_ENVIRONMENTS {
-            sqlx::query(
-                "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(env)
-            .bind(now_ms())
-            .execute(&store.pool)
-            .await?;
+            store.insert_env(env).await?;
         }
         Ok(store)
+    }
+
+    /// Adds an environment unless it exists; whether it was added.
+    async fn insert_env(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -340,18 +336,10 @@ impl Store {
     // ---- environments ----
 
     pub async fn create_env(&self, name: &str) -> Result<EnvInfo, StoreError> {
-        if !is_valid_name(name) {
+        if !guidon_engine::is_valid_key(name) {
             return Err(StoreError::InvalidEnvName(name.to_owned()));
         }
-        let done = sqlx::query(
-            "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        if !self.insert_env(name).await? {
             return Err(StoreError::EnvExists(name.to_owned()));
         }
         Ok(EnvInfo {
