@@ -15,7 +15,7 @@ mod tokens;
 
 pub use error::StoreError;
 pub use store::{
-    Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
-    EnvSnapshot, HistoryEntry, Kind, Op, Revised, Store, StoreOptions,
+    Applied, Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
+    EnvSnapshot, HistoryEntry, Kind, Op, Replaced, Revised, Store, StoreOptions, Stored,
 };
 pub use tokens::{Role, TokenInfo};

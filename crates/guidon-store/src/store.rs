@@ -81,7 +81,7 @@ pub enum Backend {
     Postgres,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Flag,
@@ -89,7 +89,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Flag => "flag",
             Kind::Segment => "segment",
@@ -110,6 +110,52 @@ impl Kind {
 pub enum Op {
     Upsert,
     Delete,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// What [`Store::replace_all`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replaced {
+    /// The revision of the whole replacement; when nothing differed, the
+    /// environment's unchanged revision.
+    pub revision: u64,
+    /// Every key that changed, upserts first; empty when nothing differed.
+    pub changes: Vec<Applied>,
+}
+
+/// One key changed by a bulk replace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub kind: Kind,
+    pub key: String,
+    pub op: Op,
+    pub version: u64,
+}
+
+/// One live definition, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stored {
+    pub definition: Value,
+    pub version: u64,
+    /// The environment revision that last changed it.
+    pub revision: u64,
+}
+
+/// The environment as this process last committed it (see
+/// [`Store::take_cached`]).
+#[derive(Debug)]
+struct Cached {
+    created_at: i64,
+    revision: i64,
+    file: FlagFile,
 }
 
 /// What a committed write produced.
@@ -195,6 +241,7 @@ pub struct Store {
     url: String,
     options: StoreOptions,
     watch: Arc<Watch>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
     /// PostgreSQL's NOTIFY channel, named after the schema: channels are
     /// per database, and two Guidon schemas in one database must not hear
     /// each other.
@@ -213,14 +260,6 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A definition read from the database, before it is trusted.
-struct Stored {
-    kind: Kind,
-    key: String,
-    version: u64,
-    definition: String,
 }
 
 impl Store {
@@ -300,6 +339,7 @@ impl Store {
                 announced: Mutex::new(HashMap::new()),
                 started: AtomicBool::new(false),
             }),
+            cache: Arc::new(Mutex::new(HashMap::new())),
         };
         for env in DEFAULT_ENVIRONMENTS {
             store.insert_env(env).await?;
@@ -374,11 +414,12 @@ impl Store {
             if locked.rows_affected() == 0 {
                 return Err(StoreError::UnknownEnv(name.to_owned()));
             }
-            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM definitions WHERE env = $1")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?;
+            let count: i64 =
+                sqlx::query("SELECT COUNT(*) AS n FROM definitions WHERE env = $1 AND deleted = 0")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
             if count > 0 && !force {
                 return Err(StoreError::EnvNotEmpty {
                     env: name.to_owned(),
@@ -396,6 +437,10 @@ impl Store {
         }
         .await;
         finish(tx, result).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         Ok(())
     }
 
@@ -452,7 +497,7 @@ impl Store {
             }
             let rows = sqlx::query(
                 "SELECT revision, kind, key, op, version, after FROM changes \
-                 WHERE env = $1 AND revision > $2 ORDER BY revision",
+                 WHERE env = $1 AND revision > $2 ORDER BY revision, kind, key",
             )
             .bind(env)
             .bind(to_i64(since))
@@ -477,6 +522,33 @@ impl Store {
             })
             .collect::<Result<_, StoreError>>()?;
         Ok(Changes { revision, changes })
+    }
+
+    /// One live flag or segment.
+    pub async fn get(&self, env: &str, kind: Kind, key: &str) -> Result<Stored, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, revision, definition FROM definitions \
+             WHERE env = $1 AND kind = $2 AND key = $3 AND deleted = 0",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            self.revision(env).await?;
+            return Err(StoreError::NotFound {
+                env: env.to_owned(),
+                kind: kind.as_str(),
+                key: key.to_owned(),
+            });
+        };
+        let text: String = row.try_get("definition")?;
+        Ok(Stored {
+            definition: serde_json::from_str(&text).map_err(|e| corrupt(env, kind, key, e))?,
+            version: to_u64(row.try_get("version")?),
+            revision: to_u64(row.try_get("revision")?),
+        })
     }
 
     /// Every change of one flag (or segment), oldest first.
@@ -506,8 +578,9 @@ impl Store {
         rows.iter().map(|r| history_entry(env, r)).collect()
     }
 
-    /// The environment's changes, newest first: at most `limit`, all below
-    /// revision `before` when given (the cursor of the next page).
+    /// The environment's changes, newest first: those of at most `limit`
+    /// revisions (a bulk replace is one revision of several changes), all
+    /// below revision `before` when given (the cursor of the next page).
     pub async fn audit(
         &self,
         env: &str,
@@ -517,7 +590,9 @@ impl Store {
         self.revision(env).await?;
         let rows = sqlx::query(
             "SELECT revision, kind, key, op, version, actor, at, before, after FROM changes \
-             WHERE env = $1 AND revision < $2 ORDER BY revision DESC LIMIT $3",
+             WHERE env = $1 AND revision IN (SELECT DISTINCT revision FROM changes \
+             WHERE env = $1 AND revision < $2 ORDER BY revision DESC LIMIT $3) \
+             ORDER BY revision DESC, kind, key",
         )
         .bind(env)
         .bind(before.map_or(i64::MAX, to_i64))
@@ -671,6 +746,47 @@ impl Store {
         Ok(tx)
     }
 
+    /// Locks the environment against other writers until the transaction
+    /// ends, taking its next revision: the counter row is updated first,
+    /// which in PostgreSQL takes its row lock and in SQLite the write lock.
+    async fn next_revision(
+        tx: &mut Transaction<'static, Any>,
+        env: &str,
+    ) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "UPDATE environments SET revision = revision + 1 WHERE name = $1 \
+             RETURNING revision, created_at",
+        )
+        .bind(env)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?;
+        Ok((row.try_get("revision")?, row.try_get("created_at")?))
+    }
+
+    /// The file this process last committed to `env`, if nobody has
+    /// committed since: it spares a writer reading and parsing the whole
+    /// environment. Taken out, so a failed write cannot leave it half-changed.
+    fn take_cached(&self, env: &str, created_at: i64, revision: i64) -> Option<FlagFile> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.remove(env) {
+            Some(c) if c.created_at == created_at && c.revision == revision => Some(c.file),
+            _ => None,
+        }
+    }
+
+    fn put_cached(&self, env: &str, created_at: i64, revision: i64, file: FlagFile) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(
+            env.to_owned(),
+            Cached {
+                created_at,
+                revision,
+                file,
+            },
+        );
+    }
+
     /// Every write: take the environment's next revision (which locks out
     /// its other writers until commit), check the expected version, validate
     /// the environment with the change applied, then record the definition
@@ -685,31 +801,33 @@ impl Store {
         actor: &str,
     ) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result: Result<(i64, i64, Option<u64>), StoreError> = async {
-            let revision: i64 = sqlx::query(
-                "UPDATE environments SET revision = revision + 1 WHERE name = $1 RETURNING revision",
-            )
-            .bind(env)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
-            .try_get("revision")?;
-
+        let result: Result<_, StoreError> = async {
+            let (revision, created_at) = Self::next_revision(&mut tx, env).await?;
             let current = sqlx::query(
-                "SELECT version, definition FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
+                "SELECT version, definition, deleted FROM definitions \
+                 WHERE env = $1 AND kind = $2 AND key = $3",
             )
             .bind(env)
             .bind(kind.as_str())
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
-            let (current_version, before) = match &current {
-                Some(row) => (
-                    Some(to_u64(row.try_get("version")?)),
-                    Some(row.try_get::<String, _>("definition")?),
-                ),
-                None => (None, None),
+            // The last version ever given to this key (tombstones keep
+            // theirs), and the live one with its definition.
+            let (last_version, live) = match &current {
+                Some(row) => {
+                    let version: i64 = row.try_get("version")?;
+                    let deleted: i32 = row.try_get("deleted")?;
+                    let live = if deleted == 0 {
+                        Some((version, row.try_get::<String, _>("definition")?))
+                    } else {
+                        None
+                    };
+                    (version, live)
+                }
+                None => (0, None),
             };
+            let current_version = live.as_ref().map(|(v, _)| to_u64(*v));
             if let Some(expected) = expected_version
                 && current_version.unwrap_or(0) != expected
             {
@@ -719,7 +837,7 @@ impl Store {
                     current: current_version,
                 });
             }
-            if definition.is_none() && current_version.is_none() {
+            if definition.is_none() && live.is_none() {
                 return Err(StoreError::NotFound {
                     env: env.to_owned(),
                     kind: kind.as_str(),
@@ -727,7 +845,10 @@ impl Store {
                 });
             }
 
-            let (mut file, _) = load_file(&mut tx, env).await?;
+            let mut file = match self.take_cached(env, created_at, revision - 1) {
+                Some(file) => file,
+                None => load_file(&mut tx, env).await?.0,
+            };
             let position = match kind {
                 Kind::Flag => apply(
                     &mut file.flags,
@@ -749,77 +870,26 @@ impl Store {
             Snapshot::compile(&file)
                 .map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
 
-            let last_version: i64 = sqlx::query(
-                "SELECT COALESCE(MAX(version), 0) AS v FROM changes WHERE env = $1 AND kind = $2 AND key = $3",
-            )
-            .bind(env)
-            .bind(kind.as_str())
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("v")?;
-            let at = now_ms();
-            let (op, version, after) = match &definition {
-                Some(value) => {
-                    let version = last_version + 1;
-                    let text = value.to_string();
-                    sqlx::query(
-                        "INSERT INTO definitions (env, kind, key, version, revision, definition) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (env, kind, key) DO UPDATE SET \
-                         version = excluded.version, revision = excluded.revision, definition = excluded.definition",
-                    )
-                    .bind(env)
-                    .bind(kind.as_str())
-                    .bind(key)
-                    .bind(version)
-                    .bind(revision)
-                    .bind(&text)
-                    .execute(&mut *tx)
-                    .await?;
-                    (Op::Upsert, version, Some(text))
-                }
-                None => {
-                    sqlx::query("DELETE FROM definitions WHERE env = $1 AND kind = $2 AND key = $3")
-                        .bind(env)
-                        .bind(kind.as_str())
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                    (
-                        Op::Delete,
-                        current_version.map_or(last_version, to_i64),
-                        None,
-                    )
-                }
+            let (op, version) = match &definition {
+                Some(_) => (Op::Upsert, last_version + 1),
+                None => (Op::Delete, last_version),
             };
-            sqlx::query(
-                "INSERT INTO changes (env, revision, kind, key, op, version, before, after, actor, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(env)
-            .bind(revision)
-            .bind(kind.as_str())
-            .bind(key)
-            .bind(if op == Op::Upsert { "upsert" } else { "delete" })
-            .bind(version)
-            .bind(before)
-            .bind(after)
-            .bind(actor)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            if self.backend == Backend::Postgres {
-                // Delivered to listeners when (and only if) the transaction commits.
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(&self.channel)
-                    .bind(format!("{revision}:{env}"))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok((revision, version, current_version))
+            let edit = Edit {
+                kind,
+                key,
+                op,
+                version,
+                before: live.map(|(_, text)| text),
+                after: definition.as_ref().map(Value::to_string),
+            };
+            self.record(&mut tx, env, revision, &edit, actor, now_ms())
+                .await?;
+            self.notify(&mut tx, env, revision).await?;
+            Ok((revision, version, current_version, file, created_at))
         }
         .await;
-        let (revision, version, current_version) = finish(tx, result).await?;
+        let (revision, version, current_version, file, created_at) = finish(tx, result).await?;
+        self.put_cached(env, created_at, revision, file);
         self.watch.announce(env, to_u64(revision));
         Ok(Committed {
             version: to_u64(version),
@@ -827,6 +897,210 @@ impl Store {
             created: current_version.is_none(),
         })
     }
+
+    /// Stores one change: the key's current definition (or its tombstone)
+    /// and the change log's row.
+    async fn record(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        env: &str,
+        revision: i64,
+        edit: &Edit<'_>,
+        actor: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let (definition, deleted) = match &edit.after {
+            Some(text) => (text.as_str(), 0_i32),
+            None => ("", 1_i32),
+        };
+        sqlx::query(
+            "INSERT INTO definitions (env, kind, key, version, revision, definition, deleted) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (env, kind, key) DO UPDATE SET \
+             version = excluded.version, revision = excluded.revision, \
+             definition = excluded.definition, deleted = excluded.deleted",
+        )
+        .bind(env)
+        .bind(edit.kind.as_str())
+        .bind(edit.key)
+        .bind(edit.version)
+        .bind(revision)
+        .bind(definition)
+        .bind(deleted)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO changes (env, revision, kind, key, op, version, before, after, actor, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(env)
+        .bind(revision)
+        .bind(edit.kind.as_str())
+        .bind(edit.key)
+        .bind(edit.op.as_str())
+        .bind(edit.version)
+        .bind(edit.before.as_deref())
+        .bind(edit.after.as_deref())
+        .bind(actor)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Tells other processes (PostgreSQL); delivered when, and only if, the
+    /// transaction commits.
+    async fn notify(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        env: &str,
+        revision: i64,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.channel)
+                .bind(format!("{revision}:{env}"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the environment exactly `file` (GitOps): every flag and segment
+    /// that differs is upserted, every one not in the file deleted, all
+    /// under one revision, atomically. The file is validated first; when
+    /// nothing differs, nothing is written and the revision stays.
+    pub async fn replace_all(
+        &self,
+        env: &str,
+        file: &FlagFile,
+        actor: &str,
+    ) -> Result<Replaced, StoreError> {
+        Snapshot::compile(file).map_err(StoreError::Invalid)?;
+        let mut wanted: Vec<(Kind, &str, Value)> = Vec::new();
+        for flag in &file.flags {
+            let value =
+                serde_json::to_value(flag).map_err(|e| corrupt(env, Kind::Flag, &flag.key, e))?;
+            wanted.push((Kind::Flag, &flag.key, value));
+        }
+        for segment in &file.segments {
+            let value = serde_json::to_value(segment)
+                .map_err(|e| corrupt(env, Kind::Segment, &segment.key, e))?;
+            wanted.push((Kind::Segment, &segment.key, value));
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let result: Result<_, StoreError> = async {
+            let (revision, created_at) = Self::next_revision(&mut tx, env).await?;
+            let rows = sqlx::query(
+                "SELECT kind, key, version, definition, deleted FROM definitions WHERE env = $1",
+            )
+            .bind(env)
+            .fetch_all(&mut *tx)
+            .await?;
+            // (kind, key) -> (last version, live definition)
+            let mut existing: HashMap<(Kind, String), (i64, Option<String>)> = HashMap::new();
+            for row in &rows {
+                let key: String = row.try_get("key")?;
+                let kind = Kind::parse(&row.try_get::<String, _>("kind")?)
+                    .ok_or_else(|| corrupt(env, Kind::Flag, &key, "unknown kind"))?;
+                let deleted: i32 = row.try_get("deleted")?;
+                let live = if deleted == 0 {
+                    Some(row.try_get::<String, _>("definition")?)
+                } else {
+                    None
+                };
+                existing.insert((kind, key), (row.try_get("version")?, live));
+            }
+            let mut edits = Vec::new();
+            for (kind, key, value) in &wanted {
+                let (last, live) = existing
+                    .remove(&(*kind, (*key).to_owned()))
+                    .unwrap_or((0, None));
+                let same = live
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                    .is_some_and(|old| old == *value);
+                if !same {
+                    edits.push(Edit {
+                        kind: *kind,
+                        key,
+                        op: Op::Upsert,
+                        version: last + 1,
+                        before: live,
+                        after: Some(value.to_string()),
+                    });
+                }
+            }
+            let mut gone: Vec<_> = existing
+                .into_iter()
+                .filter_map(|((kind, key), (last, live))| live.map(|text| (kind, key, last, text)))
+                .collect();
+            gone.sort();
+            for (kind, key, last, text) in &gone {
+                edits.push(Edit {
+                    kind: *kind,
+                    key,
+                    op: Op::Delete,
+                    version: *last,
+                    before: Some(text.clone()),
+                    after: None,
+                });
+            }
+            if edits.is_empty() {
+                return Ok(None);
+            }
+            let at = now_ms();
+            for edit in &edits {
+                self.record(&mut tx, env, revision, edit, actor, at).await?;
+            }
+            self.notify(&mut tx, env, revision).await?;
+            let summary = edits
+                .iter()
+                .map(|e| Applied {
+                    kind: e.kind,
+                    key: e.key.to_owned(),
+                    op: e.op,
+                    version: to_u64(e.version),
+                })
+                .collect::<Vec<_>>();
+            Ok(Some((revision, created_at, summary)))
+        }
+        .await;
+        match result {
+            Ok(None) => {
+                // Nothing differs: give the revision back.
+                tx.rollback().await?;
+                Ok(Replaced {
+                    revision: self.revision(env).await?,
+                    changes: Vec::new(),
+                })
+            }
+            Err(e) => {
+                // As in `finish`: a failed rollback changes nothing.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+            Ok(Some(done)) => {
+                let (revision, created_at, changes) = finish(tx, Ok(done)).await?;
+                self.put_cached(env, created_at, revision, file.clone());
+                self.watch.announce(env, to_u64(revision));
+                Ok(Replaced {
+                    revision: to_u64(revision),
+                    changes,
+                })
+            }
+        }
+    }
+}
+
+/// One change about to be recorded.
+struct Edit<'a> {
+    kind: Kind,
+    key: &'a str,
+    op: Op,
+    version: i64,
+    before: Option<String>,
+    after: Option<String>,
 }
 
 /// Ends a transaction: commits when `result` is Ok, rolls back otherwise.
@@ -993,7 +1267,8 @@ async fn load_file(
     env: &str,
 ) -> Result<(FlagFile, HashMap<String, u64>), StoreError> {
     let rows = sqlx::query(
-        "SELECT kind, key, version, definition FROM definitions WHERE env = $1 ORDER BY kind, key",
+        "SELECT kind, key, version, definition FROM definitions \
+         WHERE env = $1 AND deleted = 0 ORDER BY kind, key",
     )
     .bind(env)
     .fetch_all(&mut **tx)
@@ -1001,24 +1276,21 @@ async fn load_file(
     let mut file = FlagFile::default();
     let mut versions = HashMap::new();
     for row in &rows {
-        let stored = Stored {
-            kind: Kind::parse(&row.try_get::<String, _>("kind")?).unwrap_or(Kind::Flag),
-            key: row.try_get("key")?,
-            version: to_u64(row.try_get("version")?),
-            definition: row.try_get("definition")?,
-        };
-        match stored.kind {
-            Kind::Flag => {
-                let flag: Flag = serde_json::from_str(&stored.definition)
-                    .map_err(|e| corrupt(env, Kind::Flag, &stored.key, e))?;
-                versions.insert(stored.key, stored.version);
+        let key: String = row.try_get("key")?;
+        let definition: String = row.try_get("definition")?;
+        match Kind::parse(&row.try_get::<String, _>("kind")?) {
+            Some(Kind::Flag) => {
+                let flag: Flag = serde_json::from_str(&definition)
+                    .map_err(|e| corrupt(env, Kind::Flag, &key, e))?;
+                versions.insert(key, to_u64(row.try_get("version")?));
                 file.flags.push(flag);
             }
-            Kind::Segment => {
-                let segment: Segment = serde_json::from_str(&stored.definition)
-                    .map_err(|e| corrupt(env, Kind::Segment, &stored.key, e))?;
+            Some(Kind::Segment) => {
+                let segment: Segment = serde_json::from_str(&definition)
+                    .map_err(|e| corrupt(env, Kind::Segment, &key, e))?;
                 file.segments.push(segment);
             }
+            None => return Err(corrupt(env, Kind::Flag, &key, "unknown kind")),
         }
     }
     Ok((file, versions))

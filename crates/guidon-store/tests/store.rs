@@ -886,3 +886,188 @@ async fn a_refused_write_leaves_no_lock_behind() {
         assert_eq!(c.revision, 2, "{n}");
     }
 }
+
+#[tokio::test]
+async fn replace_all_makes_the_environment_exactly_the_file_in_one_revision() {
+    for (db, store) in stores("replace").await {
+        let n = db.name;
+        let env = "production";
+        store
+            .upsert_flag(env, &simple("keep", true), None, "alice")
+            .await
+            .expect("keep");
+        store
+            .upsert_flag(env, &simple("change", true), None, "alice")
+            .await
+            .expect("change");
+        store
+            .upsert_flag(env, &simple("drop", true), None, "alice")
+            .await
+            .expect("drop");
+        let file: guidon_engine::FlagFile = serde_json::from_value(json!({
+            "flags": [
+                {"key": "keep", "enabled": true},
+                {"key": "change", "enabled": false},
+                {"key": "fresh", "enabled": true, "rules": [
+                    {"conditions": [{"operator": "in_segment", "values": ["staff"]}], "serve": {"enabled": true}}
+                ]}
+            ],
+            "segments": [{"key": "staff", "rules": [
+                {"conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]}
+            ]}]
+        }))
+        .expect("file");
+        let done = store.replace_all(env, &file, "gitops").await.expect("replace");
+        assert_eq!(done.revision, 4, "{n}");
+        let summary: Vec<(Kind, &str, Op, u64)> = done
+            .changes
+            .iter()
+            .map(|c| (c.kind, c.key.as_str(), c.op, c.version))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Kind::Flag, "change", Op::Upsert, 2),
+                (Kind::Flag, "fresh", Op::Upsert, 1),
+                (Kind::Segment, "staff", Op::Upsert, 1),
+                (Kind::Flag, "drop", Op::Delete, 1),
+            ],
+            "{n}"
+        );
+        let snap = store.snapshot(env).await.expect("snapshot");
+        let mut keys: Vec<&str> = snap.file.flags.iter().map(|f| f.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["change", "fresh", "keep"], "{n}");
+        assert_eq!(snap.file.segments.len(), 1, "{n}");
+        // Catch-up sees the four changes under one revision, in a stable order.
+        let changes = store.changes_since(env, 3).await.expect("changes");
+        assert_eq!(changes.revision, 4, "{n}");
+        let seen: Vec<(u64, &str, Op)> = changes
+            .changes
+            .iter()
+            .map(|c| (c.revision, c.key.as_str(), c.op))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (4, "change", Op::Upsert),
+                (4, "drop", Op::Delete),
+                (4, "fresh", Op::Upsert),
+                (4, "staff", Op::Upsert),
+            ],
+            "{n}"
+        );
+        // The audit's unit is a revision: the bulk one is one page entry.
+        let page = store.audit(env, None, 1).await.expect("audit");
+        assert_eq!(page.len(), 4, "{n}");
+        assert!(page.iter().all(|e| e.revision == 4 && e.actor == "gitops"));
+        let next = store.audit(env, Some(4), 2).await.expect("audit");
+        let revisions: Vec<u64> = next.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, [3, 2], "{n}");
+
+        // Applying the same file again changes nothing and takes no revision.
+        let again = store.replace_all(env, &file, "gitops").await.expect("again");
+        assert_eq!((again.revision, again.changes.len()), (4, 0), "{n}");
+        assert_eq!(store.revision(env).await.expect("revision"), 4, "{n}");
+
+        // An invalid file stores nothing.
+        let broken: guidon_engine::FlagFile = serde_json::from_value(json!({
+            "flags": [{"key": "keep", "enabled": true, "rules": [
+                {"conditions": [{"operator": "in_segment", "values": ["nobody"]}], "serve": {"enabled": true}}
+            ]}]
+        }))
+        .expect("file");
+        let err = store
+            .replace_all(env, &broken, "gitops")
+            .await
+            .expect_err("invalid");
+        assert!(
+            matches!(&err, StoreError::Invalid(v) if v.to_string().contains("nobody")),
+            "{n}: {err}"
+        );
+        assert_eq!(store.revision(env).await.expect("revision"), 4, "{n}");
+        let err = store
+            .replace_all("staging", &file, "gitops")
+            .await
+            .expect_err("unknown env");
+        assert!(matches!(err, StoreError::UnknownEnv(_)), "{n}: {err}");
+
+        // Re-creating a deleted key continues its versions.
+        let recreated = store
+            .upsert_flag(env, &simple("drop", false), Some(0), "alice")
+            .await
+            .expect("recreate");
+        assert_eq!((recreated.version, recreated.created), (2, true), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn get_returns_the_live_definition_with_its_version() {
+    for (db, store) in stores("get").await {
+        let n = db.name;
+        store
+            .upsert_flag("development", &simple("a", true), None, "alice")
+            .await
+            .expect("a");
+        store
+            .upsert_flag("development", &simple("a", false), None, "alice")
+            .await
+            .expect("a2");
+        let got = store.get("development", Kind::Flag, "a").await.expect("get");
+        assert_eq!(
+            (got.version, got.revision, got.definition),
+            (2, 2, json!({"key": "a", "enabled": false})),
+            "{n}"
+        );
+        store
+            .delete("development", Kind::Flag, "a", None, "alice")
+            .await
+            .expect("delete");
+        let err = store
+            .get("development", Kind::Flag, "a")
+            .await
+            .expect_err("deleted");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{n}: {err}");
+        let err = store
+            .get("nowhere", Kind::Flag, "a")
+            .await
+            .expect_err("no env");
+        assert!(matches!(err, StoreError::UnknownEnv(_)), "{n}: {err}");
+    }
+}
+
+/// A writer validates against the environment as it last committed it only
+/// while nobody else has committed: a second instance's segment must be seen.
+#[tokio::test]
+async fn a_writer_sees_what_another_instance_committed() {
+    for (db, a) in stores("cache").await {
+        let n = db.name;
+        let b = Store::open(&db.url).await.expect("second instance");
+        a.upsert_flag("development", &simple("x", true), None, "a")
+            .await
+            .expect("x");
+        let staff: Segment = serde_json::from_value(json!({"key": "staff", "included": ["u1"]}))
+            .expect("segment");
+        b.upsert_segment("development", &staff, None, "b")
+            .await
+            .expect("segment via b");
+        let uses = flag(json!({"key": "y", "enabled": true, "rules": [
+            {"conditions": [{"operator": "in_segment", "values": ["staff"]}], "serve": {"enabled": true}}
+        ]}));
+        a.upsert_flag("development", &uses, None, "a")
+            .await
+            .expect("a must see b's segment");
+        // And b must see a's flag depending on it: the delete is refused.
+        let err = b
+            .delete("development", Kind::Segment, "staff", None, "b")
+            .await
+            .expect_err("still used");
+        assert!(matches!(err, StoreError::Invalid(_)), "{n}: {err}");
+        // Deleting and re-creating an environment forgets what was cached.
+        a.delete_env("development", true).await.expect("drop env");
+        a.create_env("development").await.expect("re-create");
+        a.upsert_flag("development", &uses, None, "a")
+            .await
+            .expect_err("the segment went with the environment");
+    }
+}
