@@ -18,4 +18,4 @@ pub use store::{
     Applied, Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
     EnvSnapshot, HistoryEntry, Kind, Op, Replaced, Revised, Store, StoreOptions, Stored,
 };
-pub use tokens::{Role, TokenInfo};
+pub use tokens::{Role, TokenInfo, secret_hash};

@@ -6,7 +6,7 @@ use sqlx::Row;
 use crate::error::StoreError;
 use crate::store::{Store, now_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything.
@@ -16,7 +16,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Sdk => "sdk",
@@ -36,9 +36,9 @@ pub struct TokenInfo {
     pub revoked: bool,
 }
 
-/// Hex SHA-256 of a secret. Lookups compare hashes, so the time a lookup
-/// takes says nothing about how much of a guessed secret was right.
-fn hash(secret: &str) -> String {
+/// Hex SHA-256 of a secret, as stored. Lookups compare hashes, so the time
+/// a lookup takes says nothing about how much of a guessed secret was right.
+pub fn secret_hash(secret: &str) -> String {
     Sha256::digest(secret.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -94,7 +94,7 @@ impl Store {
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(hash(secret))
+        .bind(secret_hash(secret))
         .bind(role.as_str())
         .bind(env)
         .bind(now_ms())
@@ -133,10 +133,36 @@ impl Store {
              RETURNING name, role, env, created_at, last_used_at, revoked_at",
         )
         .bind(now_ms())
-        .bind(hash(secret))
+        .bind(secret_hash(secret))
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(info).transpose()
+    }
+
+    /// Every live (not revoked) token with the hash of its secret: what a
+    /// server keeps in memory to authenticate without a query per request.
+    pub async fn live_tokens(&self) -> Result<Vec<(String, TokenInfo)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, secret_hash, role, env, created_at, last_used_at, revoked_at FROM tokens \
+             WHERE revoked_at IS NULL ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("secret_hash")?, info(row)?)))
+            .collect()
+    }
+
+    /// Records that these tokens were used at `at_ms` (a server batches this).
+    pub async fn mark_tokens_used(&self, names: &[String], at_ms: i64) -> Result<(), StoreError> {
+        for name in names {
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE name = $2")
+                .bind(at_ms)
+                .bind(name)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether any live admin token exists (the server makes one on first start otherwise).

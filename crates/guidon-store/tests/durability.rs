@@ -6,8 +6,6 @@
 //! checks what the child was told is there and that the log, the counter and
 //! the definitions agree. Twenty times per backend.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -54,7 +52,7 @@ fn random_ms(lo: u64, hi: u64) -> u64 {
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill() {
     let exe = std::env::current_exe().expect("test binary");
-    for db in common::databases("durability").await {
+    for db in guidon_testkit::databases("durability").await {
         let n = db.name;
         Store::open(&db.url).await.expect("create").close().await;
         let mut acked: BTreeMap<u64, (String, u64)> = BTreeMap::new();

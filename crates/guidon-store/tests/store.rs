@@ -1,8 +1,6 @@
 //! One suite, every backend: each test runs against SQLite and, when
 //! `GUIDON_TEST_DATABASE_URL` is set, PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 
 use guidon_engine::model::{Flag, Segment};
@@ -17,9 +15,9 @@ fn simple(key: &str, enabled: bool) -> Flag {
     flag(json!({"key": key, "enabled": enabled}))
 }
 
-async fn stores(label: &str) -> Vec<(common::TestDb, Store)> {
+async fn stores(label: &str) -> Vec<(guidon_testkit::TestDb, Store)> {
     let mut out = Vec::new();
-    for db in common::databases(label).await {
+    for db in guidon_testkit::databases(label).await {
         let store = Store::open(&db.url)
             .await
             .unwrap_or_else(|e| panic!("{}: open: {e}", db.name));
@@ -463,7 +461,7 @@ async fn a_corrupt_row_is_a_clear_error_naming_the_flag() {
             .upsert_flag("production", &simple("f", true), None, "cli")
             .await
             .expect("write");
-        let raw = common::raw_pool(&db.url).await.expect("raw");
+        let raw = guidon_testkit::raw_pool(&db.url).await.expect("raw");
         sqlx::query("UPDATE definitions SET definition = '{not json' WHERE key = 'f'")
             .execute(&raw)
             .await
@@ -657,7 +655,7 @@ async fn tokens_are_stored_hashed_scoped_and_revocable() {
         );
 
         // Only a hash is stored: the secret appears nowhere in the table.
-        let raw = common::raw_pool(&db.url).await.expect("raw");
+        let raw = guidon_testkit::raw_pool(&db.url).await.expect("raw");
         let hits: i64 = sqlx::Row::get(
             &sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE secret_hash LIKE '%secret%'")
                 .fetch_one(&raw)
@@ -703,7 +701,7 @@ async fn tokens_are_stored_hashed_scoped_and_revocable() {
 #[tokio::test]
 async fn catch_up_past_the_horizon_asks_for_a_snapshot() {
     use guidon_store::StoreOptions;
-    for db in common::databases("horizon").await {
+    for db in guidon_testkit::databases("horizon").await {
         let n = db.name;
         let options = StoreOptions {
             catch_up_horizon: 3,
@@ -746,7 +744,7 @@ async fn catch_up_past_the_horizon_asks_for_a_snapshot() {
 async fn another_instance_learns_of_commits() {
     use guidon_store::{Revised, StoreOptions};
     use std::time::Duration;
-    for db in common::databases("watch").await {
+    for db in guidon_testkit::databases("watch").await {
         let n = db.name;
         let options = StoreOptions {
             poll_interval: Duration::from_millis(50),
@@ -787,7 +785,7 @@ async fn another_instance_learns_of_commits() {
 /// the store recovers without being reopened.
 #[tokio::test]
 async fn the_store_recovers_when_postgres_drops_its_connections() {
-    let Some(db) = common::databases("outage")
+    let Some(db) = guidon_testkit::databases("outage")
         .await
         .into_iter()
         .find(|d| d.name == "postgres")
@@ -802,7 +800,7 @@ async fn the_store_recovers_when_postgres_drops_its_connections() {
         .upsert_flag("production", &simple("f", true), None, "cli")
         .await
         .expect("before");
-    let admin = common::raw_pool(&db.url).await.expect("admin");
+    let admin = guidon_testkit::raw_pool(&db.url).await.expect("admin");
     let killed = sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
     )
@@ -917,7 +915,10 @@ async fn replace_all_makes_the_environment_exactly_the_file_in_one_revision() {
             ]}]
         }))
         .expect("file");
-        let done = store.replace_all(env, &file, "gitops").await.expect("replace");
+        let done = store
+            .replace_all(env, &file, "gitops")
+            .await
+            .expect("replace");
         assert_eq!(done.revision, 4, "{n}");
         let summary: Vec<(Kind, &str, Op, u64)> = done
             .changes
@@ -966,7 +967,10 @@ async fn replace_all_makes_the_environment_exactly_the_file_in_one_revision() {
         assert_eq!(revisions, [3, 2], "{n}");
 
         // Applying the same file again changes nothing and takes no revision.
-        let again = store.replace_all(env, &file, "gitops").await.expect("again");
+        let again = store
+            .replace_all(env, &file, "gitops")
+            .await
+            .expect("again");
         assert_eq!((again.revision, again.changes.len()), (4, 0), "{n}");
         assert_eq!(store.revision(env).await.expect("revision"), 4, "{n}");
 
@@ -1013,7 +1017,10 @@ async fn get_returns_the_live_definition_with_its_version() {
             .upsert_flag("development", &simple("a", false), None, "alice")
             .await
             .expect("a2");
-        let got = store.get("development", Kind::Flag, "a").await.expect("get");
+        let got = store
+            .get("development", Kind::Flag, "a")
+            .await
+            .expect("get");
         assert_eq!(
             (got.version, got.revision, got.definition),
             (2, 2, json!({"key": "a", "enabled": false})),
@@ -1046,8 +1053,8 @@ async fn a_writer_sees_what_another_instance_committed() {
         a.upsert_flag("development", &simple("x", true), None, "a")
             .await
             .expect("x");
-        let staff: Segment = serde_json::from_value(json!({"key": "staff", "included": ["u1"]}))
-            .expect("segment");
+        let staff: Segment =
+            serde_json::from_value(json!({"key": "staff", "included": ["u1"]})).expect("segment");
         b.upsert_segment("development", &staff, None, "b")
             .await
             .expect("segment via b");

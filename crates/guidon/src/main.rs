@@ -53,6 +53,41 @@ enum Command {
         #[arg(long)]
         now: Option<String>,
     },
+    /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GUIDON_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// sqlite://PATH (created on first start) or postgres://…
+    #[arg(
+        long,
+        env = "GUIDON_DATABASE_URL",
+        default_value = "sqlite://guidon.db"
+    )]
+    database_url: String,
+    /// A secret that becomes an admin token (otherwise one is generated on
+    /// first start and printed once).
+    #[arg(long, env = "GUIDON_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Seconds between stream heartbeats.
+    #[arg(long, env = "GUIDON_HEARTBEAT_SECS", default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// Cache remote evaluation results (see BENCHMARKS.md for why it is off by default).
+    #[arg(long, env = "GUIDON_EVAL_CACHE")]
+    eval_cache: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "GUIDON_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Milliseconds between polls of the database for other instances' changes.
+    #[arg(long, env = "GUIDON_POLL_MS", default_value_t = 250)]
+    poll_ms: u64,
+    /// Log format.
+    #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +105,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Validate { file } => validate(&file),
         Command::Eval {
             file,
@@ -245,4 +281,71 @@ fn open_lines(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Box::new(std::io::BufReader::new(file)))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUIDON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let config = guidon_server::Config {
+        listen: args.listen,
+        database_url: args.database_url,
+        admin_token: args.admin_token,
+        heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
+        eval_cache: args.eval_cache,
+        max_body: args.max_body_bytes,
+        poll_interval: std::time::Duration::from_millis(args.poll_ms.max(10)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let running = guidon_server::start(config).await?;
+        if let Some(token) = &running.generated_admin_token {
+            println!(
+                "guidon: created an admin token (shown once, keep it): {token}\n\
+                 guidon: use it as  Authorization: Bearer {token}"
+            );
+        }
+        println!("guidon: listening on http://{}", running.addr);
+        let stop = running.stopper();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            stop();
+        });
+        running.wait().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

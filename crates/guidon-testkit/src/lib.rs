@@ -1,4 +1,4 @@
-//! The backends every store test runs against: SQLite always, PostgreSQL
+//! The backends every store and server test runs against: SQLite always, PostgreSQL
 //! when `GUIDON_TEST_DATABASE_URL` names a server. Each store gets a fresh
 //! SQLite file, or a fresh PostgreSQL schema, so runs never collide.
 
@@ -9,9 +9,9 @@ use sqlx::AnyPool;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-pub(crate) struct TestDb {
-    pub(crate) name: &'static str,
-    pub(crate) url: String,
+pub struct TestDb {
+    pub name: &'static str,
+    pub url: String,
     dir: Option<PathBuf>,
     /// (server URL, schema) to drop when done.
     schema: Option<(String, String)>,
@@ -53,7 +53,7 @@ fn unique(label: &str) -> String {
 }
 
 /// Fresh, empty databases, one per available backend.
-pub(crate) async fn databases(label: &str) -> Vec<TestDb> {
+pub async fn databases(label: &str) -> Vec<TestDb> {
     let dir = std::env::temp_dir().join(format!("guidon-store-{}", unique(label)));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut dbs = vec![TestDb {
@@ -88,7 +88,7 @@ pub(crate) async fn databases(label: &str) -> Vec<TestDb> {
 
 /// A plain connection pool, for what the store API will not do (planting a
 /// corrupt row, creating a schema).
-pub(crate) async fn raw_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
+pub async fn raw_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     AnyPool::connect(url).await
 }

@@ -1,0 +1,552 @@
+//! The admin API: environments, flags, segments, history, audit, bulk
+//! import/export, tokens. Every write answers once this instance's
+//! evaluations and streams have the new revision (read your writes).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use guidon_engine::model::{Flag, Segment};
+use guidon_engine::{FlagFile, is_valid_key};
+use guidon_store::{Committed, Kind, Role};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, generate_secret};
+use crate::body::{self, Body};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+type St = State<Arc<AppState>>;
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/envs", get(list_envs).post(create_env))
+        .route("/api/v1/envs/{env}", get(get_env).delete(delete_env))
+        .route("/api/v1/envs/{env}/flags", get(export).put(import))
+        .route(
+            "/api/v1/envs/{env}/flags/{key}",
+            get(get_flag).put(put_flag).delete(delete_flag),
+        )
+        .route("/api/v1/envs/{env}/flags/{key}/history", get(flag_history))
+        .route("/api/v1/envs/{env}/flags/{key}/revert", post(revert_flag))
+        .route("/api/v1/envs/{env}/flags/{key}/promote", post(promote_flag))
+        .route("/api/v1/envs/{env}/segments", get(list_segments))
+        .route(
+            "/api/v1/envs/{env}/segments/{key}",
+            get(get_segment).put(put_segment).delete(delete_segment),
+        )
+        .route(
+            "/api/v1/envs/{env}/segments/{key}/history",
+            get(segment_history),
+        )
+        .route("/api/v1/envs/{env}/audit", get(audit))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+}
+
+/// Environment names and keys in paths follow the flag-key rule, which
+/// also keeps `..`, slashes and control characters out.
+pub(crate) fn check_key(what: &str, key: &str) -> ApiResult<()> {
+    if is_valid_key(key) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid {what} {key:?}: must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
+        )))
+    }
+}
+
+/// `If-Match: 3` or `If-Match: "3"` → must be at version 3; `If-None-Match: *`
+/// → must not exist yet.
+fn expected_version(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    if let Some(value) = headers.get(header::IF_MATCH) {
+        let text = value.to_str().unwrap_or("").trim().trim_matches('"');
+        return text.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "If-Match must be a version number, got {:?}",
+                value.to_str().unwrap_or("")
+            ))
+        });
+    }
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*")
+    {
+        return Ok(Some(0));
+    }
+    Ok(None)
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn wants_yaml(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("yaml"))
+}
+
+fn yaml_response(value: &impl serde::Serialize) -> ApiResult<Response> {
+    let text = serde_yaml_ng::to_string(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+}
+
+/// Brings this instance's view of `env` to the write's revision.
+async fn settle(state: &AppState, env: &str, revision: u64) -> ApiResult<()> {
+    let env = state.env(env).await?;
+    state.sync(&env, Some(revision)).await
+}
+
+// ---- environments ----
+
+async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
+    let envs = state.store.list_envs().await?;
+    let visible: Vec<_> = envs
+        .into_iter()
+        .filter(|e| caller.require_env(&e.name).is_ok())
+        .collect();
+    Ok(Json(json!({ "environments": visible })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEnv {
+    name: String,
+}
+
+async fn create_env(
+    State(state): St,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let new: NewEnv = body::json(&headers, &bytes)?;
+    let info = state.store.create_env(&new.name).await?;
+    state.env(&info.name).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn get_env(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_key("environment", &env)?;
+    caller.require_env(&env)?;
+    let live = state.env(&env).await?.live.load_full();
+    Ok(Json(json!({
+        "name": env,
+        "revision": live.revision,
+        "flags": live.file.flags.len(),
+        "segments": live.file.segments.len(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct Force {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_env(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+    Query(force): Query<Force>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    state.store.delete_env(&env, force.force).await?;
+    state.forget(&env).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- bulk ----
+
+async fn export(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    check_key("environment", &env)?;
+    caller.require_env(&env)?;
+    let live = state.env(&env).await?.live.load_full();
+    let mut response = if wants_yaml(&headers) {
+        yaml_response(&live.file)?
+    } else {
+        Json(&live.file).into_response()
+    };
+    response
+        .headers_mut()
+        .insert("x-guidon-revision", HeaderValue::from(live.revision));
+    Ok(response)
+}
+
+async fn import(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    let file: FlagFile = body::json_or_yaml(&headers, &bytes)?;
+    let done = state.store.replace_all(&env, &file, &caller.name).await?;
+    settle(&state, &env, done.revision).await?;
+    Ok(Json(
+        json!({"revision": done.revision, "changes": done.changes}),
+    ))
+}
+
+// ---- flags and segments ----
+
+fn written(kind: &str, definition: Value, done: Committed) -> Response {
+    let status = if done.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        [(header::ETAG, etag(done.version))],
+        Json(json!({kind: definition, "version": done.version, "revision": done.revision})),
+    )
+        .into_response()
+}
+
+async fn get_definition(
+    state: &AppState,
+    caller: &Caller,
+    env: &str,
+    kind: Kind,
+    key: &str,
+) -> ApiResult<Response> {
+    check_key("environment", env)?;
+    check_key(kind.as_str(), key)?;
+    caller.require_env(env)?;
+    let stored = state.store.get(env, kind, key).await?;
+    Ok((
+        [(header::ETAG, etag(stored.version))],
+        Json(json!({
+            kind.as_str(): stored.definition,
+            "version": stored.version,
+            "revision": stored.revision,
+        })),
+    )
+        .into_response())
+}
+
+async fn get_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    get_definition(&state, &caller, &env, Kind::Flag, &key).await
+}
+
+async fn get_segment(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    get_definition(&state, &caller, &env, Kind::Segment, &key).await
+}
+
+/// The body's key must be the path's (a missing key is taken from the path).
+fn keyed(mut value: Value, key: &str) -> ApiResult<Value> {
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::InvalidBody {
+            path: String::new(),
+            message: "the body must be a JSON object".into(),
+        });
+    };
+    match object.get("key") {
+        None => {
+            object.insert("key".into(), json!(key));
+        }
+        Some(Value::String(k)) if k == key => {}
+        Some(other) => {
+            return Err(ApiError::InvalidBody {
+                path: "key".into(),
+                message: format!("key: the body's key {other} is not the path's {key:?}"),
+            });
+        }
+    }
+    Ok(value)
+}
+
+fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::InvalidBody {
+            message: format!("{path}: {}", e.inner()),
+            path,
+        }
+    })
+}
+
+async fn put_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    check_key("flag", &key)?;
+    let expected = expected_version(&headers)?;
+    let value = keyed(body::json_or_yaml(&headers, &bytes)?, &key)?;
+    let flag: Flag = parse_definition(value)?;
+    let done = state
+        .store
+        .upsert_flag(&env, &flag, expected, &caller.name)
+        .await?;
+    settle(&state, &env, done.revision).await?;
+    let definition = serde_json::to_value(&flag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(written("flag", definition, done))
+}
+
+async fn put_segment(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    check_key("segment", &key)?;
+    let expected = expected_version(&headers)?;
+    let value = keyed(body::json_or_yaml(&headers, &bytes)?, &key)?;
+    let segment: Segment = parse_definition(value)?;
+    let done = state
+        .store
+        .upsert_segment(&env, &segment, expected, &caller.name)
+        .await?;
+    settle(&state, &env, done.revision).await?;
+    let definition =
+        serde_json::to_value(&segment).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(written("segment", definition, done))
+}
+
+async fn delete_definition(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    env: &str,
+    kind: Kind,
+    key: &str,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    check_key("environment", env)?;
+    check_key(kind.as_str(), key)?;
+    let expected = expected_version(headers)?;
+    let done = state
+        .store
+        .delete(env, kind, key, expected, &caller.name)
+        .await?;
+    settle(state, env, done.revision).await?;
+    Ok(Json(json!({
+        "deleted": key,
+        "version": done.version,
+        "revision": done.revision,
+    })))
+}
+
+async fn delete_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    delete_definition(&state, &caller, &headers, &env, Kind::Flag, &key).await
+}
+
+async fn delete_segment(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    delete_definition(&state, &caller, &headers, &env, Kind::Segment, &key).await
+}
+
+async fn list_segments(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_key("environment", &env)?;
+    caller.require_env(&env)?;
+    let live = state.env(&env).await?.live.load_full();
+    Ok(Json(
+        json!({"revision": live.revision, "segments": live.file.segments}),
+    ))
+}
+
+async fn history(
+    state: &AppState,
+    caller: &Caller,
+    env: &str,
+    kind: Kind,
+    key: &str,
+) -> ApiResult<Json<Value>> {
+    check_key("environment", env)?;
+    check_key(kind.as_str(), key)?;
+    caller.require_admin()?;
+    let entries = state.store.history(env, kind, key).await?;
+    Ok(Json(json!({ "history": entries })))
+}
+
+async fn flag_history(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    history(&state, &caller, &env, Kind::Flag, &key).await
+}
+
+async fn segment_history(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    history(&state, &caller, &env, Kind::Segment, &key).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revert {
+    version: u64,
+}
+
+async fn revert_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    check_key("flag", &key)?;
+    let revert: Revert = body::json(&headers, &bytes)?;
+    let done = state
+        .store
+        .revert_flag(&env, &key, revert.version, &caller.name)
+        .await?;
+    settle(&state, &env, done.revision).await?;
+    let stored = state.store.get(&env, Kind::Flag, &key).await?;
+    Ok(written("flag", stored.definition, done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promote {
+    to: String,
+}
+
+async fn promote_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    check_key("flag", &key)?;
+    let promote: Promote = body::json(&headers, &bytes)?;
+    check_key("environment", &promote.to)?;
+    let done = state
+        .store
+        .promote(&env, &promote.to, &key, &caller.name)
+        .await?;
+    settle(&state, &promote.to, done.revision).await?;
+    let stored = state.store.get(&promote.to, Kind::Flag, &key).await?;
+    Ok(written("flag", stored.definition, done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    check_key("environment", &env)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 500, got {limit}"
+        )));
+    }
+    let entries = state.store.audit(&env, query.before, limit).await?;
+    let next = entries.last().map(|e| e.revision).filter(|r| *r > 1);
+    Ok(Json(json!({"entries": entries, "next_before": next})))
+}
+
+// ---- tokens ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+async fn create_token(
+    State(state): St,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let new: NewToken = body::json(&headers, &bytes)?;
+    let secret = generate_secret().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let info = state
+        .store
+        .create_token(&new.name, new.role, new.env.as_deref(), &secret)
+        .await?;
+    state.tokens.refresh(&state.store).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": secret, "name": info.name, "role": info.role, "env": info.env})),
+    )
+        .into_response())
+}
+
+async fn list_tokens(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(json!({"tokens": state.store.list_tokens().await?})))
+}
+
+async fn revoke_token(
+    State(state): St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state.store.revoke_token(&name).await?;
+    state.tokens.refresh(&state.store).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

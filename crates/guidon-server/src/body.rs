@@ -1,0 +1,131 @@
+//! Request bodies: the size limit, the content type, and parsing that names
+//! the field at fault.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The raw body, with the size limit's rejection turned into a JSON 413.
+#[derive(Debug)]
+pub(crate) struct Body(pub Bytes);
+
+impl FromRequest<Arc<AppState>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Body, ApiError> {
+        let limit = state.limits.max_body;
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(BytesRejection::FailedToBufferBody(e))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::TooLarge { limit })
+            }
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "could not read the body: {e}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Yaml,
+}
+
+/// The body's format from `Content-Type`: JSON (also when absent), or YAML
+/// where `yaml_ok`; anything else is a 415.
+pub(crate) fn format(headers: &HeaderMap, yaml_ok: bool) -> Result<Format, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Format::Json);
+    };
+    let text = value.to_str().unwrap_or("");
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        Ok(Format::Json)
+    } else if yaml_ok
+        && matches!(
+            mime.as_str(),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
+        )
+    {
+        Ok(Format::Yaml)
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            given: text.to_owned(),
+            accepted: if yaml_ok {
+                "application/json or application/yaml"
+            } else {
+                "application/json"
+            },
+        })
+    }
+}
+
+/// Parses a JSON body, naming the field at fault.
+pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    format(headers, false)?;
+    parse(Format::Json, body)
+}
+
+/// Parses a JSON or YAML body (by `Content-Type`), naming the field at fault.
+pub(crate) fn json_or_yaml<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let format = format(headers, true)?;
+    parse(format, body)
+}
+
+fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidBody {
+            path: String::new(),
+            message: "the request body is empty".into(),
+        });
+    }
+    match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid(&e))?;
+            de.end().map_err(|e| ApiError::InvalidBody {
+                path: String::new(),
+                message: format!("invalid JSON: {e}"),
+            })?;
+            Ok(value)
+        }
+        Format::Yaml => {
+            let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidBody {
+                path: String::new(),
+                message: "YAML body is not UTF-8".into(),
+            })?;
+            let de = serde_yaml_ng::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| invalid(&e))
+        }
+    }
+}
+
+fn invalid<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let inner = e.inner().to_string();
+    let message = if path.is_empty() {
+        format!("invalid body: {inner}")
+    } else {
+        format!("{path}: {inner}")
+    };
+    ApiError::InvalidBody { path, message }
+}

@@ -1,0 +1,393 @@
+//! Remote evaluation: Guidon's own endpoint (flag-format.md §7 results,
+//! with explain) and OpenFeature's OFREP. Both read the environment's
+//! current Snapshot without locks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use guidon_engine::{Context, Evaluation, Reason, Timestamp};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::admin::check_key;
+use crate::auth::Caller;
+use crate::body::{self, Body};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, EnvState, Live};
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/envs/{env}/evaluate", post(evaluate))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep_one))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep_all))
+}
+
+/// An evaluation result owned (not borrowing the Snapshot), as cached and
+/// rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    pub(crate) flag: String,
+    pub(crate) found: bool,
+    pub(crate) enabled: bool,
+    pub(crate) variant: Option<String>,
+    pub(crate) value: Option<Value>,
+    pub(crate) reason: Reason,
+    pub(crate) flag_version: Option<u64>,
+    pub(crate) metadata: Value,
+}
+
+impl Resolved {
+    fn from(e: &Evaluation<'_>) -> Resolved {
+        Resolved {
+            flag: e.flag.to_owned(),
+            found: e.error_code.is_none(),
+            enabled: e.enabled,
+            variant: e.variant.map(str::to_owned),
+            value: e.value.cloned(),
+            reason: e.reason,
+            flag_version: e.flag_version,
+            metadata: serde_json::to_value(e.metadata).unwrap_or_else(|_| json!({})),
+        }
+    }
+
+    /// flag-format.md §7.
+    fn guidon_json(&self) -> Value {
+        json!({
+            "flag": self.flag,
+            "enabled": self.enabled,
+            "variant": self.variant,
+            "value": self.value,
+            "reason": self.reason.as_str(),
+            "error_code": if self.found { Value::Null } else { json!("FLAG_NOT_FOUND") },
+            "flag_version": self.flag_version,
+            "metadata": self.metadata,
+        })
+    }
+
+    /// OFREP's evaluationSuccess, or its flagNotFound.
+    fn ofrep_json(&self) -> Value {
+        if !self.found {
+            return json!({
+                "key": self.flag,
+                "errorCode": "FLAG_NOT_FOUND",
+                "errorDetails": format!("flag {:?} was not found", self.flag),
+            });
+        }
+        let mut out = Map::new();
+        out.insert("key".into(), json!(self.flag));
+        out.insert("reason".into(), json!(self.reason.as_str()));
+        if let Some(variant) = &self.variant {
+            out.insert("variant".into(), json!(variant));
+        }
+        // No value (a disabled flag without an off variant): OFREP's
+        // codeDefaultFlag, the client uses its own default.
+        if let Some(value) = &self.value {
+            out.insert("value".into(), value.clone());
+        }
+        let mut metadata = match &self.metadata {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        if let Some(version) = self.flag_version {
+            metadata.insert("flag_version".into(), json!(version));
+        }
+        out.insert("metadata".into(), Value::Object(metadata));
+        Value::Object(out)
+    }
+}
+
+/// A context from a request: an object of at most the configured number
+/// of attributes.
+fn context_of(state: &AppState, value: Option<Value>) -> Result<Map<String, Value>, String> {
+    match value {
+        None => Err("context is required (an object of attributes)".into()),
+        Some(Value::Object(map)) => {
+            if map.len() > state.limits.max_context_attributes {
+                Err(format!(
+                    "context has {} attributes; at most {} are accepted",
+                    map.len(),
+                    state.limits.max_context_attributes
+                ))
+            } else {
+                Ok(map)
+            }
+        }
+        Some(other) => Err(format!(
+            "context must be an object of attributes, got {}",
+            match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            }
+        )),
+    }
+}
+
+/// Evaluates one flag, through the cache when it is on.
+async fn resolve_one(
+    state: &AppState,
+    env: &EnvState,
+    live: &Live,
+    key: &str,
+    context: &Map<String, Value>,
+    ctx: &Context,
+    now: Timestamp,
+) -> Arc<Resolved> {
+    let started = Instant::now();
+    let compute = || Resolved::from(&live.snapshot.evaluate(key, ctx, now));
+    let resolved = match (&state.cache, live.cacheable) {
+        (Some(cache), true) => {
+            let (resolved, hit) = cache
+                .get_or_compute(&env.name, key, live.revision, context, compute)
+                .await;
+            if hit {
+                state.metrics.cache_hits.inc();
+            } else {
+                state.metrics.cache_misses.inc();
+            }
+            resolved
+        }
+        _ => Arc::new(compute()),
+    };
+    state
+        .metrics
+        .evaluation_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .count_evaluation(&env.name, key, resolved.reason.as_str());
+    resolved
+}
+
+// ---- Guidon's endpoint ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateRequest {
+    #[serde(default)]
+    flag: Option<String>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    explain: bool,
+}
+
+async fn evaluate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env_name): Path<String>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Json<Value>> {
+    check_key("environment", &env_name)?;
+    caller.require_env(&env_name)?;
+    let request: EvaluateRequest = body::json(&headers, &bytes)?;
+    let context =
+        context_of(&state, Some(request.context.unwrap_or(json!({})))).map_err(|message| {
+            ApiError::InvalidBody {
+                path: "context".into(),
+                message,
+            }
+        })?;
+    let env = state.env(&env_name).await?;
+    let live = env.live.load_full();
+    let ctx = Context::from(context.clone());
+    let now = Timestamp::now();
+    match request.flag {
+        Some(key) if request.explain => {
+            let started = Instant::now();
+            let (result, explanation) = live.snapshot.explain(&key, &ctx, now);
+            state
+                .metrics
+                .evaluation_seconds
+                .observe(started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .count_evaluation(&env.name, &key, result.reason.as_str());
+            let mut out = result.to_json();
+            out["explanation"] =
+                serde_json::to_value(explanation).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(Json(out))
+        }
+        Some(key) => {
+            let resolved = resolve_one(&state, &env, &live, &key, &context, &ctx, now).await;
+            Ok(Json(resolved.guidon_json()))
+        }
+        None if request.explain => Err(ApiError::InvalidBody {
+            path: "explain".into(),
+            message: "explain: needs a flag (explain one flag at a time)".into(),
+        }),
+        None => {
+            let results = all(&state, &env, &live, &ctx, now);
+            Ok(Json(json!({
+                "revision": live.revision,
+                "results": results.iter().map(Resolved::guidon_json).collect::<Vec<_>>(),
+            })))
+        }
+    }
+}
+
+fn all(
+    state: &AppState,
+    env: &EnvState,
+    live: &Live,
+    ctx: &Context,
+    now: Timestamp,
+) -> Vec<Resolved> {
+    let started = Instant::now();
+    let results: Vec<Resolved> = live
+        .snapshot
+        .evaluate_all(ctx, now)
+        .iter()
+        .map(Resolved::from)
+        .collect();
+    state
+        .metrics
+        .evaluation_seconds
+        .observe(started.elapsed().as_secs_f64());
+    for r in &results {
+        state
+            .metrics
+            .count_evaluation(&env.name, &r.flag, r.reason.as_str());
+    }
+    results
+}
+
+// ---- OFREP ----
+
+/// An OFREP failure: status and `{key?, errorCode, errorDetails}`.
+fn ofrep_error(status: StatusCode, key: Option<&str>, code: &str, details: String) -> Response {
+    let mut body = json!({"errorCode": code, "errorDetails": details});
+    if let Some(key) = key {
+        body["key"] = json!(key);
+    }
+    (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct OfrepRequest {
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// The request's context, or the OFREP error response.
+fn ofrep_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    key: Option<&str>,
+) -> Result<Map<String, Value>, Response> {
+    let request: OfrepRequest = body::json(headers, bytes).map_err(|e| match e {
+        ApiError::UnsupportedMediaType { .. } => e.into_response(),
+        other => ofrep_error(
+            StatusCode::BAD_REQUEST,
+            key,
+            "PARSE_ERROR",
+            other.to_string(),
+        ),
+    })?;
+    context_of(state, request.context)
+        .map_err(|details| ofrep_error(StatusCode::BAD_REQUEST, key, "INVALID_CONTEXT", details))
+}
+
+/// The environment of an OFREP request, as an OFREP error on failure.
+async fn ofrep_env(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<Arc<EnvState>, Response> {
+    let name = caller
+        .sdk_env(headers)
+        .map_err(IntoResponse::into_response)?;
+    check_key("environment", &name).map_err(IntoResponse::into_response)?;
+    caller
+        .require_env(&name)
+        .map_err(IntoResponse::into_response)?;
+    state.env(&name).await.map_err(IntoResponse::into_response)
+}
+
+async fn ofrep_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> Response {
+    let env = match ofrep_env(&state, &caller, &headers).await {
+        Ok(env) => env,
+        Err(response) => return response,
+    };
+    let context = match ofrep_context(&state, &headers, &bytes, Some(&key)) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let live = env.live.load_full();
+    let ctx = Context::from(context.clone());
+    let resolved = resolve_one(&state, &env, &live, &key, &context, &ctx, Timestamp::now()).await;
+    let status = if resolved.found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    (status, Json(resolved.ofrep_json())).into_response()
+}
+
+async fn ofrep_all(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> Response {
+    let env = match ofrep_env(&state, &caller, &headers).await {
+        Ok(env) => env,
+        Err(response) => return response,
+    };
+    let context = match ofrep_context(&state, &headers, &bytes, None) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let live = env.live.load_full();
+    // The results depend on the flags (the revision), the context, and for
+    // clock-reading environments the time: the ETag covers the first two
+    // and is not given for the third.
+    let etag = live.cacheable.then(|| {
+        let mut hash = Sha256::new();
+        hash.update(env.name.as_bytes());
+        hash.update(live.revision.to_be_bytes());
+        hash.update(Value::Object(context.clone()).to_string().as_bytes());
+        let digest = hash.finalize();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("\"{}-{hex}\"", live.revision)
+    });
+    if let (Some(etag), Some(given)) = (&etag, headers.get(header::IF_NONE_MATCH))
+        && given
+            .to_str()
+            .is_ok_and(|g| g.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return response;
+    }
+    let ctx = Context::from(context);
+    let results = all(&state, &env, &live, &ctx, Timestamp::now());
+    let body = json!({
+        "flags": results.iter().map(Resolved::ofrep_json).collect::<Vec<_>>(),
+        "metadata": {"revision": live.revision, "environment": env.name},
+    });
+    let mut response = Json(body).into_response();
+    if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}

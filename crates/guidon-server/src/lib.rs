@@ -1,0 +1,342 @@
+//! `guidon serve`: the admin API, the evaluation API (with OpenFeature's
+//! OFREP), the SDK endpoints and live streams (SSE and WebSocket), and
+//! Prometheus metrics, over one store.
+//!
+//! Evaluations read the environment's current compiled Snapshot through an
+//! `ArcSwap`, without locks; a follower task keeps every loaded environment
+//! at the store's revision (this instance's writes, and other instances'
+//! through the store's watching) and broadcasts each revision to streams.
+
+mod admin;
+mod auth;
+mod body;
+mod cache;
+mod error;
+mod eval;
+mod metrics;
+mod sdk;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use guidon_store::{Role, Store, StoreOptions, secret_hash};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+pub use auth::{ENV_HEADER, generate_secret};
+pub use error::ApiError;
+use state::{AppState, Limits, tokio_util_shutdown};
+
+/// How `guidon serve` runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    /// Becomes an admin token on start (`GUIDON_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// Interval of stream heartbeats (SSE comments, WebSocket pings).
+    pub heartbeat: Duration,
+    /// Cache remote evaluation results (see `BENCHMARKS.md`: off by default).
+    pub eval_cache: bool,
+    pub max_body: usize,
+    /// How often the store is polled for other instances' commits.
+    pub poll_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://guidon.db".into(),
+            admin_token: None,
+            heartbeat: Duration::from_secs(15),
+            eval_cache: false,
+            max_body: Limits::default().max_body,
+            poll_interval: StoreOptions::default().poll_interval,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] guidon_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot generate a token: {0}")]
+    Random(String),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server: its address, and a handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin token generated on first start, if one was (shown once).
+    pub generated_admin_token: Option<String>,
+    trigger: tokio_util_shutdown::Trigger,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown (streams end, requests finish) and waits.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.trigger.fire();
+        self.task
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// Waits until the server stops (after [`Running::trigger`] or an error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// A handle that begins a graceful shutdown when called.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let trigger = self.trigger.clone_trigger();
+        move || trigger.fire()
+    }
+}
+
+/// The application without a listener (for handler tests with
+/// `tower::ServiceExt::oneshot`): opens the store, makes sure an admin token
+/// exists, loads every environment and starts following the store.
+pub async fn app(config: Config) -> Result<axum::Router, ServeError> {
+    let (router, _state, trigger, _) = build(&config).await?;
+    // Streams and the follower end when the trigger is dropped: keep it as
+    // long as the router lives.
+    Ok(router.layer(axum::Extension(Arc::new(trigger))))
+}
+
+type Built = (
+    Router,
+    Arc<AppState>,
+    tokio_util_shutdown::Trigger,
+    Option<String>,
+);
+
+async fn build(config: &Config) -> Result<Built, ServeError> {
+    let store = Store::open_with(
+        &config.database_url,
+        StoreOptions {
+            poll_interval: config.poll_interval,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
+    let tokens = auth::Tokens::load(&store).await?;
+    let (trigger, shutdown) = tokio_util_shutdown::channel();
+    let metrics = metrics::Metrics::default();
+    let cache = config.eval_cache.then(cache::EvalCache::default);
+    let state = Arc::new(AppState::new(
+        store,
+        tokens,
+        metrics,
+        cache,
+        Limits {
+            max_body: config.max_body,
+            ..Limits::default()
+        },
+        shutdown,
+        config.heartbeat,
+    ));
+    for env in state.store.list_envs().await? {
+        state.env(&env.name).await.map_err(|e| {
+            ServeError::Io(std::io::Error::other(format!(
+                "loading environment {:?}: {e}",
+                env.name
+            )))
+        })?;
+    }
+    tokio::spawn(state.clone().follow());
+    tokio::spawn(refresh_tokens(state.clone()));
+    Ok((router(state.clone()), state, trigger, generated_admin_token))
+}
+
+/// Opens the store, makes sure an admin token exists, binds and serves in
+/// the background.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let (app, state, trigger, generated_admin_token) = build(&config).await?;
+    let listener =
+        TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+    let addr = listener.local_addr()?;
+    let shutdown = state.shutdown.clone();
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        state.store.close().await;
+        result
+    });
+    tracing::info!(%addr, "guidon serving");
+    Ok(Running {
+        addr,
+        generated_admin_token,
+        trigger,
+        task,
+    })
+}
+
+/// `GUIDON_ADMIN_TOKEN` becomes an admin token; without it, and with no
+/// admin token in the store, one is generated and returned (to be shown once).
+async fn bootstrap_admin(store: &Store, given: Option<&str>) -> Result<Option<String>, ServeError> {
+    if let Some(secret) = given.filter(|s| !s.is_empty()) {
+        let hash = secret_hash(secret);
+        let known = store
+            .live_tokens()
+            .await?
+            .into_iter()
+            .any(|(h, info)| h == hash && info.role == Role::Admin);
+        if !known {
+            // Named after the hash's prefix, so a changed variable adds a token.
+            let name = format!("admin-from-env-{}", &hash[..8]);
+            store.create_token(&name, Role::Admin, None, secret).await?;
+        }
+        return Ok(None);
+    }
+    if store.has_admin_token().await? {
+        return Ok(None);
+    }
+    let secret = generate_secret().map_err(|e| ServeError::Random(e.to_string()))?;
+    let taken: Vec<String> = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let name = (0..)
+        .map(|i| {
+            if i == 0 {
+                "admin".to_owned()
+            } else {
+                format!("admin-{i}")
+            }
+        })
+        .find(|n| !taken.contains(n))
+        .unwrap_or_else(|| "admin".to_owned());
+    store
+        .create_token(&name, Role::Admin, None, &secret)
+        .await?;
+    Ok(Some(secret))
+}
+
+async fn refresh_tokens(state: Arc<AppState>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(auth::TOKEN_REFRESH) => {}
+            () = state.shutdown.wait() => return,
+        }
+        let used = state.tokens.take_used();
+        if !used.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            if let Err(e) = state.store.mark_tokens_used(&used, now).await {
+                tracing::warn!(error = %e, "could not record token use");
+            }
+        }
+        if let Err(e) = state.tokens.refresh(&state.store).await {
+            tracing::warn!(error = %e, "could not refresh tokens");
+        }
+    }
+}
+
+/// Every route.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let limit = state.limits.max_body;
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(admin::routes())
+        .merge(eval::routes())
+        .merge(sdk::routes())
+        .fallback(|| async {
+            ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into())
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({"error": "method_not_allowed", "message": "method not allowed on this endpoint"})),
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.list_envs().await {
+        Ok(envs) => {
+            let loaded = envs.len() == state.loaded_envs().len();
+            let status = if loaded {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                status,
+                Json(json!({"status": if loaded {"ready"} else {"loading"}, "database": "ok", "environments": envs.len()})),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&metrics::HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

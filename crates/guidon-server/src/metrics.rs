@@ -1,0 +1,127 @@
+//! Prometheus metrics, in the text format at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EvalLabels {
+    pub(crate) env: String,
+    pub(crate) flag: String,
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HttpLabels {
+    pub(crate) method: String,
+    pub(crate) route: String,
+    pub(crate) status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StreamLabels {
+    pub(crate) transport: &'static str,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) evaluations: Family<EvalLabels, Counter>,
+    pub(crate) evaluation_seconds: Histogram,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
+    pub(crate) http_requests: Family<HttpLabels, Counter>,
+    pub(crate) stream_clients: Family<StreamLabels, Gauge>,
+    /// Stream clients disconnected for falling behind the broadcast.
+    pub(crate) stream_lagged: Counter,
+    /// Revisions sent to stream clients.
+    pub(crate) stream_messages: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let evaluations = Family::<EvalLabels, Counter>::default();
+        registry.register(
+            "guidon_evaluations",
+            "Flag evaluations served by the API, by environment, flag and reason",
+            evaluations.clone(),
+        );
+        // 1 µs to ~16 ms.
+        let evaluation_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
+        registry.register(
+            "guidon_evaluation_seconds",
+            "Time to evaluate one request's flags (engine only)",
+            evaluation_seconds.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register(
+            "guidon_eval_cache_hits",
+            "Evaluation cache hits",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "guidon_eval_cache_misses",
+            "Evaluation cache misses",
+            cache_misses.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "guidon_http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        let stream_clients = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "guidon_stream_clients",
+            "Connected stream clients by transport",
+            stream_clients.clone(),
+        );
+        let stream_lagged = Counter::default();
+        registry.register(
+            "guidon_stream_lagged_disconnects",
+            "Stream clients disconnected because they fell behind the broadcast",
+            stream_lagged.clone(),
+        );
+        let stream_messages = Counter::default();
+        registry.register(
+            "guidon_stream_messages",
+            "Revisions sent to stream clients",
+            stream_messages.clone(),
+        );
+        Metrics {
+            registry,
+            evaluations,
+            evaluation_seconds,
+            cache_hits,
+            cache_misses,
+            http_requests,
+            stream_clients,
+            stream_lagged,
+            stream_messages,
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn count_evaluation(&self, env: &str, flag: &str, reason: &'static str) {
+        self.evaluations
+            .get_or_create(&EvalLabels {
+                env: env.to_owned(),
+                flag: flag.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,349 @@
+//! What SDKs use: the full flag document, catch-up by revision, and the
+//! live streams (SSE and WebSocket) that carry every revision.
+//!
+//! A stream subscribes to the environment's broadcast *before* it reads
+//! what to send first (a snapshot, or the changes after the client's last
+//! revision), then skips broadcast revisions it has already covered: no
+//! revision is lost between the two, and none is sent twice. A client that
+//! falls more than the broadcast's capacity behind is disconnected; it
+//! reconnects with its last revision and catches up.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use guidon_store::{Change, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::admin::check_key;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::StreamLabels;
+use crate::state::{AppState, EnvState, Update, change_json, update_json};
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/sdk/flags", get(flags))
+        .route("/api/v1/sdk/changes", get(changes))
+        .route("/api/v1/sdk/stream", get(sse))
+        .route("/api/v1/sdk/ws", get(ws))
+}
+
+async fn sdk_env(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> ApiResult<Arc<EnvState>> {
+    let name = caller.sdk_env(headers)?;
+    check_key("environment", &name)?;
+    caller.require_env(&name)?;
+    state.env(&name).await
+}
+
+async fn flags(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let env = sdk_env(&state, &caller, &headers).await?;
+    let live = env.live.load_full();
+    let etag = format!("\"{}\"", live.revision);
+    let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|g| g.split(',').any(|t| t.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    Ok(([(header::ETAG, tag)], Json(live.document())).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Since {
+    since: Option<u64>,
+}
+
+async fn changes(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(since) = query.map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
+    let since = since
+        .since
+        .ok_or_else(|| ApiError::BadRequest("since is required: ?since=REVISION".into()))?;
+    let env = sdk_env(&state, &caller, &headers).await?;
+    let changes = state.store.changes_since(&env.name, since).await?;
+    Ok(Json(json!({
+        "revision": changes.revision,
+        "changes": changes.changes.iter().map(change_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// What a stream sends: a snapshot or one revision's changes.
+#[derive(Debug, Clone)]
+enum Message_ {
+    Snapshot { revision: u64, json: String },
+    Update { revision: u64, json: Arc<str> },
+}
+
+impl Message_ {
+    fn revision(&self) -> u64 {
+        match self {
+            Message_::Snapshot { revision, .. } | Message_::Update { revision, .. } => *revision,
+        }
+    }
+
+    fn json(&self) -> &str {
+        match self {
+            Message_::Snapshot { json, .. } => json,
+            Message_::Update { json, .. } => json,
+        }
+    }
+
+    fn event_name(&self) -> &'static str {
+        match self {
+            Message_::Snapshot { .. } => "snapshot",
+            Message_::Update { .. } => "update",
+        }
+    }
+}
+
+fn snapshot_message(env: &EnvState) -> Message_ {
+    let live = env.live.load_full();
+    let mut document = live.document();
+    document["type"] = json!("snapshot");
+    Message_::Snapshot {
+        revision: live.revision,
+        json: document.to_string(),
+    }
+}
+
+/// What to send first: everything after `since` when it can be replayed,
+/// else a snapshot.
+async fn opening(state: &AppState, env: &EnvState, since: Option<u64>) -> ApiResult<Vec<Message_>> {
+    let live_revision = env.live.load().revision;
+    let Some(since) = since.filter(|s| *s <= live_revision) else {
+        return Ok(vec![snapshot_message(env)]);
+    };
+    match state.store.changes_since(&env.name, since).await {
+        Ok(changes) => {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < changes.changes.len() {
+                let revision = changes.changes[i].revision;
+                let group: Vec<&Change> = changes.changes[i..]
+                    .iter()
+                    .take_while(|c| c.revision == revision)
+                    .collect();
+                i += group.len();
+                out.push(Message_::Update {
+                    revision,
+                    json: update_json(revision, &group).into(),
+                });
+            }
+            Ok(out)
+        }
+        Err(StoreError::TooOld { .. }) => Ok(vec![snapshot_message(env)]),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The resume point: `?since=N`, else `Last-Event-ID`.
+fn resume_point(headers: &HeaderMap, since: Option<u64>) -> ApiResult<Option<u64>> {
+    if since.is_some() {
+        return Ok(since);
+    }
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a revision number".into())),
+    }
+}
+
+/// Counts a connected client while it lives.
+struct ClientGauge {
+    state: Arc<AppState>,
+    transport: &'static str,
+}
+
+impl ClientGauge {
+    fn new(state: Arc<AppState>, transport: &'static str) -> ClientGauge {
+        state
+            .metrics
+            .stream_clients
+            .get_or_create(&StreamLabels { transport })
+            .inc();
+        ClientGauge { state, transport }
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        self.state
+            .metrics
+            .stream_clients
+            .get_or_create(&StreamLabels {
+                transport: self.transport,
+            })
+            .dec();
+    }
+}
+
+/// The messages of one stream: the opening ones, then each new revision,
+/// until the client lags, the environment must be re-read, or shutdown.
+fn messages(
+    state: Arc<AppState>,
+    rx: broadcast::Receiver<Arc<Update>>,
+    opening: Vec<Message_>,
+    transport: &'static str,
+) -> impl Stream<Item = Message_> + Send + 'static {
+    let sent = opening.last().map_or(0, Message_::revision);
+    let gauge = ClientGauge::new(state.clone(), transport);
+    let follow = stream::unfold(
+        (state, rx, sent, gauge),
+        |(state, mut rx, sent, gauge)| async move {
+            loop {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    () = state.shutdown.wait() => return None,
+                };
+                match next {
+                    Ok(update) if update.revision <= sent => {}
+                    Ok(update) => {
+                        let json = update.json.clone()?;
+                        state.metrics.stream_messages.inc();
+                        let message = Message_::Update {
+                            revision: update.revision,
+                            json,
+                        };
+                        return Some((message, (state, rx, update.revision, gauge)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        state.metrics.stream_lagged.inc();
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    stream::iter(opening).chain(follow)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    since: Option<u64>,
+}
+
+async fn open_stream(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<(broadcast::Receiver<Arc<Update>>, Vec<Message_>)> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
+    let since = resume_point(headers, query.since)?;
+    let env = sdk_env(state, caller, headers).await?;
+    // Subscribe first, then read: nothing committed in between is missed.
+    let rx = env.updates.subscribe();
+    let opening = opening(state, &env, since).await?;
+    Ok((rx, opening))
+}
+
+async fn sse(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let (rx, opening) = open_stream(&state, &caller, &headers, query).await?;
+    let heartbeat = state.heartbeat;
+    let events = messages(state, rx, opening, "sse").map(|m| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .event(m.event_name())
+                .id(m.revision().to_string())
+                .data(m.json()),
+        )
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response())
+}
+
+async fn ws(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let (rx, opening) = open_stream(&state, &caller, &headers, query).await?;
+    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, state, rx, opening)))
+}
+
+/// Sends the stream's messages as text frames and a ping every heartbeat;
+/// answers pings (the library queues the pong), and ends on close, on
+/// two heartbeats without a pong or message from the client, or shutdown.
+async fn run_ws(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    rx: broadcast::Receiver<Arc<Update>>,
+    opening: Vec<Message_>,
+) {
+    let heartbeat = state.heartbeat;
+    let shutdown = state.shutdown.clone();
+    let mut messages = Box::pin(messages(state, rx, opening, "ws"));
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.tick().await;
+    let mut silent_ticks = 0_u32;
+    loop {
+        tokio::select! {
+            next = messages.next() => match next {
+                Some(m) => {
+                    if socket.send(Message::Text(m.json().into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => silent_ticks = 0,
+            },
+            _ = ticker.tick() => {
+                silent_ticks += 1;
+                if silent_ticks > 2 {
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            () = shutdown.wait() => break,
+        }
+    }
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1001,
+            reason: "going away".into(),
+        })))
+        .await;
+}
