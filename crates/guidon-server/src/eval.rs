@@ -285,18 +285,26 @@ fn ofrep_context(
     headers: &HeaderMap,
     bytes: &[u8],
     key: Option<&str>,
-) -> Result<Map<String, Value>, Response> {
-    let request: OfrepRequest = body::json(headers, bytes).map_err(|e| match e {
-        ApiError::UnsupportedMediaType { .. } => e.into_response(),
-        other => ofrep_error(
+) -> Result<Map<String, Value>, Box<Response>> {
+    let request: OfrepRequest = body::json(headers, bytes).map_err(|e| {
+        Box::new(match e {
+            ApiError::UnsupportedMediaType { .. } => e.into_response(),
+            other => ofrep_error(
+                StatusCode::BAD_REQUEST,
+                key,
+                "PARSE_ERROR",
+                other.to_string(),
+            ),
+        })
+    })?;
+    context_of(state, request.context).map_err(|details| {
+        Box::new(ofrep_error(
             StatusCode::BAD_REQUEST,
             key,
-            "PARSE_ERROR",
-            other.to_string(),
-        ),
-    })?;
-    context_of(state, request.context)
-        .map_err(|details| ofrep_error(StatusCode::BAD_REQUEST, key, "INVALID_CONTEXT", details))
+            "INVALID_CONTEXT",
+            details,
+        ))
+    })
 }
 
 /// The environment of an OFREP request, as an OFREP error on failure.
@@ -328,7 +336,7 @@ async fn ofrep_one(
     };
     let context = match ofrep_context(&state, &headers, &bytes, Some(&key)) {
         Ok(context) => context,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let live = env.live.load_full();
     let ctx = Context::from(context.clone());
@@ -353,7 +361,7 @@ async fn ofrep_all(
     };
     let context = match ofrep_context(&state, &headers, &bytes, None) {
         Ok(context) => context,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let live = env.live.load_full();
     // The results depend on the flags (the revision), the context, and for

@@ -49,6 +49,9 @@ pub struct Config {
     pub max_body: usize,
     /// How often the store is polled for other instances' commits.
     pub poll_interval: Duration,
+    /// How many revisions back catch-up answers (`/sdk/changes`, stream
+    /// resumption); further back clients take the full flag file.
+    pub catch_up_horizon: u64,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             eval_cache: false,
             max_body: Limits::default().max_body,
             poll_interval: StoreOptions::default().poll_interval,
+            catch_up_horizon: StoreOptions::default().catch_up_horizon,
         }
     }
 }
@@ -137,7 +141,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         &config.database_url,
         StoreOptions {
             poll_interval: config.poll_interval,
-            ..StoreOptions::default()
+            catch_up_horizon: config.catch_up_horizon,
         },
     )
     .await?;

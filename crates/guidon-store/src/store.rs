@@ -1145,7 +1145,16 @@ impl Watcher {
                 return;
             }
             if self.backend == Backend::Postgres && listener.is_none() {
-                listener = connect_listener(&self.url, &self.channel).await;
+                // Bounded: while the database is away, reconnecting must not
+                // hold up the polling that stands in for the listener.
+                let limit = self.poll_interval.max(Duration::from_secs(1));
+                listener = tokio::time::timeout(limit, connect_listener(&self.url, &self.channel))
+                    .await
+                    .ok()
+                    .flatten();
+                if listener.is_none() {
+                    self.poll(&watch).await;
+                }
             }
             // Wake on a notification or at the next poll, whichever is first.
             let notified = match listener.as_mut() {

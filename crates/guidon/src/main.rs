@@ -1,5 +1,8 @@
 //! The `guidon` command: wiring only. Parsing flags and reading files happens
-//! here; every decision is the engine's.
+//! here; every decision is the engine's. The admin commands (`flags`,
+//! `envs`, `token`) talk to a server through `remote`.
+
+mod remote;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +58,166 @@ enum Command {
     },
     /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
     Serve(ServeArgs),
+    /// Read and change the flags of an environment on a server.
+    Flags(FlagsArgs),
+    /// List, create and delete a server's environments.
+    Envs(EnvsArgs),
+    /// Create, list and revoke a server's API tokens.
+    Token(TokenArgs),
+}
+
+/// How to reach the server; accepted before or after the subcommand.
+#[derive(clap::Args, Debug, Clone)]
+struct RemoteArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "GUIDON_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    server: String,
+    /// An API token (an admin token for anything but reading flags).
+    #[arg(long, global = true, env = "GUIDON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON answer (pretty) instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct FlagsArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    command: FlagsCommand,
+}
+
+#[derive(Subcommand)]
+enum FlagsCommand {
+    /// List the flags of an environment.
+    List {
+        #[arg(long)]
+        env: String,
+    },
+    /// Show one flag with its version.
+    Get {
+        key: String,
+        #[arg(long)]
+        env: String,
+    },
+    /// Create or replace one flag from a file holding one flag object.
+    Set {
+        #[arg(long)]
+        env: String,
+        /// The flag (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Only if the flag is still at this version (0: only if it does not exist yet).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Delete a flag.
+    Delete {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// Only if the flag is still at this version.
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Turn a flag on if it is off, off if it is on; refused if it changed
+    /// meanwhile.
+    Toggle {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// Only if the flag is still at this version (default: the version just read).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Every change of a flag: version, revision, who, when, what.
+    History {
+        key: String,
+        #[arg(long)]
+        env: String,
+    },
+    /// Make a flag what it was at an earlier version (a new version).
+    Revert {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// The version to go back to.
+        #[arg(long)]
+        version: u64,
+    },
+    /// Print the environment's whole flag file (flags and segments).
+    Export {
+        #[arg(long)]
+        env: String,
+        /// YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+    },
+    /// Replace the environment's flags and segments with a flag file's, in
+    /// one revision (whatever the file lacks is deleted).
+    Import {
+        #[arg(long)]
+        env: String,
+        /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct EnvsArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    command: EnvsCommand,
+}
+
+#[derive(Subcommand)]
+enum EnvsCommand {
+    /// List the environments with their revisions.
+    List,
+    /// Create an environment.
+    Create { name: String },
+    /// Delete an environment (with --json, prints {"deleted": NAME}).
+    Delete {
+        name: String,
+        /// Delete it even if it still holds flags or segments.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret (shown once).
+    Create {
+        name: String,
+        /// admin: everything; sdk: read and evaluate one environment.
+        #[arg(long, value_parser = ["admin", "sdk"])]
+        role: String,
+        /// The environment of an sdk token.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Revoke a token (with --json, prints {"revoked": NAME}).
+    Revoke { name: String },
 }
 
 #[derive(clap::Args)]
@@ -106,6 +269,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Flags(args) => remote::flags(&args.remote, args.command),
+        Command::Envs(args) => remote::envs(&args.remote, args.command),
+        Command::Token(args) => remote::token(&args.remote, args.command),
         Command::Validate { file } => validate(&file),
         Command::Eval {
             file,
@@ -302,6 +468,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_cache: args.eval_cache,
         max_body: args.max_body_bytes,
         poll_interval: std::time::Duration::from_millis(args.poll_ms.max(10)),
+        ..guidon_server::Config::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

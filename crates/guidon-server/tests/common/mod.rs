@@ -8,16 +8,16 @@ use guidon_server::{Config, Running};
 use guidon_testkit::TestDb;
 use serde_json::{Value, json};
 
-pub const ADMIN: &str = "test-admin-secret";
+pub(crate) const ADMIN: &str = "test-admin-secret";
 
-pub struct TestServer {
-    pub base: String,
-    pub url: String,
-    pub http: reqwest::Client,
+pub(crate) struct TestServer {
+    pub(crate) base: String,
+    pub(crate) url: String,
+    pub(crate) http: reqwest::Client,
     running: Option<Running>,
 }
 
-pub fn config(database_url: &str) -> Config {
+pub(crate) fn config(database_url: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         database_url: database_url.to_owned(),
@@ -29,11 +29,11 @@ pub fn config(database_url: &str) -> Config {
 }
 
 impl TestServer {
-    pub async fn start(database_url: &str) -> TestServer {
+    pub(crate) async fn start(database_url: &str) -> TestServer {
         TestServer::start_with(config(database_url)).await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    pub(crate) async fn start_with(config: Config) -> TestServer {
         let url = config.database_url.clone();
         let running = guidon_server::start(config).await.expect("server starts");
         TestServer {
@@ -48,27 +48,28 @@ impl TestServer {
     }
 
     /// Graceful shutdown.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await.expect("clean shutdown");
         }
     }
 
-    pub fn at(&self, path: &str) -> String {
+    pub(crate) fn at(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.at(path))
-            .bearer_auth(ADMIN)
+    pub(crate) fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.at(path)).bearer_auth(ADMIN)
     }
 
     /// PUT a flag as admin; the response's JSON body.
-    pub async fn put_flag(&self, env: &str, flag: Value) -> Value {
+    pub(crate) async fn put_flag(&self, env: &str, flag: Value) -> Value {
         let key = flag["key"].as_str().expect("flag key").to_owned();
         let response = self
-            .admin(reqwest::Method::PUT, &format!("/api/v1/envs/{env}/flags/{key}"))
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/api/v1/envs/{env}/flags/{key}"),
+            )
             .json(&flag)
             .send()
             .await
@@ -80,7 +81,7 @@ impl TestServer {
     }
 
     /// A new sdk token for `env`.
-    pub async fn sdk_token(&self, name: &str, env: &str) -> String {
+    pub(crate) async fn sdk_token(&self, name: &str, env: &str) -> String {
         let response = self
             .admin(reqwest::Method::POST, "/api/v1/tokens")
             .json(&json!({"name": name, "role": "sdk", "env": env}))
@@ -94,7 +95,7 @@ impl TestServer {
 }
 
 /// One server per available backend, each over a fresh database.
-pub async fn servers(label: &str) -> Vec<(TestDb, TestServer)> {
+pub(crate) async fn servers(label: &str) -> Vec<(TestDb, TestServer)> {
     let mut out = Vec::new();
     for db in guidon_testkit::databases(label).await {
         let server = TestServer::start(&db.url).await;
@@ -104,35 +105,38 @@ pub async fn servers(label: &str) -> Vec<(TestDb, TestServer)> {
 }
 
 /// Reads Server-Sent Events from a response: (event, id, data) triples.
-pub struct SseReader {
+pub(crate) struct SseReader {
     response: reqwest::Response,
     buffer: String,
+    /// The server ended the stream (as opposed to a wait running out).
+    pub(crate) closed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub event: String,
-    pub id: Option<String>,
-    pub data: String,
+pub(crate) struct SseEvent {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
 }
 
 impl SseEvent {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).expect("event data is JSON")
     }
 }
 
 impl SseReader {
-    pub fn new(response: reqwest::Response) -> SseReader {
+    pub(crate) fn new(response: reqwest::Response) -> SseReader {
         SseReader {
             response,
             buffer: String::new(),
+            closed: false,
         }
     }
 
     /// The next event (comments, such as heartbeats, skipped), or None when
     /// the stream ends or `wait` passes.
-    pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -163,9 +167,14 @@ impl SseReader {
             }
             let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
-                .ok()?
-                .ok()??;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+                .ok()?;
+            match chunk {
+                Ok(Some(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) | Err(_) => {
+                    self.closed = true;
+                    return None;
+                }
+            }
         }
     }
 }

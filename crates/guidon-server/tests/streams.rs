@@ -1,0 +1,455 @@
+//! Live updates end to end: real servers on 127.0.0.1:0, real SSE and
+//! WebSocket clients, every backend.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SseReader, TestServer};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn open_sse(server: &TestServer, token: &str, last_event_id: Option<u64>) -> SseReader {
+    let mut request = server
+        .http
+        .get(server.at("/api/v1/sdk/stream"))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.expect("stream request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    SseReader::new(response)
+}
+
+#[tokio::test]
+async fn a_put_reaches_sse_and_websocket_clients() {
+    for (db, server) in common::servers("reach").await {
+        let n = db.name;
+        server
+            .put_flag("production", json!({"key": "banner", "enabled": false}))
+            .await;
+        let token = server.sdk_token("svc", "production").await;
+
+        let mut sse = open_sse(&server, &token, None).await;
+        let first = sse.next(WAIT).await.expect("snapshot");
+        assert_eq!(first.event, "snapshot", "{n}");
+        assert_eq!(first.id.as_deref(), Some("1"), "{n}");
+        let snapshot = first.json();
+        assert_eq!(snapshot["revision"], 1, "{n}");
+        assert_eq!(snapshot["flags"][0]["key"], "banner", "{n}");
+        assert_eq!(snapshot["versions"]["banner"], 1, "{n}");
+
+        let ws_url = server.base.replace("http://", "ws://") + "/api/v1/sdk/ws";
+        let mut request = ws_url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connect");
+        let first = next_text(&mut ws).await;
+        assert_eq!(first["type"], "snapshot", "{n}");
+        assert_eq!(first["revision"], 1, "{n}");
+
+        server
+            .put_flag("production", json!({"key": "banner", "enabled": true}))
+            .await;
+
+        let update = sse.next(WAIT).await.expect("update over SSE");
+        assert_eq!(
+            (update.event.as_str(), update.id.as_deref()),
+            ("update", Some("2")),
+            "{n}"
+        );
+        let body = update.json();
+        assert_eq!(body["revision"], 2, "{n}");
+        assert_eq!(body["changes"][0]["key"], "banner", "{n}");
+        assert_eq!(body["changes"][0]["op"], "upsert", "{n}");
+        assert_eq!(body["changes"][0]["version"], 2, "{n}");
+        assert_eq!(body["changes"][0]["definition"]["enabled"], true, "{n}");
+
+        let update = next_text(&mut ws).await;
+        assert_eq!(update, body, "{n}: the same message over both transports");
+
+        // A delete travels as a tombstone.
+        let response = server
+            .admin(
+                reqwest::Method::DELETE,
+                "/api/v1/envs/production/flags/banner",
+            )
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(response.status(), 200, "{n}");
+        let gone = sse.next(WAIT).await.expect("tombstone").json();
+        assert_eq!(gone["changes"][0]["op"], "delete", "{n}");
+        assert_eq!(gone["changes"][0]["definition"], Value::Null, "{n}");
+        let gone_ws = next_text(&mut ws).await;
+        assert_eq!(gone_ws, gone, "{n}");
+        ws.close(None).await.expect("close");
+        server.stop().await;
+    }
+}
+
+async fn next_text<S>(ws: &mut S) -> Value
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a WebSocket message in time")
+            .expect("stream open")
+            .expect("frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON message"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
+    for (db, server) in common::servers("resume").await {
+        let n = db.name;
+        for i in 0..3 {
+            server
+                .put_flag(
+                    "development",
+                    json!({"key": format!("f{i}"), "enabled": true}),
+                )
+                .await;
+        }
+        let token = server.sdk_token("svc", "development").await;
+        let mut sse = open_sse(&server, &token, None).await;
+        let snapshot = sse.next(WAIT).await.expect("snapshot");
+        assert_eq!(snapshot.id.as_deref(), Some("3"), "{n}");
+        drop(sse);
+
+        // Missed while disconnected: two upserts and a bulk replace.
+        server
+            .put_flag("development", json!({"key": "f0", "enabled": false}))
+            .await;
+        server
+            .put_flag("development", json!({"key": "f3", "enabled": true}))
+            .await;
+        let response = server
+            .admin(reqwest::Method::PUT, "/api/v1/envs/development/flags")
+            .json(&json!({"flags": [
+                {"key": "f0", "enabled": false},
+                {"key": "f3", "enabled": true},
+                {"key": "f4", "enabled": true}
+            ]}))
+            .send()
+            .await
+            .expect("bulk");
+        assert_eq!(response.status(), 200, "{n}");
+        let bulk: Value = response.json().await.expect("bulk body");
+        assert_eq!(bulk["revision"], 6, "{n}");
+
+        let mut sse = open_sse(&server, &token, Some(3)).await;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let event = sse.next(WAIT).await.expect("missed change");
+            assert_eq!(event.event, "update", "{n}");
+            let body = event.json();
+            let keys: Vec<String> = body["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}:{}",
+                        c["op"].as_str().unwrap_or(""),
+                        c["key"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            seen.push((event.id.clone().unwrap_or_default(), keys));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("4".to_owned(), vec!["upsert:f0".to_owned()]),
+                ("5".to_owned(), vec!["upsert:f3".to_owned()]),
+                (
+                    "6".to_owned(),
+                    vec![
+                        "delete:f1".to_owned(),
+                        "delete:f2".to_owned(),
+                        "upsert:f4".to_owned()
+                    ]
+                ),
+            ],
+            "{n}"
+        );
+        // And nothing more until the next change, which comes once.
+        assert!(sse.next(Duration::from_millis(300)).await.is_none(), "{n}");
+        server
+            .put_flag("development", json!({"key": "f4", "enabled": false}))
+            .await;
+        let next = sse.next(WAIT).await.expect("live change after catch-up");
+        assert_eq!(next.id.as_deref(), Some("7"), "{n}");
+
+        // `?since=` does the same for clients that cannot set headers; a
+        // revision from the future (a reset database) gets a snapshot.
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/stream?since=99"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("stream");
+        let mut future = SseReader::new(response);
+        let event = future.next(WAIT).await.expect("snapshot");
+        assert_eq!(
+            (event.event.as_str(), event.id.as_deref()),
+            ("snapshot", Some("7")),
+            "{n}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn sdk_flags_and_changes_endpoints() {
+    for (db, server) in common::servers("sdkflags").await {
+        let n = db.name;
+        server
+            .put_flag("production", json!({"key": "a", "enabled": true}))
+            .await;
+        let token = server.sdk_token("svc", "production").await;
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/flags"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("flags");
+        assert_eq!(response.status(), 200, "{n}");
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .expect("etag");
+        assert_eq!(etag, "\"1\"", "{n}");
+        let document: Value = response.json().await.expect("document");
+        assert_eq!(document["revision"], 1, "{n}");
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/flags"))
+            .bearer_auth(&token)
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .expect("flags again");
+        assert_eq!(response.status(), 304, "{n}");
+
+        server
+            .put_flag("production", json!({"key": "b", "enabled": true}))
+            .await;
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/changes?since=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("changes");
+        assert_eq!(response.status(), 200, "{n}");
+        let changes: Value = response.json().await.expect("changes body");
+        assert_eq!(changes["revision"], 2, "{n}");
+        assert_eq!(changes["changes"][0]["key"], "b", "{n}");
+        assert_eq!(changes["changes"].as_array().map(Vec::len), Some(1), "{n}");
+        server.stop().await;
+    }
+}
+
+/// Past the catch-up horizon the answer is 410 Gone (take the full file),
+/// and a stream resuming from there gets a snapshot.
+#[tokio::test]
+async fn changes_past_retention_are_gone() {
+    for db in guidon_testkit::databases("gone").await {
+        let n = db.name;
+        let server = TestServer::start_with(guidon_server::Config {
+            catch_up_horizon: 2,
+            ..common::config(&db.url)
+        })
+        .await;
+        let token = server.sdk_token("svc", "development").await;
+        for i in 0..5 {
+            server
+                .put_flag(
+                    "development",
+                    json!({"key": format!("g{i}"), "enabled": true}),
+                )
+                .await;
+        }
+        let changes = |since: u64| {
+            server
+                .http
+                .get(server.at(&format!("/api/v1/sdk/changes?since={since}")))
+                .bearer_auth(&token)
+                .send()
+        };
+        let response = changes(1).await.expect("changes");
+        assert_eq!(response.status(), 410, "{n}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "too_old", "{n}: {body}");
+        let response = changes(3).await.expect("changes");
+        assert_eq!(response.status(), 200, "{n}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["changes"].as_array().map(Vec::len), Some(2), "{n}");
+
+        let mut sse = open_sse(&server, &token, Some(1)).await;
+        let event = sse.next(WAIT).await.expect("snapshot");
+        assert_eq!(
+            (event.event.as_str(), event.id.as_deref()),
+            ("snapshot", Some("5")),
+            "{n}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_one_instance_reaches_streams_of_another() {
+    for (db, a) in common::servers("instances").await {
+        let n = db.name;
+        let b = TestServer::start(&a.url).await;
+        let token = a.sdk_token("svc", "production").await;
+        // b learns of tokens created through a within its refresh interval.
+        let mut sse = None;
+        for _ in 0..100 {
+            let response = b
+                .http
+                .get(b.at("/api/v1/sdk/stream"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("stream");
+            if response.status() == 200 {
+                sse = Some(SseReader::new(response));
+                break;
+            }
+            assert_eq!(response.status(), 401, "{n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut sse = sse.expect("b accepts the token created through a");
+        let first = sse.next(WAIT).await.expect("snapshot from b");
+        assert_eq!(first.event, "snapshot", "{n}");
+
+        a.put_flag("production", json!({"key": "shared", "enabled": true}))
+            .await;
+        let update = sse.next(WAIT).await.expect("a's change, through b");
+        assert_eq!(update.id.as_deref(), Some("1"), "{n}");
+        assert_eq!(update.json()["changes"][0]["key"], "shared", "{n}");
+
+        // And b evaluates it (it followed the store, not only the stream).
+        let response = b
+            .http
+            .post(b.at("/ofrep/v1/evaluate/flags/shared"))
+            .bearer_auth(&token)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .await
+            .expect("ofrep on b");
+        assert_eq!(response.status(), 200, "{n}");
+        let body: Value = response.json().await.expect("ofrep body");
+        assert_eq!(body["value"], true, "{n}");
+        b.stop().await;
+        a.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_streams_cleanly() {
+    for (db, server) in common::servers("shutdown").await {
+        let n = db.name;
+        let token = server.sdk_token("svc", "production").await;
+        let mut sse = open_sse(&server, &token, None).await;
+        assert!(sse.next(WAIT).await.is_some(), "{n}: snapshot");
+        // Graceful shutdown must not wait for the client to go away.
+        tokio::time::timeout(WAIT, server.stop())
+            .await
+            .expect("shutdown completes while a stream is open");
+        assert!(sse.next(WAIT).await.is_none(), "{n}: the stream ended");
+        assert!(sse.closed, "{n}: closed by the server, not timed out");
+    }
+}
+
+/// A client that stops reading is cut off once it is a buffer behind, and
+/// nobody else is slowed: a reading client sees every revision.
+#[tokio::test]
+async fn a_slow_client_is_disconnected_and_others_keep_up() {
+    for (db, server) in common::servers("slow").await {
+        let n = db.name;
+        let token = server.sdk_token("svc", "development").await;
+        let mut reader = open_sse(&server, &token, None).await;
+        assert!(reader.next(WAIT).await.is_some(), "{n}");
+        // The stalled client: it reads its snapshot, then nothing.
+        let mut stalled = open_sse(&server, &token, None).await;
+        assert!(stalled.next(WAIT).await.is_some(), "{n}");
+
+        // Large definitions, so socket buffers cannot absorb the backlog.
+        let big: Vec<String> = (0..5_000).map(|i| format!("user_{i:06}")).collect();
+        let writes = 400;
+        let reading = tokio::spawn(async move {
+            let mut last = 0_u64;
+            while last < writes {
+                let event = reader.next(WAIT).await.expect("every revision");
+                let id: u64 = event.id.as_deref().unwrap_or("0").parse().expect("id");
+                assert_eq!(id, last + 1, "revisions in order, none skipped");
+                last = id;
+            }
+            last
+        });
+        for i in 0..writes {
+            server
+                .put_flag(
+                    "development",
+                    json!({"key": "big", "enabled": i % 2 == 0, "targets": [{"values": big, "serve": {"enabled": true}}]}),
+                )
+                .await;
+        }
+        assert_eq!(reading.await.expect("reader"), writes, "{n}");
+        // The stalled client's stream ends (after what was buffered).
+        let mut received = 0;
+        while stalled.next(WAIT).await.is_some() {
+            received += 1;
+        }
+        assert!(stalled.closed, "{n}: the stalled client was disconnected");
+        assert!(received < writes, "{n}: it did not get everything");
+        let metrics = server
+            .http
+            .get(server.at("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("guidon_stream_lagged_disconnects_total")
+                    && !l.ends_with(" 0")),
+            "{n}: {metrics}"
+        );
+        server.stop().await;
+    }
+}
