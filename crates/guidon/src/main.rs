@@ -98,17 +98,21 @@ struct FlagsArgs {
 enum FlagsCommand {
     /// List the flags of an environment.
     List {
+        /// The environment.
         #[arg(long)]
         env: String,
     },
     /// Show one flag with its version.
     Get {
+        /// The flag's key.
         key: String,
+        /// The environment.
         #[arg(long)]
         env: String,
     },
     /// Create or replace one flag from a file holding one flag object.
     Set {
+        /// The environment.
         #[arg(long)]
         env: String,
         /// The flag (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
@@ -120,7 +124,9 @@ enum FlagsCommand {
     },
     /// Delete a flag.
     Delete {
+        /// The flag's key.
         key: String,
+        /// The environment.
         #[arg(long)]
         env: String,
         /// Only if the flag is still at this version.
@@ -130,7 +136,9 @@ enum FlagsCommand {
     /// Turn a flag on if it is off, off if it is on; refused if it changed
     /// meanwhile.
     Toggle {
+        /// The flag's key.
         key: String,
+        /// The environment.
         #[arg(long)]
         env: String,
         /// Only if the flag is still at this version (default: the version just read).
@@ -139,13 +147,17 @@ enum FlagsCommand {
     },
     /// Every change of a flag: version, revision, who, when, what.
     History {
+        /// The flag's key.
         key: String,
+        /// The environment.
         #[arg(long)]
         env: String,
     },
     /// Make a flag what it was at an earlier version (a new version).
     Revert {
+        /// The flag's key.
         key: String,
+        /// The environment.
         #[arg(long)]
         env: String,
         /// The version to go back to.
@@ -154,6 +166,7 @@ enum FlagsCommand {
     },
     /// Print the environment's whole flag file (flags and segments).
     Export {
+        /// The environment.
         #[arg(long)]
         env: String,
         /// YAML instead of JSON.
@@ -163,6 +176,7 @@ enum FlagsCommand {
     /// Replace the environment's flags and segments with a flag file's, in
     /// one revision (whatever the file lacks is deleted).
     Import {
+        /// The environment.
         #[arg(long)]
         env: String,
         /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
@@ -184,9 +198,13 @@ enum EnvsCommand {
     /// List the environments with their revisions.
     List,
     /// Create an environment.
-    Create { name: String },
+    Create {
+        /// Its name.
+        name: String,
+    },
     /// Delete an environment (with --json, prints {"deleted": NAME}).
     Delete {
+        /// Its name.
         name: String,
         /// Delete it even if it still holds flags or segments.
         #[arg(long)]
@@ -206,6 +224,7 @@ struct TokenArgs {
 enum TokenCommand {
     /// Create a token and print its secret (shown once).
     Create {
+        /// A name for it (who or what uses it).
         name: String,
         /// admin: everything; sdk: read and evaluate one environment.
         #[arg(long, value_parser = ["admin", "sdk"])]
@@ -217,7 +236,10 @@ enum TokenCommand {
     /// List the tokens (never their secrets).
     List,
     /// Revoke a token (with --json, prints {"revoked": NAME}).
-    Revoke { name: String },
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]

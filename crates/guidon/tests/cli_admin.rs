@@ -1,0 +1,820 @@
+//! The admin commands (`guidon flags|envs|token …`) as a user runs them,
+//! against a real server started in this process over a fresh SQLite file:
+//! what they print, the JSON of `--json`, and one-line errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "cli-admin-test-secret";
+
+/// `guidon serve` on 127.0.0.1:0 in a thread with its own runtime, so the
+/// tests themselves stay plain blocking code that runs the binary.
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start(label: &'static str) -> Server {
+        let (started, addr) = mpsc::channel::<SocketAddr>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let db = guidon_testkit::databases(label)
+                    .await
+                    .into_iter()
+                    .next()
+                    .expect("a SQLite database");
+                let running = guidon_server::start(guidon_server::Config {
+                    listen: "127.0.0.1:0".into(),
+                    database_url: db.url.clone(),
+                    admin_token: Some(ADMIN.into()),
+                    ..Default::default()
+                })
+                .await
+                .expect("server starts");
+                started.send(running.addr).expect("test waits");
+                let _ = stopped.await;
+                running.shutdown().await.expect("clean shutdown");
+                drop(db);
+            });
+        });
+        let addr = addr.recv().expect("the server started");
+        Server {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            thread: Some(thread),
+            dir: TempDir::new(label),
+        }
+    }
+
+    /// Runs `guidon ARGS --server URL --token ADMIN`.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_as(Some(ADMIN), args)
+    }
+
+    fn run_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &self.url]);
+        if let Some(token) = token {
+            all.extend(["--token", token]);
+        }
+        guidon(&all, &[])
+    }
+
+    /// Runs it, which must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        succeeded(args, &self.run(args))
+    }
+
+    /// Runs it with `--json`, which must succeed and print one JSON document.
+    fn json(&self, args: &[&str]) -> (String, Value) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let stdout = self.ok(&all);
+        let value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("guidon {all:?} --json printed no JSON ({e}): {stdout}"));
+        (stdout, value)
+    }
+
+    /// Runs it, which must fail with one line on standard error; that line.
+    fn fails(&self, args: &[&str]) -> String {
+        failed(args, &self.run(args))
+    }
+
+    fn file(&self, name: &str, contents: &str) -> String {
+        self.dir.file(name, contents)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The binary with a clean environment: no GUIDON_SERVER or GUIDON_TOKEN
+/// from the caller's shell, no proxy between it and 127.0.0.1.
+fn guidon(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_guidon"));
+    command.args(args);
+    for var in [
+        "GUIDON_SERVER",
+        "GUIDON_TOKEN",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(vars.iter().copied());
+    command.output().expect("guidon runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "guidon {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn failed(args: &[&str], out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "guidon {args:?} should fail; stdout {} stderr {stderr}",
+        text(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("guidon: "), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
+    stderr.trim_end().to_owned()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("guidon-cli-admin-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// As the server stores it (weights are numbers with a fraction, a
+/// variant's `enabled` is explicit), so what comes back compares equal.
+fn checkout_flag() -> Value {
+    json!({
+        "key": "new_checkout",
+        "description": "Single-page checkout",
+        "enabled": true,
+        "variants": [
+            {"key": "control", "weight": 50.0, "enabled": true, "value": {"layout": "classic"}},
+            {"key": "treatment", "weight": 50.0, "enabled": true, "value": {"layout": "single_page"}}
+        ],
+        "rollout": {"percentage": 10.0}
+    })
+}
+
+/// The line of a table whose first column is `first`.
+fn row<'a>(table: &'a str, first: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first:?} in\n{table}"))
+}
+
+#[test]
+fn set_get_list_toggle_history_revert_delete() {
+    let server = Server::start("lifecycle");
+    assert_eq!(
+        server.ok(&["envs", "create", "dev"]),
+        "created environment \"dev\"\n"
+    );
+    let file = server.file("flag.json", &checkout_flag().to_string());
+
+    let out = server.ok(&["flags", "set", "--env", "dev", "--file", &file]);
+    assert_eq!(
+        out,
+        "created flag \"new_checkout\" in \"dev\": version 1, revision 1\n"
+    );
+
+    let out = server.ok(&["flags", "get", "new_checkout", "--env", "dev"]);
+    let (head, definition) = out.split_once('\n').expect("two parts");
+    assert_eq!(
+        head,
+        "flag \"new_checkout\" in \"dev\": on, version 1, revision 1"
+    );
+    let definition: Value = serde_json::from_str(definition).expect("the definition is JSON");
+    assert_eq!(definition, checkout_flag());
+
+    let list = server.ok(&["flags", "list", "--env", "dev"]);
+    assert!(list.starts_with("KEY "), "{list}");
+    let line = row(&list, "new_checkout");
+    for cell in ["on", "control,treatment", "10%", "Single-page checkout"] {
+        assert!(line.contains(cell), "{cell:?} in {line:?}");
+    }
+    assert!(
+        list.ends_with("1 flag and 0 segments in \"dev\" at revision 1\n"),
+        "{list}"
+    );
+
+    // Toggle: off, then on, each a new version read-then-written.
+    assert_eq!(
+        server.ok(&["flags", "toggle", "new_checkout", "--env", "dev"]),
+        "flag \"new_checkout\" in \"dev\" is now off: version 2, revision 2\n"
+    );
+    assert_eq!(
+        server.ok(&["flags", "toggle", "new_checkout", "--env", "dev"]),
+        "flag \"new_checkout\" in \"dev\" is now on: version 3, revision 3\n"
+    );
+    // Someone else's change since version 2: the toggle is refused, not applied.
+    let err = server.fails(&[
+        "flags",
+        "toggle",
+        "new_checkout",
+        "--env",
+        "dev",
+        "--if-version",
+        "2",
+    ]);
+    assert!(err.contains("412"), "{err}");
+    assert!(
+        err.contains("expected 2, the current version is 3"),
+        "{err}"
+    );
+    assert!(err.contains("retry"), "{err}");
+    let (_, now) = server.json(&["flags", "get", "new_checkout", "--env", "dev"]);
+    assert_eq!(now["version"], 3);
+    assert_eq!(now["flag"]["enabled"], true);
+
+    let history = server.ok(&["flags", "history", "new_checkout", "--env", "dev"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4, "{history}");
+    assert!(lines[0].starts_with("VERSION  REVISION  OP"), "{history}");
+    assert!(row(&history, "1").ends_with("created"), "{history}");
+    assert!(row(&history, "2").ends_with("enabled on→off"), "{history}");
+    assert!(row(&history, "3").ends_with("enabled off→on"), "{history}");
+    assert!(row(&history, "2").contains(" upsert "), "{history}");
+    assert!(row(&history, "2").contains("admin-from-env-"), "{history}");
+
+    assert_eq!(
+        server.ok(&[
+            "flags",
+            "revert",
+            "new_checkout",
+            "--env",
+            "dev",
+            "--version",
+            "2"
+        ]),
+        "reverted flag \"new_checkout\" in \"dev\" to its version 2: now version 4, revision 4\n"
+    );
+    let (_, now) = server.json(&["flags", "get", "new_checkout", "--env", "dev"]);
+    assert_eq!(now["flag"]["enabled"], false);
+    let err = server.fails(&[
+        "flags",
+        "revert",
+        "new_checkout",
+        "--env",
+        "dev",
+        "--version",
+        "99",
+    ]);
+    assert!(
+        err.contains("no version 99") && err.contains("404"),
+        "{err}"
+    );
+
+    // A stale delete is refused; a current one is done.
+    let err = server.fails(&[
+        "flags",
+        "delete",
+        "new_checkout",
+        "--env",
+        "dev",
+        "--if-version",
+        "3",
+    ]);
+    assert!(err.contains("412"), "{err}");
+    assert_eq!(
+        server.ok(&["flags", "delete", "new_checkout", "--env", "dev"]),
+        "deleted flag \"new_checkout\" from \"dev\" (it was version 4), revision 5\n"
+    );
+    let err = server.fails(&["flags", "get", "new_checkout", "--env", "dev"]);
+    assert_eq!(
+        err,
+        "guidon: flag \"new_checkout\" not found in environment \"dev\" (404 not_found)"
+    );
+    assert_eq!(
+        server.ok(&["flags", "list", "--env", "dev"]),
+        "0 flags and 0 segments in \"dev\" at revision 5\n"
+    );
+    let history = server.ok(&["flags", "history", "new_checkout", "--env", "dev"]);
+    let last = history.lines().last().expect("a last line");
+    assert!(
+        last.starts_with("4 ") && last.ends_with("deleted"),
+        "{history}"
+    );
+}
+
+#[test]
+fn set_from_yaml_and_with_if_version() {
+    let server = Server::start("yaml");
+    server.ok(&["envs", "create", "dev"]);
+    let yaml = server.file(
+        "flag.yaml",
+        "key: dark_mode\ndescription: Dark theme\nenabled: false\n",
+    );
+    // --if-version 0: only if it does not exist yet.
+    let out = server.ok(&[
+        "flags",
+        "set",
+        "--env",
+        "dev",
+        "--file",
+        &yaml,
+        "--if-version",
+        "0",
+    ]);
+    assert!(out.starts_with("created flag \"dark_mode\""), "{out}");
+    let err = server.fails(&[
+        "flags",
+        "set",
+        "--env",
+        "dev",
+        "--file",
+        &yaml,
+        "--if-version",
+        "0",
+    ]);
+    assert!(err.contains("412 version_mismatch"), "{err}");
+    let out = server.ok(&[
+        "flags",
+        "set",
+        "--env",
+        "dev",
+        "--file",
+        &yaml,
+        "--if-version",
+        "1",
+    ]);
+    assert_eq!(
+        out,
+        "updated flag \"dark_mode\" in \"dev\": version 2, revision 2\n"
+    );
+    let (_, got) = server.json(&["flags", "get", "dark_mode", "--env", "dev"]);
+    assert_eq!(
+        got["flag"],
+        json!({"key": "dark_mode", "description": "Dark theme", "enabled": false})
+    );
+
+    // A file that is not one flag is named before anything is sent.
+    let whole = server.file("whole.json", r#"{"flags": [], "segments": []}"#);
+    let err = server.fails(&["flags", "set", "--env", "dev", "--file", &whole]);
+    assert!(err.contains("flags import"), "{err}");
+    let broken = server.file("broken.json", r#"{"key": "x", "#);
+    let err = server.fails(&["flags", "set", "--env", "dev", "--file", &broken]);
+    assert!(err.contains("broken.json is not valid JSON"), "{err}");
+}
+
+#[test]
+fn invalid_flags_fail_with_one_line_naming_the_path() {
+    let server = Server::start("invalid");
+    server.ok(&["envs", "create", "dev"]);
+    let mut flag = checkout_flag();
+    flag["variants"][1]["weight"] = json!(49.5);
+    let file = server.file("bad.json", &flag.to_string());
+    let err = server.fails(&["flags", "set", "--env", "dev", "--file", &file]);
+    assert!(err.contains("422"), "{err}");
+    assert!(
+        err.contains("variants[1].weight: weights sum to 99.5, must be 100"),
+        "{err}"
+    );
+
+    // Two problems: both, on the one line.
+    flag["rollout"] = json!({"percentage": 120});
+    let file = server.file("worse.json", &flag.to_string());
+    let err = server.fails(&["flags", "set", "--env", "dev", "--file", &file]);
+    assert!(err.contains("2 problems"), "{err}");
+    assert!(err.contains("variants[1].weight: "), "{err}");
+    assert!(err.contains("rollout.percentage: "), "{err}");
+
+    // A field the model does not have: the server names it.
+    let file = server.file(
+        "unknown.json",
+        r#"{"key": "x", "enabled": true, "colour": "red"}"#,
+    );
+    let err = server.fails(&["flags", "set", "--env", "dev", "--file", &file]);
+    assert!(err.contains("colour") && err.contains("400"), "{err}");
+
+    // Nothing was stored.
+    assert!(
+        server
+            .ok(&["flags", "list", "--env", "dev"])
+            .starts_with("0 flags")
+    );
+    let err = server.fails(&["flags", "list", "--env", "nope"]);
+    assert_eq!(err, "guidon: unknown environment \"nope\" (404 not_found)");
+    let err = server.fails(&["flags", "get", "../tokens", "--env", "dev"]);
+    assert!(err.contains("invalid flag \"../tokens\""), "{err}");
+}
+
+#[test]
+fn export_import_round_trip() {
+    let server = Server::start("bulk");
+    for env in ["staging", "prod", "qa"] {
+        server.ok(&["envs", "create", env]);
+    }
+    let file = json!({
+        "flags": [
+            checkout_flag(),
+            {
+                "key": "beta_banner",
+                "enabled": true,
+                "rules": [{
+                    "name": "testers",
+                    "conditions": [{"operator": "in_segment", "values": ["testers"]}],
+                    "serve": {"enabled": true}
+                }],
+                "rollout": {"percentage": 0}
+            }
+        ],
+        "segments": [{"key": "testers", "included": ["user_1", "user_2"]}]
+    });
+    let path = server.file("staging.json", &file.to_string());
+    let out = server.ok(&["flags", "import", "--env", "staging", "--file", &path]);
+    assert!(
+        out.starts_with("imported into \"staging\": revision 1, 3 changes\n"),
+        "{out}"
+    );
+    assert!(out.contains("flag     new_checkout"), "{out}");
+    assert!(out.contains("segment  testers"), "{out}");
+    let list = server.ok(&["flags", "list", "--env", "staging"]);
+    assert!(
+        list.ends_with("2 flags and 1 segment in \"staging\" at revision 1\n"),
+        "{list}"
+    );
+    assert!(
+        row(&list, "beta_banner").contains(" 1 "),
+        "one rule: {list}"
+    );
+
+    // Export is the file; importing it elsewhere gives the same file.
+    let exported = server.ok(&["flags", "export", "--env", "staging"]);
+    let exported_value: Value = serde_json::from_str(&exported).expect("export is JSON");
+    let path = server.file("exported.json", &exported);
+    server.ok(&["flags", "import", "--env", "prod", "--file", &path]);
+    let prod: Value = serde_json::from_str(&server.ok(&["flags", "export", "--env", "prod"]))
+        .expect("export is JSON");
+    assert_eq!(prod, exported_value);
+    // Importing what is there already changes nothing.
+    assert_eq!(
+        server.ok(&["flags", "import", "--env", "prod", "--file", &path]),
+        "nothing to change in \"prod\": it already holds this file (revision 1)\n"
+    );
+
+    // The same through YAML.
+    let yaml = server.ok(&["flags", "export", "--env", "staging", "--yaml"]);
+    assert!(yaml.contains("key: new_checkout"), "{yaml}");
+    let path = server.file("exported.yaml", &yaml);
+    server.ok(&["flags", "import", "--env", "qa", "--file", &path]);
+    let qa: Value = serde_json::from_str(&server.ok(&["flags", "export", "--env", "qa"]))
+        .expect("export is JSON");
+    assert_eq!(qa, exported_value);
+
+    // A replacement deletes what the file lacks, in one revision.
+    let smaller = json!({"flags": [checkout_flag()], "segments": []});
+    let path = server.file("smaller.json", &smaller.to_string());
+    let (_, done) = server.json(&["flags", "import", "--env", "qa", "--file", &path]);
+    assert_eq!(done["revision"], 2);
+    let ops: Vec<(&str, &str)> = done["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            (
+                c["op"].as_str().expect("op"),
+                c["key"].as_str().expect("key"),
+            )
+        })
+        .collect();
+    assert_eq!(ops, [("delete", "beta_banner"), ("delete", "testers")]);
+
+    // One flag given to import is refused before it deletes everything else.
+    let one = server.file("one.json", &checkout_flag().to_string());
+    let err = server.fails(&["flags", "import", "--env", "qa", "--file", &one]);
+    assert!(err.contains("flags set"), "{err}");
+    // An import that would leave a dangling reference is refused whole.
+    let dangling = json!({"flags": file["flags"], "segments": []});
+    let path = server.file("dangling.json", &dangling.to_string());
+    let err = server.fails(&["flags", "import", "--env", "qa", "--file", &path]);
+    assert!(err.contains("422") && err.contains("testers"), "{err}");
+    assert!(err.contains("flags[1].rules[0].conditions[0]"), "{err}");
+}
+
+#[test]
+fn envs_create_list_delete() {
+    let server = Server::start("envs");
+    // A new database starts with two environments.
+    assert_eq!(
+        server.ok(&["envs", "list"]),
+        "NAME         REVISION\ndevelopment  0\nproduction   0\n"
+    );
+    server.ok(&["envs", "delete", "development"]);
+    server.ok(&["envs", "delete", "production"]);
+    assert_eq!(
+        server.ok(&["envs", "list"]),
+        "no environments (create one with `guidon envs create NAME`)\n"
+    );
+    server.ok(&["envs", "create", "dev"]);
+    server.ok(&["envs", "create", "prod"]);
+    let err = server.fails(&["envs", "create", "dev"]);
+    assert_eq!(
+        err,
+        "guidon: environment \"dev\" already exists (409 conflict)"
+    );
+    let err = server.fails(&["envs", "create", "no/slash"]);
+    assert!(err.contains("invalid environment \"no/slash\""), "{err}");
+
+    let file = server.file("flag.json", &checkout_flag().to_string());
+    server.ok(&["flags", "set", "--env", "dev", "--file", &file]);
+    let list = server.ok(&["envs", "list"]);
+    assert_eq!(list, "NAME  REVISION\ndev   1\nprod  0\n");
+
+    let err = server.fails(&["envs", "delete", "dev"]);
+    assert!(err.contains("still holds 1 flags and segments"), "{err}");
+    assert!(err.contains("409"), "{err}");
+    assert_eq!(
+        server.ok(&["envs", "delete", "dev", "--force"]),
+        "deleted environment \"dev\"\n"
+    );
+    assert_eq!(
+        server.ok(&["envs", "delete", "prod"]),
+        "deleted environment \"prod\"\n"
+    );
+    let err = server.fails(&["envs", "delete", "prod"]);
+    assert!(err.contains("404"), "{err}");
+    let (_, envs) = server.json(&["envs", "list"]);
+    assert_eq!(envs, json!({"environments": []}));
+}
+
+#[test]
+fn token_create_list_revoke() {
+    let server = Server::start("tokens");
+    server.ok(&["envs", "create", "dev"]);
+    let file = server.file("flag.json", &checkout_flag().to_string());
+    server.ok(&["flags", "set", "--env", "dev", "--file", &file]);
+
+    let out = server.ok(&["token", "create", "web", "--role", "sdk", "--env", "dev"]);
+    let (head, secret) = out.split_once('\n').expect("two lines");
+    assert_eq!(
+        head,
+        "created sdk token \"web\" for environment \"dev\"; its secret, shown only this once:"
+    );
+    let secret = secret.trim_end();
+    assert!(secret.starts_with("gdn_") && secret.len() == 68, "{secret}");
+
+    let list = server.ok(&["token", "list"]);
+    assert!(list.starts_with("NAME "), "{list}");
+    let web = row(&list, "web");
+    assert!(
+        web.contains(" sdk ") && web.contains(" dev ") && web.ends_with("active"),
+        "{web}"
+    );
+    assert!(!list.contains(secret), "never the secret: {list}");
+
+    // The sdk token reads its environment's flags, and may not write.
+    let flags = server.run_as(Some(secret), &["flags", "list", "--env", "dev"]);
+    assert!(
+        succeeded(&[], &flags).contains("new_checkout"),
+        "{}",
+        text(&flags.stdout)
+    );
+    let args = ["flags", "delete", "new_checkout", "--env", "dev"];
+    let err = failed(&args, &server.run_as(Some(secret), &args));
+    assert!(
+        err.contains("sdk token") && err.contains("403 forbidden"),
+        "{err}"
+    );
+
+    let err = server.fails(&["token", "create", "web", "--role", "sdk", "--env", "dev"]);
+    assert!(err.contains("409"), "{err}");
+    let err = server.fails(&["token", "create", "loose", "--role", "sdk"]);
+    assert!(
+        err.contains("400"),
+        "an sdk token needs an environment: {err}"
+    );
+
+    let (_, admin) = server.json(&["token", "create", "ci", "--role", "admin"]);
+    assert_eq!(admin["name"], "ci");
+    assert_eq!(admin["role"], "admin");
+    let ci = admin["token"].as_str().expect("secret");
+    let args = ["envs", "list"];
+    assert!(succeeded(&args, &server.run_as(Some(ci), &args)).contains("dev"));
+
+    assert_eq!(
+        server.ok(&["token", "revoke", "web"]),
+        "revoked token \"web\"\n"
+    );
+    assert!(
+        row(&server.ok(&["token", "list"]), "web").ends_with("revoked"),
+        "listed as revoked"
+    );
+    let args = ["flags", "list", "--env", "dev"];
+    let err = failed(&args, &server.run_as(Some(secret), &args));
+    assert!(err.contains("401 unauthorized"), "{err}");
+    let err = server.fails(&["token", "revoke", "never-was"]);
+    assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn json_output_is_the_servers_answer() {
+    let server = Server::start("json");
+    let (_, env) = server.json(&["envs", "create", "dev"]);
+    assert_eq!(env, json!({"name": "dev", "revision": 0}));
+    let file = server.file("flag.json", &checkout_flag().to_string());
+    let (_, set) = server.json(&["flags", "set", "--env", "dev", "--file", &file]);
+    assert_eq!(
+        set,
+        json!({"flag": checkout_flag(), "version": 1, "revision": 1})
+    );
+
+    let (_, got) = server.json(&["flags", "get", "new_checkout", "--env", "dev"]);
+    assert_eq!(got, set);
+
+    // Verbatim: pretty-printed in the server's order (the export's is the
+    // model's, not alphabetical).
+    let (raw, list) = server.json(&["flags", "list", "--env", "dev"]);
+    assert_eq!(list, json!({"flags": [checkout_flag()]}));
+    let at = |needle: &str| {
+        raw.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {raw}"))
+    };
+    assert!(at("\"key\"") < at("\"description\""), "{raw}");
+    assert!(at("\"description\"") < at("\"enabled\""), "{raw}");
+    assert!(at("\"enabled\"") < at("\"variants\""), "{raw}");
+    assert!(at("\"variants\"") < at("\"rollout\""), "{raw}");
+    assert!(
+        raw.starts_with("{\n  \"flags\": [\n    {\n      \"key\": \"new_checkout\","),
+        "{raw}"
+    );
+    let (_, toggled) = server.json(&["flags", "toggle", "new_checkout", "--env", "dev"]);
+    assert_eq!(toggled["flag"]["enabled"], false);
+    assert_eq!(toggled["version"], 2);
+    let (_, history) = server.json(&["flags", "history", "new_checkout", "--env", "dev"]);
+    let entries = history["history"].as_array().expect("history");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["before"]["enabled"], true);
+    assert_eq!(entries[1]["after"]["enabled"], false);
+    let (_, reverted) = server.json(&[
+        "flags",
+        "revert",
+        "new_checkout",
+        "--env",
+        "dev",
+        "--version",
+        "1",
+    ]);
+    assert_eq!(reverted["flag"], checkout_flag());
+    assert_eq!(reverted["version"], 3);
+    let (_, envs) = server.json(&["envs", "list"]);
+    let dev = envs["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .find(|e| e["name"] == "dev");
+    assert_eq!(dev, Some(&json!({"name": "dev", "revision": 3})));
+    let (_, tokens) = server.json(&["token", "list"]);
+    assert_eq!(tokens["tokens"][0]["role"], "admin");
+    let (_, deleted) = server.json(&["flags", "delete", "new_checkout", "--env", "dev"]);
+    assert_eq!(
+        deleted,
+        json!({"deleted": "new_checkout", "version": 3, "revision": 4})
+    );
+    server.json(&["token", "create", "t", "--role", "sdk", "--env", "dev"]);
+    // 204 answers have no body: the command says what it did.
+    let (_, revoked) = server.json(&["token", "revoke", "t"]);
+    assert_eq!(revoked, json!({"revoked": "t"}));
+    let (_, deleted) = server.json(&["envs", "delete", "dev"]);
+    assert_eq!(deleted, json!({"deleted": "dev"}));
+    // Errors stay one line on stderr, JSON or not.
+    let err = server.fails(&["envs", "delete", "dev", "--json"]);
+    assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn server_and_token_from_the_environment_and_before_the_subcommand() {
+    let server = Server::start("vars");
+    let out = guidon(
+        &["envs", "create", "dev"],
+        &[("GUIDON_SERVER", &server.url), ("GUIDON_TOKEN", ADMIN)],
+    );
+    assert_eq!(succeeded(&[], &out), "created environment \"dev\"\n");
+    // Options given before the subcommand; --server overrides GUIDON_SERVER.
+    let out = guidon(
+        &[
+            "envs",
+            "--server",
+            &server.url,
+            "--token",
+            ADMIN,
+            "--json",
+            "list",
+        ],
+        &[("GUIDON_SERVER", "http://127.0.0.1:9")],
+    );
+    let envs: Value = serde_json::from_str(&succeeded(&[], &out)).expect("JSON");
+    assert_eq!(envs["environments"][0]["name"], "dev");
+    // host:port without a scheme is http.
+    let bare = server.url.trim_start_matches("http://");
+    let out = guidon(&["envs", "list", "--server", bare, "--token", ADMIN], &[]);
+    assert!(succeeded(&[], &out).contains("dev"));
+    // A trailing slash, or the API's own path, reach the same API.
+    for url in [
+        format!("{}/", server.url),
+        format!("{}/api/v1/", server.url),
+    ] {
+        let out = guidon(&["envs", "list", "--server", &url, "--token", ADMIN], &[]);
+        assert!(succeeded(&[], &out).contains("dev"), "{url}");
+    }
+}
+
+#[test]
+fn unreachable_server_is_one_line_naming_it() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let args = [
+        "flags", "list", "--env", "dev", "--server", &url, "--token", "x",
+    ];
+    let err = failed(&args, &guidon(&args, &[]));
+    assert!(
+        err.starts_with(&format!("guidon: cannot connect to the server at {url}: ")),
+        "{err}"
+    );
+    assert!(err.contains("GUIDON_SERVER"), "{err}");
+
+    let args = [
+        "envs",
+        "list",
+        "--server",
+        "https://flags.example.com",
+        "--token",
+        "x",
+    ];
+    let err = failed(&args, &guidon(&args, &[]));
+    assert!(err.contains("https") && err.contains("TLS"), "{err}");
+    let args = ["envs", "list", "--server", "ftp://x", "--token", "x"];
+    let err = failed(&args, &guidon(&args, &[]));
+    assert!(err.contains("unsupported scheme"), "{err}");
+}
+
+#[test]
+fn missing_or_unknown_token_is_one_line() {
+    let server = Server::start("auth");
+    let args = ["envs", "list"];
+    let err = failed(&args, &server.run_as(None, &args));
+    assert!(
+        err.contains("--token") && err.contains("GUIDON_TOKEN") && err.contains("401"),
+        "{err}"
+    );
+    // An empty GUIDON_TOKEN is no token.
+    let out = guidon(
+        &["envs", "list", "--server", &server.url],
+        &[("GUIDON_TOKEN", "")],
+    );
+    let err = failed(&args, &out);
+    assert!(err.contains("no token"), "{err}");
+
+    let err = failed(&args, &server.run_as(Some("gdn_wrong"), &args));
+    assert_eq!(
+        err,
+        "guidon: missing or unknown token: send Authorization: Bearer TOKEN (401 unauthorized); check --token or GUIDON_TOKEN"
+    );
+}
