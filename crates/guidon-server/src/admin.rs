@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, generate_secret};
-use crate::body::{self, Body};
+use crate::body::{self, Body, Path, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -285,13 +285,7 @@ fn keyed(mut value: Value, key: &str) -> ApiResult<Value> {
 }
 
 fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::InvalidBody {
-            message: format!("{path}: {}", e.inner()),
-            path,
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| body::invalid(&e))
 }
 
 async fn put_flag(

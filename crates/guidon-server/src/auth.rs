@@ -64,12 +64,25 @@ impl Caller {
 
     /// The environment of an SDK or OFREP request: an sdk token's own, or
     /// for an admin token the one named by the `X-Guidon-Environment` header.
+    /// An sdk token whose request names another environment is refused
+    /// rather than answered from its own (the caller would take one
+    /// environment's flags for another's).
     pub(crate) fn sdk_env(&self, headers: &HeaderMap) -> ApiResult<String> {
         match self.role {
-            Role::Sdk => self
-                .env
-                .clone()
-                .ok_or_else(|| ApiError::Forbidden("sdk token without environment".into())),
+            Role::Sdk => {
+                let own = self
+                    .env
+                    .clone()
+                    .ok_or_else(|| ApiError::Forbidden("sdk token without environment".into()))?;
+                if let Some(named) = headers
+                    .get(ENV_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                {
+                    self.require_env(named)?;
+                }
+                Ok(own)
+            }
             Role::Admin => headers
                 .get(ENV_HEADER)
                 .and_then(|v| v.to_str().ok())

@@ -1,11 +1,13 @@
 //! Request bodies: the size limit, the content type, and parsing that names
-//! the field at fault.
+//! the field at fault; and path and query extractors whose rejections are
+//! JSON errors like every other.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
@@ -31,6 +33,47 @@ impl FromRequest<Arc<AppState>> for Body {
             Err(e) => Err(ApiError::BadRequest(format!(
                 "could not read the body: {e}"
             ))),
+        }
+    }
+}
+
+/// `axum::extract::Path`, answering a bad path (not UTF-8, say) with a
+/// JSON 400 instead of axum's plain text.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) if e.status().is_server_error() => Err(ApiError::Internal(e.body_text())),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query`, answering a bad query string with a JSON 400
+/// naming the parameter.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Query<T>, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }
 }
@@ -99,6 +142,15 @@ fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError
     }
     match format {
         Format::Json => {
+            // Every body is an object. serde would also fill a struct from
+            // an array, by position: `[]` would be an empty flag file (a
+            // bulk PUT deleting everything), `["qa"]` an environment.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(ApiError::InvalidBody {
+                    path: String::new(),
+                    message: "the body must be a JSON object".into(),
+                });
+            }
             let mut de = serde_json::Deserializer::from_slice(body);
             let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid(&e))?;
             de.end().map_err(|e| ApiError::InvalidBody {
@@ -118,7 +170,9 @@ fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError
     }
 }
 
-fn invalid<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiError {
+/// A deserialization error as a 400 naming the field (no `path` for the
+/// body as a whole, whose path serde_path_to_error writes as `.`).
+pub(crate) fn invalid<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     let inner = e.inner().to_string();

@@ -108,7 +108,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(message) = &self {
             tracing::error!(%message, "internal error");
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::Unauthorized = self {
+            // RFC 9110 §15.5.2: a 401 says how to authenticate.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

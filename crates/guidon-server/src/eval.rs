@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::check_key;
 use crate::auth::Caller;
-use crate::body::{self, Body};
+use crate::body::{self, Body, Path};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, EnvState, Live};
 
@@ -82,9 +82,14 @@ impl Resolved {
         let mut out = Map::new();
         out.insert("key".into(), json!(self.flag));
         out.insert("reason".into(), json!(self.reason.as_str()));
-        if let Some(variant) = &self.variant {
-            out.insert("variant".into(), json!(variant));
-        }
+        // Always a variant: stock clients (the Python OFREP provider among
+        // them) fail on a response without one. A flag without variants, or
+        // off without an off variant, is named after its state.
+        let variant = self
+            .variant
+            .as_deref()
+            .unwrap_or(if self.enabled { "on" } else { "off" });
+        out.insert("variant".into(), json!(variant));
         // No value (a disabled flag without an off variant): OFREP's
         // codeDefaultFlag, the client uses its own default.
         if let Some(value) = &self.value {
@@ -307,20 +312,32 @@ fn ofrep_context(
     })
 }
 
-/// The environment of an OFREP request, as an OFREP error on failure.
+/// The environment of an OFREP request, as an error response on failure.
+/// A 400 (no or an invalid environment named) must be OFREP's
+/// evaluationFailure, `{key?, errorCode, errorDetails}`, which OpenFeature
+/// providers read; it keeps Guidon's `error` and `message` too.
 async fn ofrep_env(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
+    key: Option<&str>,
 ) -> Result<Arc<EnvState>, Response> {
-    let name = caller
-        .sdk_env(headers)
-        .map_err(IntoResponse::into_response)?;
-    check_key("environment", &name).map_err(IntoResponse::into_response)?;
-    caller
-        .require_env(&name)
-        .map_err(IntoResponse::into_response)?;
-    state.env(&name).await.map_err(IntoResponse::into_response)
+    let failure = |e: ApiError| {
+        if e.status() != StatusCode::BAD_REQUEST {
+            return e.into_response();
+        }
+        let mut body = e.body();
+        body["errorCode"] = json!("GENERAL");
+        body["errorDetails"] = json!(e.to_string());
+        if let Some(key) = key {
+            body["key"] = json!(key);
+        }
+        (e.status(), Json(body)).into_response()
+    };
+    let name = caller.sdk_env(headers).map_err(failure)?;
+    check_key("environment", &name).map_err(failure)?;
+    caller.require_env(&name).map_err(failure)?;
+    state.env(&name).await.map_err(failure)
 }
 
 async fn ofrep_one(
@@ -330,7 +347,7 @@ async fn ofrep_one(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Response {
-    let env = match ofrep_env(&state, &caller, &headers).await {
+    let env = match ofrep_env(&state, &caller, &headers, Some(&key)).await {
         Ok(env) => env,
         Err(response) => return response,
     };
@@ -355,7 +372,7 @@ async fn ofrep_all(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Response {
-    let env = match ofrep_env(&state, &caller, &headers).await {
+    let env = match ofrep_env(&state, &caller, &headers, None).await {
         Ok(env) => env,
         Err(response) => return response,
     };
@@ -371,6 +388,7 @@ async fn ofrep_all(
         let mut hash = Sha256::new();
         hash.update(env.name.as_bytes());
         hash.update(live.revision.to_be_bytes());
+        hash.update(live.epoch.to_be_bytes());
         hash.update(Value::Object(context.clone()).to_string().as_bytes());
         let digest = hash.finalize();
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();

@@ -55,7 +55,9 @@ async fn flags(
 ) -> ApiResult<Response> {
     let env = sdk_env(&state, &caller, &headers).await?;
     let live = env.live.load_full();
-    let etag = format!("\"{}\"", live.revision);
+    // The revision, and the environment's creation time: a re-created
+    // environment counts its revisions from 1 again.
+    let etag = format!("\"{}-{}\"", live.revision, live.epoch);
     let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
     if headers
         .get(header::IF_NONE_MATCH)

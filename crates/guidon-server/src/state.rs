@@ -27,6 +27,9 @@ pub(crate) const STREAM_BUFFER: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Live {
     pub(crate) revision: u64,
+    /// The environment's creation time (ms): tells a re-created
+    /// environment's revisions from its predecessor's, in ETags.
+    pub(crate) epoch: i64,
     pub(crate) snapshot: Snapshot,
     pub(crate) file: FlagFile,
     pub(crate) versions: HashMap<String, u64>,
@@ -36,7 +39,12 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    fn new(revision: u64, file: FlagFile, versions: HashMap<String, u64>) -> ApiResult<Live> {
+    fn new(
+        revision: u64,
+        epoch: i64,
+        file: FlagFile,
+        versions: HashMap<String, u64>,
+    ) -> ApiResult<Live> {
         let snapshot = Snapshot::compile_with(
             &file,
             &SnapshotOptions {
@@ -47,6 +55,7 @@ impl Live {
         .map_err(|e| ApiError::Internal(format!("stored environment does not compile: {e}")))?;
         Ok(Live {
             revision,
+            epoch,
             snapshot,
             cacheable: !crate::cache::uses_clock(&file),
             file,
@@ -58,6 +67,7 @@ impl Live {
     pub(crate) fn document(&self) -> Value {
         json!({
             "revision": self.revision,
+            "epoch": self.epoch,
             "versions": self.versions,
             "flags": self.file.flags,
             "segments": self.file.segments,
@@ -213,7 +223,7 @@ impl AppState {
             return Ok(env.clone());
         }
         let snap = self.store.snapshot(name).await?;
-        let live = Live::new(snap.revision, snap.file, snap.versions)?;
+        let live = Live::new(snap.revision, snap.created_at_ms, snap.file, snap.versions)?;
         let env = Arc::new(EnvState {
             name: name.to_owned(),
             live: ArcSwap::from_pointee(live),
@@ -262,7 +272,7 @@ impl AppState {
                         ))
                     })?;
                 }
-                let live = Live::new(changes.revision, file, versions)?;
+                let live = Live::new(changes.revision, current.epoch, file, versions)?;
                 env.live.store(Arc::new(live));
                 // One message per revision, in order.
                 let mut i = 0;
@@ -284,7 +294,7 @@ impl AppState {
                 // Too far behind to replay: reload, and let stream clients
                 // (which cannot be given the gap) reconnect for a snapshot.
                 let snap = self.store.snapshot(&env.name).await?;
-                let live = Live::new(snap.revision, snap.file, snap.versions)?;
+                let live = Live::new(snap.revision, snap.created_at_ms, snap.file, snap.versions)?;
                 env.live.store(Arc::new(live));
                 let _ = env.updates.send(Arc::new(Update {
                     revision: snap.revision,

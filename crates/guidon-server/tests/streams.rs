@@ -247,7 +247,7 @@ async fn sdk_flags_and_changes_endpoints() {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .expect("etag");
-        assert_eq!(etag, "\"1\"", "{n}");
+        assert!(etag.starts_with("\"1-"), "{n}: {etag}");
         let document: Value = response.json().await.expect("document");
         assert_eq!(document["revision"], 1, "{n}");
         let response = server

@@ -11,7 +11,7 @@ pub enum StoreError {
     #[error("environment {0:?} already exists")]
     EnvExists(String),
     #[error(
-        "environment {env:?} still holds {count} flags and segments; delete them first or force"
+        "environment {env:?} is not empty (flags and segments left: {count}); delete them first or force"
     )]
     EnvNotEmpty { env: String, count: u64 },
     #[error("{kind} {key:?} not found in environment {env:?}")]
@@ -45,7 +45,7 @@ pub enum StoreError {
         key: String,
         message: String,
     },
-    #[error("invalid token name {0:?}: 1 to 128 characters, no control characters")]
+    #[error("invalid token name {0:?}: must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$")]
     InvalidTokenName(String),
     #[error("{0}")]
     TokenScope(&'static str),

@@ -180,6 +180,10 @@ pub struct EnvInfo {
 #[derive(Debug, Clone)]
 pub struct EnvSnapshot {
     pub revision: u64,
+    /// When the environment was created (ms since the epoch): an
+    /// environment deleted and created again restarts its revisions, and
+    /// this tells the two apart.
+    pub created_at_ms: i64,
     pub file: FlagFile,
     /// Each flag's version.
     pub versions: HashMap<String, u64>,
@@ -459,20 +463,25 @@ impl Store {
     /// The environment's flags and segments at one revision, consistently.
     pub async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
         let mut tx = self.begin_read().await?;
-        let result: Result<(i64, FlagFile, HashMap<String, u64>), StoreError> = async {
-            let revision = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+        let result: Result<(i64, i64, FlagFile, HashMap<String, u64>), StoreError> = async {
+            let row = sqlx::query("SELECT revision, created_at FROM environments WHERE name = $1")
                 .bind(env)
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
-                .try_get("revision")?;
+                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?;
             let (file, versions) = load_file(&mut tx, env).await?;
-            Ok((revision, file, versions))
+            Ok((
+                row.try_get("revision")?,
+                row.try_get("created_at")?,
+                file,
+                versions,
+            ))
         }
         .await;
-        let (revision, file, versions) = finish(tx, result).await?;
+        let (revision, created_at_ms, file, versions) = finish(tx, result).await?;
         Ok(EnvSnapshot {
             revision: to_u64(revision),
+            created_at_ms,
             file,
             versions,
         })

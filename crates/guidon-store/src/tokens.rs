@@ -72,7 +72,8 @@ impl Store {
         env: Option<&str>,
         secret: &str,
     ) -> Result<TokenInfo, StoreError> {
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        // The key rule: names appear in URL paths (`DELETE /tokens/{name}`).
+        if !guidon_engine::is_valid_key(name) {
             return Err(StoreError::InvalidTokenName(name.to_owned()));
         }
         match (role, env) {

@@ -565,7 +565,10 @@ fn envs_create_list_delete() {
     assert_eq!(list, "NAME  REVISION\ndev   1\nprod  0\n");
 
     let err = server.fails(&["envs", "delete", "dev"]);
-    assert!(err.contains("still holds 1 flags and segments"), "{err}");
+    assert!(
+        err.contains("is not empty (flags and segments left: 1)"),
+        "{err}"
+    );
     assert!(err.contains("409"), "{err}");
     assert_eq!(
         server.ok(&["envs", "delete", "dev", "--force"]),

@@ -1,0 +1,274 @@
+//! Handler tests: the application as a `tower` service, without a listener,
+//! one request at a time with `oneshot`, on every backend.
+
+mod common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Status, headers and body text of one request.
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = match body {
+        Some(body) => request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
+    )
+}
+
+fn json_body(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+const AUTH: (&str, &str) = ("authorization", "Bearer test-admin-secret");
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    for db in guidon_testkit::databases("h_health").await {
+        let n = db.name;
+        let app = guidon_server::app(common::config(&db.url))
+            .await
+            .expect("app");
+        let (status, _, text) = call(&app, "GET", "/healthz", &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{n}");
+        assert_eq!(json_body(&text), json!({"status": "ok"}), "{n}");
+
+        // Ready once every environment is loaded, which app() does first.
+        let (status, _, text) = call(&app, "GET", "/readyz", &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let body = json_body(&text);
+        assert_eq!(body["status"], "ready", "{n}: {body}");
+        assert_eq!(body["database"], "ok", "{n}: {body}");
+        assert_eq!(body["environments"], 2, "{n}: development and production");
+
+        // A 404 to count as well.
+        let (status, _, _) = call(&app, "GET", "/no-such-page", &[], None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{n}");
+
+        let (status, headers, text) = call(&app, "GET", "/metrics", &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{n}");
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{n}: {content_type}"
+        );
+        assert!(text.contains("guidon_http_requests"), "{n}: {text}");
+        // The requests above, by route and status.
+        let healthz = text
+            .lines()
+            .find(|l| {
+                l.starts_with("guidon_http_requests")
+                    && l.contains("route=\"/healthz\"")
+                    && l.contains("status=\"200\"")
+            })
+            .unwrap_or_else(|| panic!("{n}: no /healthz line in {text}"));
+        assert!(healthz.ends_with(" 1"), "{n}: {healthz}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("guidon_http_requests") && l.contains("status=\"404\"")),
+            "{n}: the 404 is counted: {text}"
+        );
+        assert!(
+            text.trim_end().ends_with("# EOF"),
+            "{n}: OpenMetrics ends with # EOF"
+        );
+    }
+}
+
+#[tokio::test]
+async fn put_then_get_a_flag_with_versions_and_etags() {
+    for db in guidon_testkit::databases("h_flag").await {
+        let n = db.name;
+        let app = guidon_server::app(common::config(&db.url))
+            .await
+            .expect("app");
+        let uri = "/api/v1/envs/production/flags/new_checkout";
+        let flag = json!({"key": "new_checkout", "enabled": true, "rollout": {"percentage": 25}});
+
+        let (status, headers, text) = call(&app, "PUT", uri, &[AUTH], Some(flag.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {text}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"1\"", "{n}");
+        let body = json_body(&text);
+        assert_eq!(body["version"], 1, "{n}: {body}");
+        assert_eq!(body["revision"], 1, "{n}: {body}");
+        assert_eq!(
+            body["flag"]["rollout"]["percentage"].as_f64(),
+            Some(25.0),
+            "{n}: {body}"
+        );
+
+        let (status, headers, text) = call(&app, "GET", uri, &[AUTH], None).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"1\"", "{n}");
+        let body = json_body(&text);
+        assert_eq!(body["version"], 1, "{n}");
+        assert_eq!(body["flag"]["key"], "new_checkout", "{n}");
+        assert_eq!(body["flag"]["enabled"], true, "{n}");
+
+        // An update at the version read: 200 and version 2.
+        let update = json!({"key": "new_checkout", "enabled": false});
+        let (status, headers, text) = call(
+            &app,
+            "PUT",
+            uri,
+            &[AUTH, ("if-match", "\"1\"")],
+            Some(update.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"2\"", "{n}");
+        // The same If-Match again is stale now.
+        let (status, _, text) =
+            call(&app, "PUT", uri, &[AUTH, ("if-match", "1")], Some(update)).await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{n}: {text}");
+        assert_eq!(json_body(&text)["current_version"], 2, "{n}: {text}");
+
+        let (status, headers, text) = call(&app, "GET", uri, &[AUTH], None).await;
+        assert_eq!(status, StatusCode::OK, "{n}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"2\"", "{n}");
+        let body = json_body(&text);
+        assert_eq!(body["version"], 2, "{n}: {body}");
+        assert_eq!(body["revision"], 2, "{n}: {body}");
+        assert_eq!(body["flag"]["enabled"], false, "{n}: {body}");
+        assert!(
+            body["flag"].get("rollout").is_none(),
+            "{n}: replaced: {body}"
+        );
+
+        // Without a token: 401, nothing read.
+        let (status, _, _) = call(&app, "GET", uri, &[], None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{n}");
+    }
+}
+
+/// The keys of flag-format.md §7's result object, exactly.
+fn check_result_shape(label: &str, result: &Value) {
+    let mut keys: Vec<&str> = result
+        .as_object()
+        .unwrap_or_else(|| panic!("{label}: not an object: {result}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "enabled",
+            "error_code",
+            "flag",
+            "flag_version",
+            "metadata",
+            "reason",
+            "value",
+            "variant"
+        ],
+        "{label}: {result}"
+    );
+    assert!(result["metadata"].is_object(), "{label}: {result}");
+}
+
+#[tokio::test]
+async fn evaluate_returns_the_result_object() {
+    for db in guidon_testkit::databases("h_eval").await {
+        let n = db.name;
+        let app = guidon_server::app(common::config(&db.url))
+            .await
+            .expect("app");
+        let flag = json!({
+            "key": "new_checkout", "enabled": true, "off_variant": "control",
+            "variants": [
+                {"key": "control", "weight": 50, "enabled": false, "value": {"layout": "classic"}},
+                {"key": "treatment", "weight": 50, "value": {"layout": "single_page"}}
+            ],
+            "targets": [{"values": ["user_42"], "serve": {"enabled": true, "variant": "treatment"}}]
+        });
+        let (status, _, text) = call(
+            &app,
+            "PUT",
+            "/api/v1/envs/production/flags/new_checkout",
+            &[AUTH],
+            Some(flag),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {text}");
+        let evaluate = "/api/v1/envs/production/evaluate";
+
+        // One flag: §7's object, with the stored version.
+        let request = json!({"flag": "new_checkout", "context": {"user_id": "user_42"}});
+        let (status, _, text) = call(&app, "POST", evaluate, &[AUTH], Some(request)).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let result = json_body(&text);
+        check_result_shape(n, &result);
+        assert_eq!(
+            result,
+            json!({"flag": "new_checkout", "enabled": true, "variant": "treatment",
+                   "value": {"layout": "single_page"}, "reason": "TARGETING_MATCH",
+                   "error_code": null, "flag_version": 1, "metadata": {"target": true}}),
+            "{n}"
+        );
+
+        // An unknown flag is a result too, not an HTTP error.
+        let request = json!({"flag": "nope", "context": {"user_id": "user_42"}});
+        let (status, _, text) = call(&app, "POST", evaluate, &[AUTH], Some(request)).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let result = json_body(&text);
+        check_result_shape(n, &result);
+        assert_eq!(result["error_code"], "FLAG_NOT_FOUND", "{n}: {result}");
+        assert_eq!(result["reason"], "ERROR", "{n}: {result}");
+        assert_eq!(result["enabled"], false, "{n}: {result}");
+        assert_eq!(result["value"], Value::Null, "{n}: {result}");
+
+        // Every flag: the revision and one result object each.
+        let request = json!({"context": {"user_id": "user_7"}});
+        let (status, _, text) = call(&app, "POST", evaluate, &[AUTH], Some(request)).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let body = json_body(&text);
+        assert_eq!(body["revision"], 1, "{n}: {body}");
+        let results = body["results"].as_array().expect("results");
+        assert_eq!(results.len(), 1, "{n}: {body}");
+        check_result_shape(n, &results[0]);
+        assert_eq!(results[0]["reason"], "SPLIT", "{n}: {body}");
+
+        // explain adds the explanation to the same object.
+        let request =
+            json!({"flag": "new_checkout", "context": {"user_id": "user_7"}, "explain": true});
+        let (status, _, text) = call(&app, "POST", evaluate, &[AUTH], Some(request)).await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let mut result = json_body(&text);
+        let explanation = result
+            .as_object_mut()
+            .and_then(|o| o.remove("explanation"))
+            .expect("explanation");
+        assert!(!explanation.is_null(), "{n}");
+        check_result_shape(n, &result);
+        assert_eq!(result, results[0], "{n}: explain agrees with evaluate");
+    }
+}
