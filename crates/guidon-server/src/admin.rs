@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Caller, generate_secret};
 use crate::body::{self, Body, Path, Query};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -105,7 +106,14 @@ async fn settle(state: &AppState, env: &str, revision: u64) -> ApiResult<()> {
 
 // ---- environments ----
 
-async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs",
+    tag = "environments",
+    summary = "List environments",
+    responses((status = 200, description = "Environments with their revisions", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     let envs = state.store.list_envs().await?;
     let visible: Vec<_> = envs
         .into_iter()
@@ -114,13 +122,21 @@ async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "environments": visible })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewEnv {
+pub(crate) struct NewEnv {
     name: String,
 }
 
-async fn create_env(
+#[utoipa::path(
+    post,
+    path = "/api/v1/envs",
+    tag = "environments",
+    summary = "Create an environment",
+    request_body = NewEnv,
+    responses((status = 201, description = "Created", body = Object), (status = 409, description = "Exists", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn create_env(
     State(state): St,
     caller: Caller,
     headers: HeaderMap,
@@ -133,7 +149,15 @@ async fn create_env(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
-async fn get_env(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}",
+    tag = "environments",
+    summary = "An environment",
+    params(("env" = String, Path, description = "Environment")),
+    responses((status = 200, description = "Revision and counts", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn get_env(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -150,12 +174,20 @@ async fn get_env(
 }
 
 #[derive(Deserialize)]
-struct Force {
+pub(crate) struct Force {
     #[serde(default)]
     force: bool,
 }
 
-async fn delete_env(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/envs/{env}",
+    tag = "environments",
+    summary = "Delete an environment (refused while not empty, unless force)",
+    params(("env" = String, Path, description = "Environment"), ("force" = Option<bool>, Query, description = "Delete its flags and segments too")),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "Not empty", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn delete_env(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -170,7 +202,15 @@ async fn delete_env(
 
 // ---- bulk ----
 
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/flags",
+    tag = "flags",
+    summary = "Export the environment as a flag file (JSON, or YAML with Accept: application/yaml)",
+    params(("env" = String, Path, description = "Environment")),
+    responses((status = 200, description = "The flag file", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn export(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -190,7 +230,16 @@ async fn export(
     Ok(response)
 }
 
-async fn import(
+#[utoipa::path(
+    put,
+    path = "/api/v1/envs/{env}/flags",
+    tag = "flags",
+    summary = "Replace the environment with a flag file (GitOps): atomic, one revision",
+    params(("env" = String, Path, description = "Environment")),
+    request_body = Object,
+    responses((status = 200, description = "The revision and every change", body = Object), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn import(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -245,7 +294,15 @@ async fn get_definition(
         .into_response())
 }
 
-async fn get_flag(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/flags/{key}",
+    tag = "flags",
+    summary = "A flag with its version (ETag)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    responses((status = 200, description = "{flag, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn get_flag(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -253,7 +310,15 @@ async fn get_flag(
     get_definition(&state, &caller, &env, Kind::Flag, &key).await
 }
 
-async fn get_segment(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/segments/{key}",
+    tag = "segments",
+    summary = "A segment with its version (ETag)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
+    responses((status = 200, description = "{segment, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn get_segment(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -288,7 +353,16 @@ fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T
     serde_path_to_error::deserialize(value).map_err(|e| body::invalid(&e))
 }
 
-async fn put_flag(
+#[utoipa::path(
+    put,
+    path = "/api/v1/envs/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Create or replace a flag (If-Match: VERSION; If-None-Match: * to create only)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    request_body = Object,
+    responses((status = 201, description = "Created: {flag, version, revision}", body = Object), (status = 200, description = "Replaced: {flag, version, revision}", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn put_flag(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -310,7 +384,16 @@ async fn put_flag(
     Ok(written("flag", definition, done))
 }
 
-async fn put_segment(
+#[utoipa::path(
+    put,
+    path = "/api/v1/envs/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Create or replace a segment",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
+    request_body = Object,
+    responses((status = 201, description = "Created", body = Object), (status = 200, description = "Replaced", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn put_segment(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -357,7 +440,15 @@ async fn delete_definition(
     })))
 }
 
-async fn delete_flag(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/envs/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Delete a flag (a tombstone in the change log)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    responses((status = 200, description = "{deleted, version, revision}", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn delete_flag(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -366,7 +457,15 @@ async fn delete_flag(
     delete_definition(&state, &caller, &headers, &env, Kind::Flag, &key).await
 }
 
-async fn delete_segment(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/envs/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Delete a segment (refused while used)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
+    responses((status = 200, description = "{deleted, version, revision}", body = Object), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn delete_segment(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -375,7 +474,15 @@ async fn delete_segment(
     delete_definition(&state, &caller, &headers, &env, Kind::Segment, &key).await
 }
 
-async fn list_segments(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/segments",
+    tag = "segments",
+    summary = "The environment's segments",
+    params(("env" = String, Path, description = "Environment")),
+    responses((status = 200, description = "{revision, segments}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn list_segments(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -402,7 +509,15 @@ async fn history(
     Ok(Json(json!({ "history": entries })))
 }
 
-async fn flag_history(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/flags/{key}/history",
+    tag = "flags",
+    summary = "Every change of a flag, oldest first",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    responses((status = 200, description = "{history}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn flag_history(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -410,7 +525,15 @@ async fn flag_history(
     history(&state, &caller, &env, Kind::Flag, &key).await
 }
 
-async fn segment_history(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/segments/{key}/history",
+    tag = "segments",
+    summary = "Every change of a segment",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
+    responses((status = 200, description = "{history}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn segment_history(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -418,13 +541,22 @@ async fn segment_history(
     history(&state, &caller, &env, Kind::Segment, &key).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Revert {
+pub(crate) struct Revert {
     version: u64,
 }
 
-async fn revert_flag(
+#[utoipa::path(
+    post,
+    path = "/api/v1/envs/{env}/flags/{key}/revert",
+    tag = "flags",
+    summary = "Make a flag what it was at a version (a new change)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    request_body = Revert,
+    responses((status = 200, description = "{flag, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn revert_flag(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -444,13 +576,22 @@ async fn revert_flag(
     Ok(written("flag", stored.definition, done))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Promote {
+pub(crate) struct Promote {
     to: String,
 }
 
-async fn promote_flag(
+#[utoipa::path(
+    post,
+    path = "/api/v1/envs/{env}/flags/{key}/promote",
+    tag = "flags",
+    summary = "Copy a flag to another environment",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    request_body = Promote,
+    responses((status = 200, description = "{flag, version, revision} in the target environment", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn promote_flag(
     State(state): St,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
@@ -473,12 +614,20 @@ async fn promote_flag(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     before: Option<u64>,
     limit: Option<u32>,
 }
 
-async fn audit(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/audit",
+    tag = "audit",
+    summary = "Changes, newest first, paged by revision",
+    params(("env" = String, Path, description = "Environment"), ("before" = Option<u64>, Query, description = "Only revisions below this (the previous page's next_before)"), ("limit" = Option<u32>, Query, description = "Revisions per page, 1 to 500 (50)")),
+    responses((status = 200, description = "{entries, next_before}", body = Object), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn audit(
     State(state): St,
     caller: Caller,
     Path(env): Path<String>,
@@ -499,16 +648,26 @@ async fn audit(
 
 // ---- tokens ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub(crate) struct NewToken {
     name: String,
+    /// `admin` or `sdk`.
+    #[schema(value_type = String)]
     role: Role,
     #[serde(default)]
     env: Option<String>,
 }
 
-async fn create_token(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    summary = "Create a token; the secret is shown once",
+    request_body = NewToken,
+    responses((status = 201, description = "{token, name, role, env}", body = Object), (status = 409, description = "Name taken", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn create_token(
     State(state): St,
     caller: Caller,
     headers: HeaderMap,
@@ -529,12 +688,27 @@ async fn create_token(
         .into_response())
 }
 
-async fn list_tokens(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    summary = "Tokens (never their secrets)",
+    responses((status = 200, description = "{tokens}", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn list_tokens(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     Ok(Json(json!({"tokens": state.store.list_tokens().await?})))
 }
 
-async fn revoke_token(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{name}",
+    tag = "tokens",
+    summary = "Revoke a token",
+    params(("name" = String, Path, description = "Token name")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn revoke_token(
     State(state): St,
     caller: Caller,
     Path(name): Path<String>,

@@ -147,3 +147,26 @@ impl From<StoreError> for ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// Every error's body, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the shape `ApiError::body` builds
+pub(crate) struct ErrorBody {
+    /// A stable code: `invalid_body`, `validation_failed`, `not_found`, …
+    error: String,
+    /// What was wrong, for a person.
+    message: String,
+    /// The field at fault, when one is.
+    path: Option<String>,
+    /// For `validation_failed`: every problem.
+    details: Option<Vec<ProblemBody>>,
+    /// For `version_mismatch`: the stored version.
+    current_version: Option<u64>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ProblemBody {
+    path: String,
+    message: String,
+}

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::admin::check_key;
 use crate::auth::Caller;
 use crate::body::{self, Body, Path};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, EnvState, Live};
 
@@ -175,18 +176,30 @@ async fn resolve_one(
 
 // ---- Guidon's endpoint ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EvaluateRequest {
+pub(crate) struct EvaluateRequest {
+    /// One flag; all flags when absent.
     #[serde(default)]
     flag: Option<String>,
+    /// The attributes of the evaluation (at most 256).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
     #[serde(default)]
     explain: bool,
 }
 
-async fn evaluate(
+#[utoipa::path(
+    post,
+    path = "/api/v1/envs/{env}/evaluate",
+    tag = "evaluation",
+    summary = "Evaluate one flag (with explain) or all flags (flag-format.md §7)",
+    params(("env" = String, Path, description = "Environment")),
+    request_body = EvaluateRequest,
+    responses((status = 200, description = "One result, or {revision, results}", body = Object), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn evaluate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(env_name): Path<String>,
@@ -278,9 +291,11 @@ fn ofrep_error(status: StatusCode, key: Option<&str>, code: &str, details: Strin
     (status, Json(body)).into_response()
 }
 
-#[derive(Deserialize)]
-struct OfrepRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct OfrepRequest {
+    /// OpenFeature's evaluation context (`targetingKey` and attributes).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
 }
 
@@ -340,7 +355,16 @@ async fn ofrep_env(
     state.env(&name).await.map_err(failure)
 }
 
-async fn ofrep_one(
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags/{key}",
+    tag = "ofrep",
+    summary = "OFREP: evaluate one flag",
+    params(("key" = String, Path, description = "Flag key"), ("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
+    request_body = OfrepRequest,
+    responses((status = 200, description = "evaluationSuccess", body = Object), (status = 404, description = "FLAG_NOT_FOUND", body = Object), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn ofrep_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(key): Path<String>,
@@ -366,7 +390,16 @@ async fn ofrep_one(
     (status, Json(resolved.ofrep_json())).into_response()
 }
 
-async fn ofrep_all(
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags",
+    tag = "ofrep",
+    summary = "OFREP: evaluate every flag (ETag; 304 on If-None-Match)",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("If-None-Match" = Option<String>, Header, description = "A previous ETag")),
+    request_body = OfrepRequest,
+    responses((status = 200, description = "bulkEvaluationSuccess", body = Object), (status = 304, description = "Not modified"), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn ofrep_all(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,

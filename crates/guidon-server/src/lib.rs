@@ -13,7 +13,9 @@ mod body;
 mod cache;
 mod error;
 mod eval;
+mod experiments;
 mod metrics;
+mod openapi;
 mod sdk;
 mod state;
 
@@ -275,9 +277,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin::routes())
         .merge(eval::routes())
         .merge(sdk::routes())
+        .merge(experiments::routes())
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into())
         })

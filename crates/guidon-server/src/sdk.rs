@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::admin::check_key;
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamLabels;
 use crate::state::{AppState, EnvState, Update, change_json, update_json};
@@ -48,7 +49,15 @@ async fn sdk_env(
     state.env(&name).await
 }
 
-async fn flags(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/flags",
+    tag = "sdk",
+    summary = "The environment's flag document with revision and versions (ETag; 304)",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
+    responses((status = 200, description = "{revision, epoch, versions, flags, segments}", body = Object), (status = 304, description = "Not modified"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn flags(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -71,11 +80,19 @@ async fn flags(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Since {
+pub(crate) struct Since {
     since: Option<u64>,
 }
 
-async fn changes(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/changes",
+    tag = "sdk",
+    summary = "The changes after a revision",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = u64, Query, description = "The revision the client has")),
+    responses((status = 200, description = "{revision, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -250,7 +267,7 @@ fn messages(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+pub(crate) struct StreamQuery {
     since: Option<u64>,
 }
 
@@ -269,7 +286,15 @@ async fn open_stream(
     Ok((rx, opening))
 }
 
-async fn sse(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/stream",
+    tag = "sdk",
+    summary = "Server-Sent Events: a snapshot (or the missed changes), then one update per revision; id = revision",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = Option<u64>, Query, description = "Resume after this revision (or Last-Event-ID)")),
+    responses((status = 200, description = "text/event-stream"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn sse(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -290,7 +315,15 @@ async fn sse(
         .into_response())
 }
 
-async fn ws(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/ws",
+    tag = "sdk",
+    summary = "WebSocket: the same messages as the SSE stream, as text frames",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = Option<u64>, Query, description = "Resume after this revision")),
+    responses((status = 101, description = "Switching protocols"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn ws(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,

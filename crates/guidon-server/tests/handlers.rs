@@ -272,3 +272,62 @@ async fn evaluate_returns_the_result_object() {
         assert_eq!(result, results[0], "{n}: explain agrees with evaluate");
     }
 }
+
+/// The OpenAPI document is served without a token, and every operation it
+/// lists is routed: asking each one (without a token) reaches the handler's
+/// authentication, not the fallback's 404 or 405.
+#[tokio::test]
+async fn the_openapi_document_lists_only_routed_operations() {
+    for db in guidon_testkit::databases("openapi").await {
+        let n = db.name;
+        let app = guidon_server::app(common::config(&db.url))
+            .await
+            .expect("app");
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/api/v1/openapi.json")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 200, "{n}");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(doc["openapi"], "3.1.0", "{n}");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 20, "{n}: {} paths", paths.len());
+        let mut operations = 0;
+        for (path, item) in paths {
+            let concrete = path
+                .replace("{env}", "production")
+                .replace("{key}", "some_key")
+                .replace("{name}", "some_token");
+            for method in item.as_object().expect("path item").keys() {
+                let method = axum::http::Method::from_bytes(method.to_uppercase().as_bytes())
+                    .expect("an HTTP method");
+                let response = app
+                    .clone()
+                    .oneshot(
+                        Request::builder()
+                            .method(method.clone())
+                            .uri(&concrete)
+                            .body(Body::empty())
+                            .expect("request"),
+                    )
+                    .await
+                    .expect("response");
+                assert_eq!(
+                    response.status(),
+                    401,
+                    "{n}: {method} {path} is documented but not routed"
+                );
+                operations += 1;
+            }
+        }
+        assert!(operations >= 28, "{n}: {operations} operations");
+    }
+}
