@@ -297,26 +297,28 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.list_envs().await {
-        Ok(envs) => {
-            let loaded = envs.len() == state.loaded_envs().len();
-            let status = if loaded {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            (
-                status,
-                Json(json!({"status": if loaded {"ready"} else {"loading"}, "database": "ok", "environments": envs.len()})),
+    let envs = match state.store.list_envs().await {
+        Ok(envs) => envs,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": e.to_string()})),
             )
-                .into_response()
+                .into_response();
         }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": e.to_string()})),
-        )
-            .into_response(),
+    };
+    // Every environment loaded and compiled (one created through another
+    // instance is loaded here on first use).
+    for env in &envs {
+        if let Err(e) = state.env(&env.name).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "loading", "environment": env.name, "error": e.to_string()})),
+            )
+                .into_response();
+        }
     }
+    Json(json!({"status": "ready", "database": "ok", "environments": envs.len()})).into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
