@@ -99,9 +99,19 @@ fn yaml_response(value: &impl serde::Serialize) -> ApiResult<Response> {
 }
 
 /// Brings this instance's view of `env` to the write's revision.
+///
+/// The write is committed by then: if this instance cannot catch up (the
+/// database went away between the commit and the read), the write still
+/// answers success, and the follower catches up when it can.
 async fn settle(state: &AppState, env: &str, revision: u64) -> ApiResult<()> {
-    let env = state.env(env).await?;
-    state.sync(&env, Some(revision)).await
+    let result = match state.env(env).await {
+        Ok(live) => state.sync(&live, Some(revision)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(env, revision, error = %e, "committed, but this instance has not caught up yet");
+    }
+    Ok(())
 }
 
 // ---- environments ----

@@ -162,6 +162,11 @@ impl Tokens {
         })
     }
 
+    /// Whether the token named `name` is live (not revoked or deleted).
+    pub(crate) fn is_live(&self, name: &str) -> bool {
+        self.live.load().values().any(|t| t.name == name)
+    }
+
     /// Names used since the last call (their last-used time is recorded in batches).
     pub(crate) fn take_used(&self) -> Vec<String> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());

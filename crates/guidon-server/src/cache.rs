@@ -21,9 +21,16 @@ use crate::eval::Resolved;
 /// Entries kept (results are small: a few hundred bytes each).
 pub(crate) const CAPACITY: usize = 100_000;
 
+/// Contexts larger than this (as JSON) are not cached, which bounds the
+/// cache's memory to about CAPACITY × 4 KiB.
+const MAX_CACHED_CONTEXT: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     env: String,
+    /// The environment's creation time: a re-created environment restarts
+    /// its revisions.
+    epoch: i64,
     flag: String,
     revision: u64,
     /// The context as JSON with sorted keys (serde_json's map is ordered).
@@ -49,16 +56,23 @@ impl EvalCache {
     pub(crate) async fn get_or_compute(
         &self,
         env: &str,
+        epoch: i64,
         flag: &str,
         revision: u64,
         context: &serde_json::Map<String, serde_json::Value>,
         compute: impl FnOnce() -> Resolved,
     ) -> (Arc<Resolved>, bool) {
+        let context = serde_json::Value::Object(context.clone()).to_string();
+        if context.len() > MAX_CACHED_CONTEXT {
+            // Not worth the memory: computed, not kept.
+            return (Arc::new(compute()), false);
+        }
         let key = Key {
             env: env.to_owned(),
+            epoch,
             flag: flag.to_owned(),
             revision,
-            context: serde_json::Value::Object(context.clone()).to_string(),
+            context,
         };
         let mut hit = true;
         let result = self

@@ -153,7 +153,7 @@ async fn resolve_one(
     let resolved = match (&state.cache, live.cacheable) {
         (Some(cache), true) => {
             let (resolved, hit) = cache
-                .get_or_compute(&env.name, key, live.revision, context, compute)
+                .get_or_compute(&env.name, live.epoch, key, live.revision, context, compute)
                 .await;
             if hit {
                 state.metrics.cache_hits.inc();
@@ -170,7 +170,7 @@ async fn resolve_one(
         .observe(started.elapsed().as_secs_f64());
     state
         .metrics
-        .count_evaluation(&env.name, key, resolved.reason.as_str());
+        .count_evaluation(&env.name, key, resolved.found, resolved.reason.as_str());
     resolved
 }
 
@@ -228,9 +228,12 @@ pub(crate) async fn evaluate(
                 .metrics
                 .evaluation_seconds
                 .observe(started.elapsed().as_secs_f64());
-            state
-                .metrics
-                .count_evaluation(&env.name, &key, result.reason.as_str());
+            state.metrics.count_evaluation(
+                &env.name,
+                &key,
+                result.error_code.is_none(),
+                result.reason.as_str(),
+            );
             let mut out = result.to_json();
             out["explanation"] =
                 serde_json::to_value(explanation).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -275,7 +278,7 @@ fn all(
     for r in &results {
         state
             .metrics
-            .count_evaluation(&env.name, &r.flag, r.reason.as_str());
+            .count_evaluation(&env.name, &r.flag, r.found, r.reason.as_str());
     }
     results
 }

@@ -80,6 +80,8 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("GUIDON_ADMIN_TOKEN: {0}")]
+    AdminToken(String),
     #[error("cannot generate a token: {0}")]
     Random(String),
     #[error("server error: {0}")]
@@ -217,9 +219,16 @@ async fn bootstrap_admin(store: &Store, given: Option<&str>) -> Result<Option<St
             .into_iter()
             .any(|(h, info)| h == hash && info.role == Role::Admin);
         if !known {
-            // Named after the hash's prefix, so a changed variable adds a token.
-            let name = format!("admin-from-env-{}", &hash[..8]);
-            store.create_token(&name, Role::Admin, None, secret).await?;
+            let taken = token_names(store).await?;
+            let name = free_name("admin-from-env", &taken);
+            store
+                .create_token(&name, Role::Admin, None, secret)
+                .await
+                .map_err(|e| {
+                    ServeError::AdminToken(format!(
+                        "{e} (a revoked secret cannot become a token again; choose another)"
+                    ))
+                })?;
         }
         return Ok(None);
     }
@@ -227,26 +236,29 @@ async fn bootstrap_admin(store: &Store, given: Option<&str>) -> Result<Option<St
         return Ok(None);
     }
     let secret = generate_secret().map_err(|e| ServeError::Random(e.to_string()))?;
-    let taken: Vec<String> = store
-        .list_tokens()
-        .await?
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    let name = (0..)
-        .map(|i| {
-            if i == 0 {
-                "admin".to_owned()
-            } else {
-                format!("admin-{i}")
-            }
-        })
-        .find(|n| !taken.contains(n))
-        .unwrap_or_else(|| "admin".to_owned());
+    let taken = token_names(store).await?;
+    let name = free_name("admin", &taken);
     store
         .create_token(&name, Role::Admin, None, &secret)
         .await?;
     Ok(Some(secret))
+}
+
+async fn token_names(store: &Store) -> Result<Vec<String>, ServeError> {
+    Ok(store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect())
+}
+
+/// `base`, or `base-2`, `base-3`… whichever no token has.
+fn free_name(base: &str, taken: &[String]) -> String {
+    std::iter::once(base.to_owned())
+        .chain((2..).map(|i| format!("{base}-{i}")))
+        .find(|n| !taken.contains(n))
+        .unwrap_or_else(|| base.to_owned())
 }
 
 async fn refresh_tokens(state: Arc<AppState>) {
@@ -337,7 +349,7 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = metrics::Metrics::method_label(req.method()).to_owned();
     let response = next.run(req).await;
     state
         .metrics

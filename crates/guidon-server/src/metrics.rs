@@ -115,13 +115,37 @@ impl Metrics {
         out
     }
 
-    pub(crate) fn count_evaluation(&self, env: &str, flag: &str, reason: &'static str) {
+    /// Counts one evaluation. `found` is false for an unknown flag: those
+    /// share one label, so callers cannot grow the label set at will.
+    pub(crate) fn count_evaluation(
+        &self,
+        env: &str,
+        flag: &str,
+        found: bool,
+        reason: &'static str,
+    ) {
         self.evaluations
             .get_or_create(&EvalLabels {
                 env: env.to_owned(),
-                flag: flag.to_owned(),
+                flag: if found { flag } else { "(not found)" }.to_owned(),
                 reason,
             })
             .inc();
+    }
+
+    /// The method as a label: the standard ones, or `other` (the method is
+    /// the client's choice, and labels must stay bounded).
+    pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+        use axum::http::Method;
+        match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        }
     }
 }

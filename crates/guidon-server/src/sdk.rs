@@ -228,18 +228,43 @@ impl Drop for ClientGauge {
 /// until the client lags, the environment must be re-read, or shutdown.
 fn messages(
     state: Arc<AppState>,
-    rx: broadcast::Receiver<Arc<Update>>,
-    opening: Vec<Message_>,
+    opened: Opened,
     transport: &'static str,
 ) -> impl Stream<Item = Message_> + Send + 'static {
-    let sent = opening.last().map_or(0, Message_::revision);
+    let Opened {
+        rx,
+        opening,
+        since,
+        token,
+    } = opened;
+    // What the client will have: what the opening sends, and when it
+    // resumes without a snapshot, at least its resume point (an empty
+    // catch-up must not let a late broadcast of older revisions through).
+    let last = opening.last().map_or(0, Message_::revision);
+    let snapshot = opening
+        .iter()
+        .any(|m| matches!(m, Message_::Snapshot { .. }));
+    let sent = if snapshot {
+        last
+    } else {
+        last.max(since.unwrap_or(0))
+    };
     let gauge = ClientGauge::new(state.clone(), transport);
+    let mut check = tokio::time::interval(state.heartbeat);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let follow = stream::unfold(
-        (state, rx, sent, gauge),
-        |(state, mut rx, sent, gauge)| async move {
+        (state, rx, sent, gauge, check, token),
+        |(state, mut rx, sent, gauge, mut check, token)| async move {
             loop {
                 let next = tokio::select! {
                     next = rx.recv() => next,
+                    // A revoked token's stream ends within a heartbeat.
+                    _ = check.tick() => {
+                        if state.tokens.is_live(&token) {
+                            continue;
+                        }
+                        return None;
+                    }
                     () = state.shutdown.wait() => return None,
                 };
                 match next {
@@ -251,7 +276,7 @@ fn messages(
                             revision: update.revision,
                             json,
                         };
-                        return Some((message, (state, rx, update.revision, gauge)));
+                        return Some((message, (state, rx, update.revision, gauge, check, token)));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         state.metrics.stream_lagged.inc();
@@ -271,19 +296,40 @@ pub(crate) struct StreamQuery {
     since: Option<u64>,
 }
 
+/// A stream, opened: the subscription, what to send first, the client's
+/// resume point and the token it came with.
+struct Opened {
+    rx: broadcast::Receiver<Arc<Update>>,
+    opening: Vec<Message_>,
+    since: Option<u64>,
+    token: String,
+}
+
 async fn open_stream(
     state: &Arc<AppState>,
     caller: &Caller,
     headers: &HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<(broadcast::Receiver<Arc<Update>>, Vec<Message_>)> {
+) -> ApiResult<Opened> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
     let since = resume_point(headers, query.since)?;
     let env = sdk_env(state, caller, headers).await?;
     // Subscribe first, then read: nothing committed in between is missed.
     let rx = env.updates.subscribe();
+    // A client ahead of this instance (it saw a revision through another
+    // one) waits for this one to catch up rather than going back.
+    if let Some(since) = since
+        && since > env.live.load().revision
+    {
+        state.sync(&env, Some(since)).await?;
+    }
     let opening = opening(state, &env, since).await?;
-    Ok((rx, opening))
+    Ok(Opened {
+        rx,
+        opening,
+        since,
+        token: caller.name.clone(),
+    })
 }
 
 #[utoipa::path(
@@ -300,9 +346,9 @@ pub(crate) async fn sse(
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let (rx, opening) = open_stream(&state, &caller, &headers, query).await?;
+    let opened = open_stream(&state, &caller, &headers, query).await?;
     let heartbeat = state.heartbeat;
-    let events = messages(state, rx, opening, "sse").map(|m| {
+    let events = messages(state, opened, "sse").map(|m| {
         Ok::<_, std::convert::Infallible>(
             Event::default()
                 .event(m.event_name())
@@ -330,22 +376,22 @@ pub(crate) async fn ws(
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let (rx, opening) = open_stream(&state, &caller, &headers, query).await?;
-    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, state, rx, opening)))
+    let opened = open_stream(&state, &caller, &headers, query).await?;
+    // Clients send nothing but control frames: keep what one may make the
+    // server buffer small.
+    Ok(upgrade
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| run_ws(socket, state, opened)))
 }
 
 /// Sends the stream's messages as text frames and a ping every heartbeat;
 /// answers pings (the library queues the pong), and ends on close, on
 /// two heartbeats without a pong or message from the client, or shutdown.
-async fn run_ws(
-    mut socket: WebSocket,
-    state: Arc<AppState>,
-    rx: broadcast::Receiver<Arc<Update>>,
-    opening: Vec<Message_>,
-) {
+async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, opened: Opened) {
     let heartbeat = state.heartbeat;
     let shutdown = state.shutdown.clone();
-    let mut messages = Box::pin(messages(state, rx, opening, "ws"));
+    let mut messages = Box::pin(messages(state, opened, "ws"));
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
     let mut silent_ticks = 0_u32;

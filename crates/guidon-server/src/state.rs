@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 /// disconnected (it then reconnects and catches up from its last id).
 pub(crate) const STREAM_BUFFER: usize = 256;
 
+/// How often the follower compares every environment with the store.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
 /// One environment at one revision.
 #[derive(Debug)]
 pub(crate) struct Live {
@@ -61,6 +64,19 @@ impl Live {
             file,
             versions,
         })
+    }
+
+    /// Compiles on a blocking thread: a large environment is milliseconds
+    /// of CPU that must not hold up the async workers serving evaluations.
+    async fn build(
+        revision: u64,
+        epoch: i64,
+        file: FlagFile,
+        versions: HashMap<String, u64>,
+    ) -> ApiResult<Live> {
+        tokio::task::spawn_blocking(move || Live::new(revision, epoch, file, versions))
+            .await
+            .map_err(|e| ApiError::Internal(format!("compile task failed: {e}")))?
     }
 
     /// The SDK's flag document: the file, its revision and every flag's version.
@@ -223,7 +239,7 @@ impl AppState {
             return Ok(env.clone());
         }
         let snap = self.store.snapshot(name).await?;
-        let live = Live::new(snap.revision, snap.created_at_ms, snap.file, snap.versions)?;
+        let live = Live::build(snap.revision, snap.created_at_ms, snap.file, snap.versions).await?;
         let env = Arc::new(EnvState {
             name: name.to_owned(),
             live: ArcSwap::from_pointee(live),
@@ -272,9 +288,10 @@ impl AppState {
                         ))
                     })?;
                 }
-                let live = Live::new(changes.revision, current.epoch, file, versions)?;
-                env.live.store(Arc::new(live));
-                // One message per revision, in order.
+                let live = Live::build(changes.revision, current.epoch, file, versions).await?;
+                // One message per revision, in order, serialized before the
+                // swap so they follow it as closely as possible.
+                let mut updates = Vec::new();
                 let mut i = 0;
                 while i < changes.changes.len() {
                     let revision = changes.changes[i].revision;
@@ -283,10 +300,14 @@ impl AppState {
                         .take_while(|c| c.revision == revision)
                         .collect();
                     i += group.len();
-                    let _ = env.updates.send(Arc::new(Update {
+                    updates.push(Arc::new(Update {
                         revision,
                         json: Some(update_json(revision, &group).into()),
                     }));
+                }
+                env.live.store(Arc::new(live));
+                for update in updates {
+                    let _ = env.updates.send(update);
                 }
                 Ok(())
             }
@@ -294,7 +315,8 @@ impl AppState {
                 // Too far behind to replay: reload, and let stream clients
                 // (which cannot be given the gap) reconnect for a snapshot.
                 let snap = self.store.snapshot(&env.name).await?;
-                let live = Live::new(snap.revision, snap.created_at_ms, snap.file, snap.versions)?;
+                let live = Live::build(snap.revision, snap.created_at_ms, snap.file, snap.versions)
+                    .await?;
                 env.live.store(Arc::new(live));
                 let _ = env.updates.send(Arc::new(Update {
                     revision: snap.revision,
@@ -310,13 +332,57 @@ impl AppState {
         }
     }
 
+    /// Compares every loaded environment with the store: a deleted one is
+    /// forgotten (its streams end), a re-created one reloaded (its streams
+    /// end, so clients take a snapshot of the new one), one behind synced.
+    /// This is what retries a failed sync, and what notices changes the
+    /// store's announcements cannot express (deletion, re-creation).
+    pub(crate) async fn reconcile(&self) -> ApiResult<()> {
+        let stored: HashMap<String, guidon_store::EnvInfo> = self
+            .store
+            .list_envs()
+            .await?
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        for env in self.loaded_envs() {
+            let live = env.live.load_full();
+            match stored.get(&env.name) {
+                None => self.forget(&env.name).await,
+                Some(info) if info.created_at_ms != live.epoch => {
+                    let _guard = env.syncing.lock().await;
+                    let snap = self.store.snapshot(&env.name).await?;
+                    let live =
+                        Live::build(snap.revision, snap.created_at_ms, snap.file, snap.versions)
+                            .await?;
+                    env.live.store(Arc::new(live));
+                    let _ = env.updates.send(Arc::new(Update {
+                        revision: snap.revision,
+                        json: None,
+                    }));
+                }
+                Some(info) if info.revision != live.revision => self.sync(&env, None).await?,
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Follows the store's commits (this process's and other instances')
-    /// until shutdown.
+    /// until shutdown, and reconciles with the store every second.
     pub(crate) async fn follow(self: Arc<AppState>) {
         let mut revised = self.store.subscribe();
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 event = revised.recv() => event,
+                _ = reconcile.tick() => {
+                    if let Err(e) = self.reconcile().await {
+                        tracing::warn!(error = %e, "reconciling with the store failed; retrying");
+                    }
+                    continue;
+                }
                 () = self.shutdown.wait() => return,
             };
             match event {
@@ -325,7 +391,7 @@ impl AppState {
                     if let Some(env) = env
                         && let Err(e) = self.sync(&env, Some(r.revision)).await
                     {
-                        tracing::warn!(env = %r.env, error = %e, "sync failed; retrying at the next change or poll");
+                        tracing::warn!(env = %r.env, error = %e, "sync failed; reconciling retries it");
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -453,3 +453,100 @@ async fn a_slow_client_is_disconnected_and_others_keep_up() {
         server.stop().await;
     }
 }
+
+/// A revoked token's stream ends within a heartbeat or so.
+#[tokio::test]
+async fn a_revoked_tokens_stream_ends() {
+    for (db, server) in common::servers("revoked").await {
+        let n = db.name;
+        let token = server.sdk_token("leaving", "production").await;
+        let mut sse = open_sse(&server, &token, None).await;
+        assert!(sse.next(WAIT).await.is_some(), "{n}: snapshot");
+        let response = server
+            .admin(reqwest::Method::DELETE, "/api/v1/tokens/leaving")
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(response.status(), 204, "{n}");
+        assert!(sse.next(WAIT).await.is_none(), "{n}");
+        assert!(sse.closed, "{n}: the server ended the stream");
+        server.stop().await;
+    }
+}
+
+/// An environment deleted and re-created through one instance: the other
+/// ends its streams and serves the new environment, not a mix of the two.
+#[tokio::test]
+async fn another_instance_notices_a_recreated_environment() {
+    for (db, a) in common::servers("recreate").await {
+        let n = db.name;
+        let b = TestServer::start(&a.url).await;
+        let created = a
+            .admin(reqwest::Method::POST, "/api/v1/envs")
+            .json(&json!({"name": "qa"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(created.status(), 201, "{n}");
+        for key in ["old_one", "old_two"] {
+            a.put_flag("qa", json!({"key": key, "enabled": true})).await;
+        }
+        // b serves qa at revision 2 to a stream (admin token, by header).
+        let response = b
+            .admin(reqwest::Method::GET, "/api/v1/sdk/stream")
+            .header("X-Guidon-Environment", "qa")
+            .send()
+            .await
+            .expect("stream");
+        let mut sse = SseReader::new(response);
+        let first = sse.next(WAIT).await.expect("snapshot").json();
+        assert_eq!(first["revision"], 2, "{n}");
+
+        let deleted = a
+            .admin(reqwest::Method::DELETE, "/api/v1/envs/qa?force=true")
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(deleted.status(), 204, "{n}");
+        assert!(sse.next(WAIT).await.is_none(), "{n}");
+        assert!(sse.closed, "{n}: b ended the deleted environment's stream");
+
+        let created = a
+            .admin(reqwest::Method::POST, "/api/v1/envs")
+            .json(&json!({"name": "qa"}))
+            .send()
+            .await
+            .expect("re-create");
+        assert_eq!(created.status(), 201, "{n}");
+        for i in 0..3 {
+            a.put_flag("qa", json!({"key": "new_one", "enabled": i % 2 == 0}))
+                .await;
+        }
+        // b converges on the new environment: only new_one, at revision 3.
+        let mut seen = Value::Null;
+        for _ in 0..100 {
+            let response = b
+                .admin(reqwest::Method::GET, "/api/v1/sdk/flags")
+                .header("X-Guidon-Environment", "qa")
+                .send()
+                .await
+                .expect("flags");
+            seen = response.json().await.expect("document");
+            if seen["revision"] == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let keys: Vec<&str> = seen["flags"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|f| f["key"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            (seen["revision"].clone(), keys),
+            (json!(3), vec!["new_one"]),
+            "{n}: {seen}"
+        );
+        b.stop().await;
+        a.stop().await;
+    }
+}

@@ -174,6 +174,9 @@ pub struct Committed {
 pub struct EnvInfo {
     pub name: String,
     pub revision: u64,
+    /// Creation time (ms): tells a re-created environment from the one
+    /// it replaced, whose revisions it restarts.
+    pub created_at_ms: i64,
 }
 
 /// An environment's whole state at one revision.
@@ -386,14 +389,15 @@ impl Store {
         if !self.insert_env(name).await? {
             return Err(StoreError::EnvExists(name.to_owned()));
         }
-        Ok(EnvInfo {
-            name: name.to_owned(),
-            revision: 0,
-        })
+        self.list_envs()
+            .await?
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StoreError::UnknownEnv(name.to_owned()))
     }
 
     pub async fn list_envs(&self) -> Result<Vec<EnvInfo>, StoreError> {
-        let rows = sqlx::query("SELECT name, revision FROM environments ORDER BY name")
+        let rows = sqlx::query("SELECT name, revision, created_at FROM environments ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -401,6 +405,7 @@ impl Store {
                 Ok(EnvInfo {
                     name: r.try_get("name")?,
                     revision: to_u64(r.try_get("revision")?),
+                    created_at_ms: r.try_get("created_at")?,
                 })
             })
             .collect()
@@ -876,8 +881,15 @@ impl Store {
                     key,
                 )?,
             };
-            Snapshot::compile(&file)
-                .map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
+            // Compiling a large environment is milliseconds of CPU: off the
+            // async workers.
+            let (file, compiled) = tokio::task::spawn_blocking(move || {
+                let compiled = Snapshot::compile(&file).map(drop);
+                (file, compiled)
+            })
+            .await
+            .map_err(|e| corrupt(env, kind, key, format!("validation task failed: {e}")))?;
+            compiled.map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
 
             let (op, version) = match &definition {
                 Some(_) => (Op::Upsert, last_version + 1),
@@ -1116,7 +1128,7 @@ struct Edit<'a> {
 /// Explicitly, so no connection goes back to the pool inside a transaction
 /// (in PostgreSQL that would keep the environment's row locked, blocking
 /// every other writer, until the connection happened to be used again).
-async fn finish<T>(
+pub(crate) async fn finish<T>(
     tx: Transaction<'static, Any>,
     result: Result<T, StoreError>,
 ) -> Result<T, StoreError> {

@@ -506,16 +506,35 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         println!("guidon: listening on http://{}", running.addr);
         let stop = running.stopper();
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
             stop();
+            let _ = stopping_tx.send(());
         });
-        running.wait().await?;
+        // A graceful shutdown waits for connections to finish; a client
+        // that stopped reading could hold it forever, so it has a deadline.
+        let deadline = async {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = running.wait() => result?,
+            () = deadline => tracing::warn!(
+                "connections still open {SHUTDOWN_DEADLINE:?} after shutdown began; exiting"
+            ),
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long a graceful shutdown may wait for open connections.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Ctrl-C, or SIGTERM on Unix.
 async fn shutdown_signal() {
