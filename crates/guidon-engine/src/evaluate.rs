@@ -58,6 +58,25 @@ impl Snapshot {
         }
     }
 
+    /// The unit a context is bucketed as for a flag: the flag's
+    /// `rollout.bucket_by` attribute (default `user_id`, falling back to
+    /// `targetingKey`), strings as they are and integers in decimal, exactly
+    /// as evaluation reads it. `None` for an unknown flag or when the context
+    /// has no usable value. Experiments key exposures by it.
+    pub fn bucketing_value(&self, flag_key: &str, context: &Context) -> Option<String> {
+        let flag = &self.flags[*self.index.get(flag_key)?];
+        context
+            .unit(&flag.bucket_by)
+            .map(|unit| unit.as_str().to_owned())
+    }
+
+    /// The name of the attribute a flag buckets by (`user_id` unless its
+    /// rollout says otherwise); `None` for an unknown flag.
+    pub fn bucketing_attribute(&self, flag_key: &str) -> Option<&str> {
+        let flag = &self.flags[*self.index.get(flag_key)?];
+        Some(flag.bucket_by.key.name())
+    }
+
     /// Evaluates every flag of the snapshot, in file order.
     pub fn evaluate_all<'s>(&'s self, context: &Context, now: Timestamp) -> Vec<Evaluation<'s>> {
         self.flags
@@ -584,6 +603,7 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                             ),
                         )
                     });
+                    meta.in_experiment = true;
                     v
                 }
                 None => {
@@ -654,5 +674,64 @@ impl<'s, 'c> FlagEval<'s, 'c> {
             flag_version: self.flag.version,
             metadata,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Context, FlagFile, Snapshot};
+
+    #[test]
+    fn bucketing_value_is_what_evaluation_buckets_by() {
+        let file = FlagFile::from_json_str(
+            r#"{"flags": [
+                {"key": "by_user", "enabled": true,
+                 "variants": [{"key": "a", "weight": 50}, {"key": "b", "weight": 50}]},
+                {"key": "by_account", "enabled": true, "rollout": {"percentage": 100, "bucket_by": "account_id"},
+                 "variants": [{"key": "a", "weight": 50}, {"key": "b", "weight": 50}]}
+            ]}"#,
+        );
+        let snapshot = file.ok().and_then(|f| Snapshot::compile(&f).ok());
+        let Some(snapshot) = snapshot else {
+            panic!("test flags compile");
+        };
+        let ctx = |text: &str| Context::from_json_str(text).unwrap_or_default();
+
+        // user_id, then targetingKey; integers in decimal; other types absent.
+        let both = ctx(r#"{"user_id": "u1", "targetingKey": "t1", "account_id": 42}"#);
+        assert_eq!(
+            snapshot.bucketing_value("by_user", &both).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            snapshot.bucketing_value("by_account", &both).as_deref(),
+            Some("42")
+        );
+        let targeting = ctx(r#"{"targetingKey": "t1", "account_id": -7}"#);
+        assert_eq!(
+            snapshot.bucketing_value("by_user", &targeting).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            snapshot
+                .bucketing_value("by_account", &targeting)
+                .as_deref(),
+            Some("-7")
+        );
+        // No targetingKey fallback for attributes other than user_id.
+        let only_key = ctx(r#"{"targetingKey": "t1", "user_id": true}"#);
+        assert_eq!(
+            snapshot.bucketing_value("by_user", &only_key).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(snapshot.bucketing_value("by_account", &only_key), None);
+        assert_eq!(snapshot.bucketing_value("missing", &both), None);
+
+        assert_eq!(snapshot.bucketing_attribute("by_user"), Some("user_id"));
+        assert_eq!(
+            snapshot.bucketing_attribute("by_account"),
+            Some("account_id")
+        );
+        assert_eq!(snapshot.bucketing_attribute("missing"), None);
     }
 }

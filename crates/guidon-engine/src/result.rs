@@ -65,11 +65,19 @@ pub struct Metadata<'a> {
     pub bucket: Option<f64>,
     /// The context had no bucketing value, so it is in no rollout or experiment.
     pub missing_bucketing_value: bool,
+    /// The variant was chosen for this unit by the flag's weight split: the
+    /// unit is in the experiment, and an SDK records an exposure. Not
+    /// serialized (the result object of §7 is unchanged).
+    pub in_experiment: bool,
 }
 
 impl Metadata<'_> {
+    /// Nothing to serialize (`in_experiment` is never serialized).
     pub fn is_empty(&self) -> bool {
-        *self == Metadata::default()
+        Metadata {
+            in_experiment: false,
+            ..*self
+        } == Metadata::default()
     }
 }
 

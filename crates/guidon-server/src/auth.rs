@@ -179,10 +179,5 @@ impl Tokens {
 pub fn generate_secret() -> Result<String, getrandom::Error> {
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes)?;
-    let mut out = String::with_capacity(4 + 64);
-    out.push_str("gdn_");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    Ok(out)
+    Ok(format!("gdn_{}", guidon_store::hex(&bytes)))
 }

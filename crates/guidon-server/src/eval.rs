@@ -427,7 +427,7 @@ pub(crate) async fn ofrep_all(
         hash.update(live.epoch.to_be_bytes());
         hash.update(Value::Object(context.clone()).to_string().as_bytes());
         let digest = hash.finalize();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = guidon_store::hex(&digest[..12]);
         format!("\"{}-{hex}\"", live.revision)
     });
     if let (Some(etag), Some(given)) = (&etag, headers.get(header::IF_NONE_MATCH))

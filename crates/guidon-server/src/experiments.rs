@@ -468,8 +468,15 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// `POST /api/v1/events`: `{"events": [EVENT, …]}` (or a bare array of
-/// events). Answers 200 when every event was accepted (new or duplicate),
+/// A batch: `{"events": [EVENT, …]}` (an object, as every body of the API;
+/// each event is checked on its own).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    events: Vec<Value>,
+}
+
+/// `POST /api/v1/events`: `{"events": [EVENT, …]}`. Answers 200 when every event was accepted (new or duplicate),
 /// 207 when some were rejected, with `{"accepted", "duplicates",
 /// "rejected": [{"index", "error", "message", "path"?}]}`.
 async fn ingest(
@@ -479,42 +486,7 @@ async fn ingest(
     Body(bytes): Body,
 ) -> ApiResult<Response> {
     let env_name = caller.sdk_env(&headers)?;
-    let body: Value = body::json(&headers, &bytes)?;
-    let events = match body {
-        Value::Array(events) => events,
-        Value::Object(mut fields) => {
-            if let Some(unknown) = fields.keys().find(|k| k.as_str() != "events") {
-                return Err(ApiError::InvalidBody {
-                    path: unknown.clone(),
-                    message: format!("unknown field {unknown:?}: send {{\"events\": [...]}}"),
-                });
-            }
-            match fields.remove("events") {
-                Some(Value::Array(events)) => events,
-                Some(other) => {
-                    return Err(ApiError::InvalidBody {
-                        path: "events".into(),
-                        message: format!("events must be an array, got {}", type_name(&other)),
-                    });
-                }
-                None => {
-                    return Err(ApiError::InvalidBody {
-                        path: "events".into(),
-                        message: "events is required: {\"events\": [...]}".into(),
-                    });
-                }
-            }
-        }
-        other => {
-            return Err(ApiError::InvalidBody {
-                path: String::new(),
-                message: format!(
-                    "the body must be {{\"events\": [...]}} or an array of events, got {}",
-                    type_name(&other)
-                ),
-            });
-        }
-    };
+    let Batch { events } = body::json(&headers, &bytes)?;
     if events.len() > MAX_BATCH {
         return Ok((
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -545,7 +517,7 @@ async fn ingest(
             Err(rejection) => rejected.push(rejection.json(index)),
         }
     }
-    let ingested = state.store.ingest_events(&env_name, &valid).await?;
+    let ingested = state.store.ingest_events(&env_name, valid).await?;
     let status = if rejected.is_empty() {
         StatusCode::OK
     } else {
@@ -715,6 +687,7 @@ async fn results(
             &env_name,
             &MetricQuery {
                 flag: &flag_key,
+                variants: &arms.iter().map(|(key, _)| *key).collect::<Vec<_>>(),
                 metric: &metric,
                 unit_attribute,
                 window_ms,
@@ -722,24 +695,12 @@ async fn results(
         )
         .await?;
 
-    let by_variant: HashMap<&str, &guidon_store::VariantTotals> = totals
+    let stats: Vec<VariantStats> = totals
         .variants
         .iter()
-        .map(|v| (v.variant.as_str(), v))
+        .map(|t| VariantStats::new(t.units, t.converted, t.sum, t.sum_squares))
         .collect();
-    let stats: Vec<VariantStats> = arms
-        .iter()
-        .map(|(key, _)| match by_variant.get(key) {
-            Some(t) => VariantStats::new(t.units, t.converted, t.sum, t.sum_squares),
-            None => VariantStats::default(),
-        })
-        .collect();
-    let other_variant_units: u64 = totals
-        .variants
-        .iter()
-        .filter(|v| !arms.iter().any(|(key, _)| *key == v.variant))
-        .map(|v| v.units)
-        .sum();
+    let other_variant_units = totals.other_variant_units;
     let options = AnalysisOptions {
         weights: Some(arms.iter().map(|(_, w)| *w).collect()),
         ..options

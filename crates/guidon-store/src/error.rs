@@ -53,6 +53,13 @@ pub enum StoreError {
     TokenExists(String),
     #[error("no token named {0:?}")]
     UnknownToken(String),
+    /// An experiment event the store cannot take; nothing of its batch
+    /// was stored.
+    #[error("event {index}: {message}")]
+    InvalidEvent { index: usize, message: String },
+    /// Experiment results asked for with an unusable parameter.
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

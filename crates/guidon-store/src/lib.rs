@@ -10,12 +10,17 @@
 //! failed write rolls the increment back.
 
 mod error;
+mod experiments;
 mod store;
 mod tokens;
 
 pub use error::StoreError;
+pub use experiments::{
+    Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
+    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
+};
 pub use store::{
     Applied, Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
     EnvSnapshot, HistoryEntry, Kind, Op, Replaced, Revised, Store, StoreOptions, Stored,
 };
-pub use tokens::{Role, TokenInfo, secret_hash};
+pub use tokens::{Role, TokenInfo, hex, secret_hash};

@@ -39,10 +39,18 @@ pub struct TokenInfo {
 /// Hex SHA-256 of a secret, as stored. Lookups compare hashes, so the time
 /// a lookup takes says nothing about how much of a guessed secret was right.
 pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Lower-case hex, into one buffer (it runs on every authenticated request).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn info(row: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {

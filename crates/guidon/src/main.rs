@@ -2,6 +2,7 @@
 //! here; every decision is the engine's. The admin commands (`flags`,
 //! `envs`, `token`) talk to a server through `remote`.
 
+mod experiments;
 mod remote;
 
 use std::io::{BufRead, Write};
@@ -58,6 +59,8 @@ enum Command {
     },
     /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
     Serve(ServeArgs),
+    /// Experiment results from a server: per variant, lift with its interval, p-value, chance to win, warnings.
+    Experiments(experiments::ExperimentsArgs),
     /// Read and change the flags of an environment on a server.
     Flags(FlagsArgs),
     /// List, create and delete a server's environments.
@@ -291,6 +294,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Experiments(args) => experiments::run(args),
         Command::Flags(args) => remote::flags(&args.remote, args.command),
         Command::Envs(args) => remote::envs(&args.remote, args.command),
         Command::Token(args) => remote::token(&args.remote, args.command),

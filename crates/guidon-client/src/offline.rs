@@ -1,0 +1,130 @@
+//! Flags from files: a bootstrap flag file, `Client::from_file`, and the
+//! last snapshot the client saved on disk (written atomically: a temporary
+//! file renamed over the old one, at most once per second).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use guidon_engine::FlagFile;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::error::ClientError;
+use crate::state::{Document, WireDocument};
+
+/// Reads a flag file (JSON, or YAML for `.yaml`/`.yml`) or a document saved
+/// by the SDK (`{"revision", "versions", "flags", "segments"}`).
+pub(crate) fn read_document(path: &Path) -> Result<Document, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClientError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    parse_document(&text, is_yaml(path), &origin)
+}
+
+fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
+
+pub(crate) fn parse_document(
+    text: &str,
+    yaml: bool,
+    origin: &str,
+) -> Result<Document, ClientError> {
+    let parse_error = |message: String| ClientError::Parse {
+        origin: origin.to_owned(),
+        message,
+    };
+    if yaml {
+        let file = FlagFile::from_yaml_str(text).map_err(|e| parse_error(e.to_string()))?;
+        return Ok(Document {
+            file,
+            ..Document::default()
+        });
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+    let is_document = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("revision") || o.contains_key("versions"));
+    if is_document {
+        let wire: WireDocument =
+            serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))?;
+        return Ok(wire.into());
+    }
+    let file = FlagFile::from_json_value(value).map_err(|e| parse_error(e.to_string()))?;
+    Ok(Document {
+        file,
+        ..Document::default()
+    })
+}
+
+/// Writes `doc` to `path` atomically.
+pub(crate) fn write_document(path: &Path, doc: &Document) -> std::io::Result<()> {
+    let text = serde_json::to_vec(&doc.to_json()).map_err(std::io::Error::other)?;
+    let mut tmp: PathBuf = path.to_owned();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "guidon-snapshot.json".into());
+    tmp.set_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Saves each new document, at most once per `every`, and the last one
+/// when the client stops.
+pub(crate) async fn save_loop(
+    path: PathBuf,
+    mut docs: watch::Receiver<Option<Arc<Document>>>,
+    every: Duration,
+) {
+    loop {
+        let changed = docs.changed().await;
+        let doc = docs.borrow_and_update().clone();
+        if let Some(doc) = doc {
+            let target = path.clone();
+            let written = tokio::task::spawn_blocking(move || write_document(&target, &doc)).await;
+            match written {
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "guidon: cannot save the snapshot");
+                }
+                Err(e) => tracing::warn!(error = %e, "guidon: snapshot writer failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if changed.is_err() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_files_and_documents() {
+        let file = parse_document(r#"{"flags": [{"key": "a", "enabled": true}]}"#, false, "t")
+            .expect("flag file");
+        assert_eq!(file.revision, None);
+        assert_eq!(file.file.flags.len(), 1);
+        let doc = parse_document(
+            r#"{"revision": 7, "versions": {"a": 2}, "flags": [{"key": "a", "enabled": true}], "segments": []}"#,
+            false,
+            "t",
+        )
+        .expect("document");
+        assert_eq!(doc.revision, Some(7));
+        assert_eq!(doc.versions["a"], 2);
+        let yaml =
+            parse_document("flags:\n  - key: a\n    enabled: true\n", true, "t").expect("yaml");
+        assert_eq!(yaml.file.flags[0].key, "a");
+        assert!(parse_document(r#"{"flags": [{"key": "a"}]}"#, false, "t").is_err());
+        assert!(parse_document("{", false, "t").is_err());
+    }
+}

@@ -1,0 +1,523 @@
+//! `guidon-loadgen fanout`: N SSE clients on `/api/v1/sdk/stream`, then a
+//! series of flag changes; for each change, how long until every client has
+//! the event carrying its revision.
+//!
+//! A client is a task with a raw `TcpStream`: it writes the request by hand,
+//! decodes the chunked body and scans it for `id: N` lines; an event counts
+//! as received at the blank line that ends it (when an SSE client would
+//! dispatch it). Latency is from just before the change's `PUT` is written
+//! to that moment, so it includes the write's commit in the database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::http::{Framing, Server};
+use crate::stats::{CpuSample, Samples, cpu_nanos, open_files_limit, status_kib};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    server: String,
+    /// The token the stream clients present: an sdk token, or an admin
+    /// token with --env.
+    #[arg(long, env = "GUIDON_LOADGEN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// An admin token, to write the changes.
+    #[arg(long, env = "GUIDON_LOADGEN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// The environment the changes are written to (the sdk token's).
+    #[arg(long)]
+    env: String,
+    /// The flag each change rewrites (created if missing; its rollout
+    /// percentage and description change each time).
+    #[arg(long, default_value = "fanout_probe")]
+    flag: String,
+    /// Stream clients to connect.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Changes to time, one after another.
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Milliseconds between the end of one change's delivery and the next change.
+    #[arg(long, default_value_t = 500)]
+    pause_ms: u64,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// The server's process id, to read its resident memory (VmRSS) from
+    /// /proc before and after the clients connect.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connect with `Last-Event-ID` set to the current revision, so the
+    /// server sends no snapshot (to see what the snapshot costs in memory).
+    #[arg(long)]
+    resume: bool,
+    /// Seconds to wait for every client to get a change (or to connect).
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// Runtime worker threads (1: a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// A name for this run, repeated in the output.
+    #[arg(long, default_value = "fanout")]
+    label: String,
+    /// Also print the summary as one JSON line (prefixed `RESULT `).
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a client tells the coordinator.
+#[derive(Debug)]
+enum Report {
+    /// Connected; the snapshot's revision.
+    Ready { revision: u64 },
+    /// An event with this id was received (complete).
+    Got { revision: u64, at: Instant },
+    /// The client failed (before or after being ready).
+    Failed { ready: bool, error: String },
+}
+
+pub(crate) fn run(args: Args) -> Result<()> {
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let (soft, hard) = open_files_limit()?;
+    let needed = args.clients as u64 + 64;
+    if soft < needed {
+        bail!(
+            "{} clients need about {needed} open files; this process may open {soft} (hard limit {hard}): \
+             raise it first with `ulimit -n {}`",
+            args.clients,
+            if hard >= needed { needed } else { hard }
+        );
+    }
+    let server = Server::parse(&args.server)?;
+    let runtime = crate::runtime(args.threads)?;
+    runtime.block_on(fanout(args, server))
+}
+
+fn rss_kib(pid: Option<u32>) -> Result<Option<u64>> {
+    pid.map(|p| status_kib(&p.to_string(), "VmRSS")).transpose()
+}
+
+async fn fanout(args: Args, server: Server) -> Result<()> {
+    let server = Arc::new(server);
+    // The writer's connection, and the probe flag before anything is measured.
+    let mut admin = server.connect().await?;
+    let auth = format!("Bearer {}", args.admin_token);
+    let path = format!("/api/v1/envs/{}/flags/{}", args.env, args.flag);
+    let put = |i: usize| {
+        let body = json!({
+            "key": args.flag,
+            "description": format!("fan-out change {i}"),
+            "enabled": true,
+            "rollout": {"percentage": (i * 7) % 101},
+        })
+        .to_string();
+        server.request("PUT", &path, &[("Authorization", &auth)], Some(&body))
+    };
+    let head = admin.roundtrip(&put(0)).await?;
+    if !(200..300).contains(&head.status) {
+        bail!(
+            "writing {path} answered {}: {}",
+            head.status,
+            String::from_utf8_lossy(&admin.body)
+        );
+    }
+    let first_revision = revision_of(&admin.body)?;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kib(args.server_pid)?;
+    let self_before = status_kib("self", "VmRSS")?;
+
+    // Connect every client, a bounded number at a time.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let mut request = format!(
+        "GET /api/v1/sdk/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
+        server.host, args.token
+    );
+    request.push_str(&format!("X-Guidon-Environment: {}\r\n", args.env));
+    if args.resume {
+        request.push_str(&format!("Last-Event-ID: {first_revision}\r\n"));
+    }
+    request.push_str("\r\n");
+    let request: Arc<[u8]> = Arc::from(request.into_bytes());
+    let connect_started = Instant::now();
+    let mut handles = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let (server, gate, tx, request) =
+            (server.clone(), gate.clone(), tx.clone(), request.clone());
+        let resume = args.resume;
+        handles.push(tokio::spawn(async move {
+            let mut ready = false;
+            if let Err(e) = client(&server, &gate, &request, &tx, resume, &mut ready).await {
+                let _ = tx.send(Report::Failed {
+                    ready,
+                    error: format!("{e:#}"),
+                });
+            }
+        }));
+    }
+    drop(tx);
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let (mut connected, mut failed) = (0_usize, 0_usize);
+    let mut errors: HashMap<String, usize> = HashMap::new();
+    let mut early: Vec<(u64, Instant)> = Vec::new();
+    let mut snapshot_revisions: HashMap<u64, usize> = HashMap::new();
+    let deadline = connect_started + timeout + Duration::from_secs(args.clients as u64 / 100);
+    while connected + failed < args.clients {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Report::Ready { revision })) => {
+                connected += 1;
+                *snapshot_revisions.entry(revision).or_default() += 1;
+            }
+            Ok(Some(Report::Failed { ready, error })) => {
+                if ready {
+                    connected = connected.saturating_sub(1);
+                }
+                failed += 1;
+                *errors.entry(error).or_default() += 1;
+            }
+            Ok(Some(Report::Got { revision, at })) => early.push((revision, at)),
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    let connect_time = connect_started.elapsed();
+    println!(
+        "{}: {connected} of {} clients connected in {:.2} s ({failed} failed)",
+        args.label,
+        args.clients,
+        connect_time.as_secs_f64()
+    );
+    print_errors(&errors);
+    if connected == 0 {
+        bail!("no client connected");
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_connected = rss_kib(args.server_pid)?;
+    let self_connected = status_kib("self", "VmRSS")?;
+    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) * 1024.0 / connected as f64),
+        _ => None,
+    };
+    let server_per_conn = per_conn(rss_before, rss_connected);
+    if let (Some(b), Some(a), Some(per)) = (rss_before, rss_connected, server_per_conn) {
+        println!(
+            "  server VmRSS {:.1} MiB before, {:.1} MiB with {connected} clients: {:.0} bytes ({:.1} KiB) per connection",
+            b as f64 / 1024.0,
+            a as f64 / 1024.0,
+            per,
+            per / 1024.0
+        );
+    }
+    println!(
+        "  harness VmRSS {:.1} MiB before, {:.1} MiB with the clients",
+        self_before as f64 / 1024.0,
+        self_connected as f64 / 1024.0
+    );
+
+    // The changes.
+    let mut all = Samples::default();
+    let mut per_change = Vec::new();
+    let mut by_revision: HashMap<u64, Vec<Instant>> = HashMap::new();
+    for (revision, at) in early {
+        by_revision.entry(revision).or_default().push(at);
+    }
+    let mut alive = connected;
+    let pids: Vec<String> = std::iter::once("self".to_owned())
+        .chain(args.server_pid.map(|p| p.to_string()))
+        .collect();
+    let cpu_before = CpuSample::take(&pids)?;
+    let changes_started = Instant::now();
+    for i in 1..=args.changes {
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+        let request = put(i);
+        let server_cpu0 = args
+            .server_pid
+            .map(|p| cpu_nanos(&p.to_string()))
+            .transpose()?;
+        let self_cpu0 = cpu_nanos("self")?;
+        let t0 = Instant::now();
+        let head = admin.roundtrip(&request).await?;
+        let put_rtt = t0.elapsed();
+        if !(200..300).contains(&head.status) {
+            bail!(
+                "change {i}: PUT answered {}: {}",
+                head.status,
+                String::from_utf8_lossy(&admin.body)
+            );
+        }
+        let revision = revision_of(&admin.body)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = by_revision.get(&revision).map_or(0, Vec::len);
+            if have >= alive {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Report::Got { revision, at })) => {
+                    by_revision.entry(revision).or_default().push(at);
+                }
+                Ok(Some(Report::Failed { error, .. })) => {
+                    alive = alive.saturating_sub(1);
+                    *errors.entry(error).or_default() += 1;
+                }
+                Ok(Some(Report::Ready { .. })) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let elapsed = t0.elapsed();
+        let server_cpu = match (server_cpu0, args.server_pid) {
+            (Some(a), Some(p)) => Some(cpu_nanos(&p.to_string())?.saturating_sub(a) as f64 / 1e6),
+            _ => None,
+        };
+        let self_cpu = cpu_nanos("self")?.saturating_sub(self_cpu0) as f64 / 1e6;
+        let times = by_revision.remove(&revision).unwrap_or_default();
+        let mut samples = Samples::with_capacity(times.len());
+        for at in &times {
+            samples.push(at.saturating_duration_since(t0));
+        }
+        let row = json!({
+            "change": i,
+            "revision": revision,
+            "received": samples.len(),
+            "missing": alive.saturating_sub(samples.len()),
+            "put_ms": put_rtt.as_secs_f64() * 1e3,
+            "p50_ms": samples.percentile_ms(50.0),
+            "p99_ms": samples.percentile_ms(99.0),
+            "max_ms": samples.max_ms(),
+            "wall_ms": elapsed.as_secs_f64() * 1e3,
+            "server_cpu_ms": server_cpu,
+            "harness_cpu_ms": self_cpu,
+        });
+        println!(
+            "  change {i} (revision {revision}): {} of {alive} clients, PUT {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU in {:.0} ms: server {}, harness {self_cpu:.1} ms",
+            samples.len(),
+            put_rtt.as_secs_f64() * 1e3,
+            samples.percentile_ms(50.0),
+            samples.percentile_ms(99.0),
+            samples.max_ms(),
+            elapsed.as_secs_f64() * 1e3,
+            server_cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.1} ms")),
+        );
+        all.extend(samples);
+        per_change.push(row);
+        // Older revisions' stragglers are of no further use.
+        by_revision.retain(|r, _| *r > revision);
+    }
+    let cpu = cpu_before.until(
+        &CpuSample::take(&pids)?,
+        changes_started.elapsed().as_secs_f64(),
+    );
+    println!(
+        "  CPU during the changes (cores busy): machine {:.2}, server {}, harness {}, others {:.2}",
+        cpu.machine,
+        cpu.processes
+            .get(1)
+            .copied()
+            .flatten()
+            .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+        cpu.processes
+            .first()
+            .copied()
+            .flatten()
+            .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+        cpu.others()
+    );
+    let rss_end = rss_kib(args.server_pid)?;
+    let (p50, p99, max) = (
+        all.percentile_ms(50.0),
+        all.percentile_ms(99.0),
+        all.max_ms(),
+    );
+    let p99s: Vec<f64> = per_change
+        .iter()
+        .filter_map(|r| r.get("p99_ms").and_then(Value::as_f64))
+        .collect();
+    let worst_p99 = p99s.iter().copied().fold(0.0, f64::max);
+    println!(
+        "  over {} changes x clients: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (worst change's p99 {worst_p99:.2} ms)",
+        per_change.len()
+    );
+    if let Some(r) = rss_end {
+        println!(
+            "  server VmRSS after the changes {:.1} MiB",
+            r as f64 / 1024.0
+        );
+    }
+    print_errors(&errors);
+    if args.json {
+        let summary = json!({
+            "label": args.label,
+            "clients": args.clients,
+            "connected": connected,
+            "failed": failed,
+            "connect_s": connect_time.as_secs_f64(),
+            "server_rss_before_kib": rss_before,
+            "server_rss_connected_kib": rss_connected,
+            "server_rss_end_kib": rss_end,
+            "server_bytes_per_connection": server_per_conn,
+            "harness_rss_kib": self_connected,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": max,
+            "worst_change_p99_ms": worst_p99,
+            "others_cpu": cpu.others(),
+            "changes": per_change,
+        });
+        println!("RESULT {summary}");
+    }
+    for h in handles {
+        h.abort();
+    }
+    Ok(())
+}
+
+/// The `revision` of a write's answer.
+fn revision_of(body: &[u8]) -> Result<u64> {
+    let answer: Value = serde_json::from_slice(body).context("the PUT's answer is not JSON")?;
+    answer
+        .get("revision")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("the PUT's answer has no revision: {answer}"))
+}
+
+fn print_errors(errors: &HashMap<String, usize>) {
+    let mut list: Vec<_> = errors.iter().collect();
+    list.sort_by(|a, b| b.1.cmp(a.1));
+    for (error, n) in list.iter().take(5) {
+        println!("  {n} x error: {error}");
+    }
+}
+
+/// One stream client: connect (holding a permit of the gate until the
+/// snapshot is in, or the response's head when resuming, which has no
+/// snapshot), then report every event's id until the stream ends.
+async fn client(
+    server: &Server,
+    gate: &Semaphore,
+    request: &[u8],
+    tx: &mpsc::UnboundedSender<Report>,
+    resume: bool,
+    ready: &mut bool,
+) -> Result<()> {
+    let permit = gate.acquire().await.context("connection gate closed")?;
+    let mut conn = server.connect().await?;
+    conn.send(request).await?;
+    let head = conn.read_head().await?;
+    if head.status != 200 {
+        conn.read_body(head).await.ok();
+        bail!(
+            "the stream answered {}: {}",
+            head.status,
+            String::from_utf8_lossy(&conn.body)
+        );
+    }
+    if head.framing != Framing::Chunked {
+        bail!("the stream's body is not chunked ({:?})", head.framing);
+    }
+    let mut scanner = Scanner::default();
+    let mut data = Vec::with_capacity(1024);
+    let mut permit = Some(permit);
+    if resume {
+        permit = None;
+        *ready = true;
+        conn.shrink(1024);
+        tx.send(Report::Ready { revision: 0 })
+            .map_err(|_| anyhow!("coordinator gone"))?;
+    }
+    loop {
+        data.clear();
+        if !conn.read_chunk(&mut data).await? {
+            bail!("the stream ended");
+        }
+        let at = Instant::now();
+        for revision in scanner.feed(&data) {
+            if permit.take().is_some() {
+                *ready = true;
+                conn.shrink(1024);
+                tx.send(Report::Ready { revision })
+                    .map_err(|_| anyhow!("coordinator gone"))?;
+            } else {
+                tx.send(Report::Got { revision, at })
+                    .map_err(|_| anyhow!("coordinator gone"))?;
+            }
+        }
+        if data.capacity() > 16 * 1024 {
+            data = Vec::with_capacity(1024);
+        }
+    }
+}
+
+/// Splits an SSE byte stream into lines and yields the id of each complete
+/// event that has one.
+#[derive(Debug, Default)]
+struct Scanner {
+    /// An incomplete line carried over from the previous chunk.
+    partial: Vec<u8>,
+    id: Option<u64>,
+}
+
+impl Scanner {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u64> {
+        let mut done = Vec::new();
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(i);
+            rest = &tail[1..];
+            let line: &[u8] = if self.partial.is_empty() {
+                head
+            } else {
+                self.partial.extend_from_slice(head);
+                &self.partial
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                if let Some(id) = self.id.take() {
+                    done.push(id);
+                }
+            } else if let Some(value) = line.strip_prefix(b"id:") {
+                self.id = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
+            }
+            self.partial.clear();
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.capacity() > 64 * 1024 && self.partial.len() < 1024 {
+            self.partial.shrink_to(1024);
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_finds_complete_events_across_chunks() {
+        let mut s = Scanner::default();
+        assert_eq!(
+            s.feed(b"event: snapshot\nid: 3\ndata: {\"a\":1}\n\n"),
+            vec![3]
+        );
+        assert_eq!(s.feed(b": heartbeat\n\n"), Vec::<u64>::new());
+        assert_eq!(s.feed(b"event: update\nid: 4"), Vec::<u64>::new());
+        assert_eq!(s.feed(b"\ndata: x\n"), Vec::<u64>::new());
+        assert_eq!(
+            s.feed(b"\nevent: update\r\nid: 5\r\ndata: y\r\n\r\n"),
+            vec![4, 5]
+        );
+    }
+}

@@ -1,0 +1,618 @@
+//! Experiments end to end, every backend: events in through
+//! `POST /api/v1/events` (per-event errors, retries, auth), results out of
+//! `GET /api/v1/envs/{env}/experiments/{flag}/results`, checked against
+//! `guidon-stats` computed here from what the test itself sent.
+
+mod common;
+
+use common::{ADMIN, TestServer};
+use guidon_stats::{AnalysisOptions, Correction, MetricKind, VariantStats, analyze};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const EVENTS: &str = "/api/v1/events";
+
+/// The seed's experiment: 50/50, no rollout, bucketed by user.
+fn checkout_flag() -> Value {
+    json!({"key": "new_checkout_experiment", "enabled": true,
+           "variants": [{"key": "control", "weight": 50, "value": "classic"},
+                        {"key": "treatment", "weight": 50, "value": "single_page"}]})
+}
+
+fn results_path(flag: &str, query: &str) -> String {
+    format!("/api/v1/envs/production/experiments/{flag}/results?{query}")
+}
+
+/// 2026-11-20T10:00:00Z plus `seconds`.
+fn at(seconds: i64) -> String {
+    let base: guidon_engine::Timestamp = "2026-11-20T10:00:00Z".parse().expect("time");
+    base.checked_add(jiff_seconds(seconds))
+        .expect("in range")
+        .to_string()
+}
+
+fn jiff_seconds(seconds: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(seconds).expect("non-negative"))
+}
+
+fn exposure(id: &str, user: &str, variant: &str, seconds: i64) -> Value {
+    json!({"type": "exposure", "event_id": id, "flag": "new_checkout_experiment",
+           "variant": variant, "context": {"user_id": user}, "timestamp": at(seconds)})
+}
+
+fn purchase(id: &str, user: &str, seconds: i64) -> Value {
+    json!({"type": "conversion", "event_id": id, "metric": "purchase", "value": 99.99,
+           "context": {"user_id": user}, "timestamp": at(seconds)})
+}
+
+async fn send(
+    server: &TestServer,
+    token: Option<&str>,
+    env: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = server.http.post(server.at(EVENTS)).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(env) = env {
+        request = request.header("X-Guidon-Environment", env);
+    }
+    let response = request.send().await.expect("POST events");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn results(server: &TestServer, flag: &str, query: &str) -> (u16, Value) {
+    let response = server
+        .admin(Method::GET, &results_path(flag, query))
+        .send()
+        .await
+        .expect("GET results");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn close(a: &Value, b: f64, what: &str) {
+    let a = a
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {a}"));
+    assert!(
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+        "{what}: server {a}, expected {b}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_bad_events_stores_the_rest_and_names_each_bad_one() {
+    for (db, server) in common::servers("exp_batch").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        server
+            .put_flag(
+                "production",
+                json!({"key": "boolean_flag", "enabled": true}),
+            )
+            .await;
+        let sdk = server.sdk_token("checkout", "production").await;
+        let batch = json!({"events": [
+            exposure("e0", "u0", "control", 0),                                     // 0 ok
+            {"type": "exposure", "event_id": "e1", "flag": "nope", "variant": "control",
+             "context": {"user_id": "u1"}, "timestamp": at(0)},                     // 1 unknown flag
+            {"type": "exposure", "event_id": "e2", "flag": "new_checkout_experiment",
+             "variant": "purple", "context": {"user_id": "u2"}, "timestamp": at(0)}, // 2 unknown variant
+            {"type": "exposure", "event_id": "e3", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"country": "CA"}, "timestamp": at(0)}, // 3 no unit
+            {"type": "exposure", "event_id": "e4", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"user_id": "u4"}, "timestamp": "yesterday"}, // 4 bad time
+            {"type": "exposure", "flag": "new_checkout_experiment", "variant": "control",
+             "context": {"user_id": "u5"}, "timestamp": at(0)},                     // 5 no event_id
+            {"type": "click", "event_id": "e6"},                                    // 6 bad type
+            purchase("c7", "u0", 60),                                               // 7 ok
+            {"type": "conversion", "event_id": "c8", "metric": "purchase", "value": "lots",
+             "context": {"user_id": "u0"}, "timestamp": at(60)},                    // 8 bad value
+            "not an event",                                                         // 9 not an object
+            {"type": "conversion", "event_id": "c10", "metric": "purchase",
+             "context": {"targetingKey": "u10"}, "timestamp": at(60)},              // 10 ok (targetingKey)
+            {"type": "exposure", "event_id": "e11", "flag": "boolean_flag", "variant": "on",
+             "context": {"user_id": "u11"}, "timestamp": at(0)},                    // 11 not an experiment
+            {"type": "exposure", "event_id": "e12", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"user_id": "u12"}, "timestamp": at(0),
+             "extra": 1},                                                           // 12 unknown field
+            {"type": "exposure", "event_id": "e13", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"user_id": "u13"},
+             "timestamp": "2999-01-01T00:00:00Z"},                                  // 13 future
+        ]});
+        let (status, body) = send(&server, Some(&sdk), None, &batch).await;
+        assert_eq!(status, 207, "{n}: {body}");
+        assert_eq!(body["accepted"], 3, "{n}: {body}");
+        assert_eq!(body["duplicates"], 0, "{n}: {body}");
+        let rejected = body["rejected"].as_array().expect("rejected");
+        let codes: Vec<(u64, &str)> = rejected
+            .iter()
+            .map(|r| {
+                assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+                (
+                    r["index"].as_u64().expect("index"),
+                    r["error"].as_str().expect("code"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (1, "unknown_flag"),
+                (2, "unknown_variant"),
+                (3, "missing_unit"),
+                (4, "invalid_timestamp"),
+                (5, "invalid_event_id"),
+                (6, "invalid_type"),
+                (8, "invalid_value"),
+                (9, "invalid_event"),
+                (11, "unknown_variant"),
+                (12, "unknown_field"),
+                (13, "invalid_timestamp"),
+            ],
+            "{n}: {body}"
+        );
+        assert_eq!(rejected[0]["path"], "flag", "{n}");
+        assert!(
+            rejected[1]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("control, treatment")),
+            "{n}: {}",
+            rejected[1]
+        );
+
+        // The valid events were stored: u0 exposed and converted.
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["key"], "control", "{n}");
+        assert_eq!(r["variants"][0]["units"], 1, "{n}: {r}");
+        assert_eq!(r["variants"][0]["conversions"], 1, "{n}: {r}");
+
+        // An all-valid batch answers 200.
+        let (status, body) = send(
+            &server,
+            Some(&sdk),
+            None,
+            &json!({"events": [exposure("e20", "u20", "treatment", 0)]}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["accepted"].as_u64()),
+            (200, Some(1)),
+            "{n}: {body}"
+        );
+        assert_eq!(body["rejected"], json!([]), "{n}");
+
+        // Too many events: 413, nothing stored.
+        let big: Vec<Value> = (0..10_001)
+            .map(|i| exposure(&format!("big{i}"), &format!("b{i}"), "control", 0))
+            .collect();
+        let (status, body) = send(&server, Some(&sdk), None, &json!({"events": big})).await;
+        assert_eq!(status, 413, "{n}: {body}");
+        assert_eq!(body["error"], "batch_too_large", "{n}");
+        let (_, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(r["exposures"]["units"], 2, "{n}: {r}");
+
+        // Not a batch at all.
+        for bad in [
+            json!({"event": []}),
+            json!({"events": 3}),
+            json!("x"),
+            json!([exposure("e30", "u30", "treatment", 0)]),
+        ] {
+            let (status, body) = send(&server, Some(&sdk), None, &bad).await;
+            assert_eq!(status, 400, "{n}: {bad} → {body}");
+            assert_eq!(body["error"], "invalid_body", "{n}: {body}");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retried_batch_counts_once() {
+    for (db, server) in common::servers("exp_retry").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let batch = json!({"events": [
+            exposure("e1", "u1", "control", 0),
+            exposure("e2", "u2", "treatment", 0),
+            purchase("c1", "u1", 30),
+            purchase("c2", "u2", 30),
+            purchase("c2", "u2", 30),
+        ]});
+        let (status, first) = send(&server, Some(ADMIN), Some("production"), &batch).await;
+        assert_eq!(status, 200, "{n}: {first}");
+        assert_eq!(
+            (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+            (Some(4), Some(1)),
+            "{n}"
+        );
+        let (_, before) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+
+        let (status, again) = send(&server, Some(ADMIN), Some("production"), &batch).await;
+        assert_eq!(status, 200, "{n}: {again}");
+        assert_eq!(
+            (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+            (Some(0), Some(5)),
+            "{n}"
+        );
+        let (_, after) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(before["variants"], after["variants"], "{n}");
+        assert_eq!(after["variants"][1]["conversions"], 1, "{n}: {after}");
+        close(&after["variants"][1]["mean"], 99.99, "treatment mean");
+        server.stop().await;
+    }
+}
+
+/// The seed's checkout experiment: 1,000 users evaluated through OFREP,
+/// an exposure for the variant each got, purchases of 99.99 by treatment
+/// users with i % 4 == 0 and control users with i % 6 == 0. The results
+/// must be guidon-stats' on the counts this test saw.
+#[tokio::test]
+async fn results_are_the_statistics_of_what_was_sent() {
+    for (db, server) in common::servers("exp_seed").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let sdk = server.sdk_token("checkout", "production").await;
+        let mut events = Vec::new();
+        let (mut units, mut buyers) = ([0_u64; 2], [0_u64; 2]);
+        for i in 0..1000 {
+            let user = format!("user_{i}");
+            let response = server
+                .http
+                .post(server.at("/ofrep/v1/evaluate/flags/new_checkout_experiment"))
+                .bearer_auth(&sdk)
+                .json(&json!({"context": {"targetingKey": user}}))
+                .send()
+                .await
+                .expect("OFREP");
+            let answer: Value = response.json().await.expect("OFREP body");
+            let variant = answer["variant"].as_str().expect("variant").to_owned();
+            let v = usize::from(variant == "treatment");
+            units[v] += 1;
+            events.push(json!({"type": "exposure", "event_id": format!("x{i}"),
+                "flag": "new_checkout_experiment", "variant": variant,
+                "context": {"targetingKey": user}, "timestamp": at(i)}));
+            let buys = if v == 1 { i % 4 == 0 } else { i % 6 == 0 };
+            if buys {
+                buyers[v] += 1;
+                events.push(purchase(&format!("p{i}"), &user, i + 3600));
+            }
+        }
+        // The split of testdata/hashing/new_checkout_experiment.json.
+        assert_eq!(units, [482, 518], "{n}");
+        let (status, body) = send(&server, Some(&sdk), None, &json!({"events": events})).await;
+        assert_eq!(status, 200, "{n}: {body}");
+
+        let stats = |v: usize| {
+            VariantStats::new(
+                units[v],
+                buyers[v],
+                99.99 * buyers[v] as f64,
+                99.99 * 99.99 * buyers[v] as f64,
+            )
+        };
+        for (query, kind, method) in [
+            ("metric=purchase", MetricKind::Binomial, "frequentist"),
+            (
+                "metric=purchase&kind=continuous&method=sequential",
+                MetricKind::Continuous,
+                "sequential",
+            ),
+            (
+                "metric=purchase&method=bayesian&correction=holm",
+                MetricKind::Binomial,
+                "bayesian",
+            ),
+        ] {
+            let (status, r) = results(&server, "new_checkout_experiment", query).await;
+            assert_eq!(status, 200, "{n} {query}: {r}");
+            let options = AnalysisOptions {
+                metric: kind,
+                sequential: method == "sequential",
+                weights: Some(vec![50.0, 50.0]),
+                correction: if method == "bayesian" {
+                    Correction::Holm
+                } else {
+                    Correction::None
+                },
+                cuped: false,
+                ..AnalysisOptions::default()
+            };
+            let want = analyze(&stats(0), &[stats(1)], &options).expect("analysis");
+            assert_eq!(r["method"], method, "{n}");
+            assert_eq!(r["control"], "control", "{n}");
+            for (i, key) in ["control", "treatment"].iter().enumerate() {
+                let got = &r["variants"][i];
+                assert_eq!(got["key"], *key, "{n}");
+                assert_eq!(got["units"], units[i], "{n} {key}");
+                assert_eq!(got["conversions"], buyers[i], "{n} {key}");
+                close(&got["rate"], want.variants[i].rate.expect("rate"), "rate");
+                let wilson = want.variants[i].rate_interval.expect("interval");
+                close(&got["rate_interval"]["lower"], wilson.lower, "wilson lower");
+                close(&got["rate_interval"]["upper"], wilson.upper, "wilson upper");
+                close(&got["mean"], want.variants[i].mean.expect("mean"), "mean");
+            }
+            let c = &r["comparisons"][0];
+            assert_eq!(c["variant"], "treatment", "{n}");
+            let relative = want.comparisons[0].relative.computed().expect("relative");
+            close(&c["relative"]["estimate"], relative.test.estimate, "lift");
+            close(&c["relative"]["p_value"], relative.test.p_value, "p-value");
+            close(
+                &c["relative"]["ci"]["lower"],
+                relative.test.ci.lower,
+                "ci lower",
+            );
+            close(
+                &c["relative"]["ci"]["upper"],
+                relative.test.ci.upper,
+                "ci upper",
+            );
+            let absolute = want.comparisons[0].absolute.computed().expect("absolute");
+            close(
+                &c["absolute"]["estimate"],
+                absolute.test.estimate,
+                "absolute",
+            );
+            let bayes = want.comparisons[0].bayesian.computed().expect("bayesian");
+            close(
+                &c["bayesian"]["chance_to_win"],
+                bayes.chance_to_win,
+                "chance",
+            );
+            close(
+                &c["summary"]["chance_to_win"],
+                bayes.chance_to_win,
+                "summary chance",
+            );
+            close(
+                &c["summary"]["lift"],
+                relative.test.estimate,
+                "summary lift",
+            );
+            if method == "sequential" {
+                let seq = relative.sequential.expect("sequential");
+                close(
+                    &c["relative"]["sequential"]["p_value"],
+                    seq.p_value,
+                    "seq p",
+                );
+                close(&c["summary"]["p_value"], seq.p_value, "summary seq p");
+                close(&c["summary"]["ci"][0], seq.ci.lower, "summary seq lower");
+            } else if method == "bayesian" {
+                close(&c["summary"]["ci"][0], bayes.ci.lower, "credible lower");
+                close(
+                    &c["relative"]["adjusted_p_value"],
+                    relative.adjusted_p_value.expect("adjusted"),
+                    "adjusted",
+                );
+            } else {
+                close(&c["summary"]["p_value"], relative.test.p_value, "summary p");
+                close(
+                    &c["summary"]["ci"][1],
+                    relative.test.ci.upper,
+                    "summary upper",
+                );
+            }
+            close(&r["srm"]["p_value"], want.srm.p_value, "srm");
+            assert_eq!(r["health"]["srm"]["status"], "ok", "{n}: {r}");
+            assert_eq!(r["health"]["multiple_exposures"]["status"], "ok", "{n}");
+            assert_eq!(r["health"]["too_few_units"]["status"], "ok", "{n}");
+            assert_eq!(r["warnings"], json!([]), "{n}: {r}");
+        }
+
+        // The purchases came an hour after exposure: a 30-minute window
+        // attributes none of them.
+        let (status, r) = results(
+            &server,
+            "new_checkout_experiment",
+            "metric=purchase&window_hours=0.5",
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["conversions"], 0, "{n}: {r}");
+        assert_eq!(r["variants"][1]["conversions"], 0, "{n}");
+        let (_, r) = results(
+            &server,
+            "new_checkout_experiment",
+            "metric=purchase&window_hours=2",
+        )
+        .await;
+        assert_eq!(r["variants"][1]["conversions"], buyers[1], "{n}");
+        // A metric nobody sent: every unit, no conversion.
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=signup").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["units"], units[0], "{n}");
+        assert_eq!(r["variants"][0]["conversions"], 0, "{n}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_skewed_split_and_multiple_exposures_are_flagged() {
+    for (db, server) in common::servers("exp_health").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        // 1,000 in control, 1,200 in treatment, against a 50/50 split
+        // (p ≈ 2e-5), and 50 units (2.2%) seen in both.
+        let mut events = Vec::new();
+        for i in 0..2200 {
+            let variant = if i < 1000 { "control" } else { "treatment" };
+            events.push(exposure(&format!("e{i}"), &format!("u{i}"), variant, 0));
+        }
+        for i in 0..50 {
+            events.push(exposure(
+                &format!("again{i}"),
+                &format!("u{i}"),
+                "treatment",
+                10,
+            ));
+        }
+        let (status, body) = send(
+            &server,
+            Some(ADMIN),
+            Some("production"),
+            &json!({ "events": events }),
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {body}");
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["units"], 950, "{n}: {r}");
+        assert_eq!(r["variants"][1]["units"], 1200, "{n}");
+        assert_eq!(r["exposures"]["multiple_exposure_units"], 50, "{n}");
+        assert_eq!(r["exposures"]["units"], 2200, "{n}");
+        assert_eq!(r["health"]["srm"]["status"], "mismatch", "{n}: {r}");
+        assert_eq!(r["srm"]["mismatch"], true, "{n}");
+        assert_eq!(
+            r["health"]["multiple_exposures"]["status"], "warning",
+            "{n}"
+        );
+        let warnings = r["warnings"].as_array().expect("warnings");
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("Sample-ratio mismatch"))),
+            "{n}: {r}"
+        );
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("more than one variant"))),
+            "{n}: {r}"
+        );
+
+        // Too few units: a fresh flag with a handful.
+        server
+            .put_flag(
+                "production",
+                json!({"key": "tiny", "enabled": true,
+                       "variants": [{"key": "a", "weight": 50}, {"key": "b", "weight": 50}]}),
+            )
+            .await;
+        let few: Vec<Value> = (0..10)
+            .map(|i| {
+                json!({"type": "exposure", "event_id": format!("t{i}"), "flag": "tiny",
+                       "variant": if i % 2 == 0 { "a" } else { "b" },
+                       "context": {"user_id": format!("t{i}")}, "timestamp": at(0)})
+            })
+            .collect();
+        send(
+            &server,
+            Some(ADMIN),
+            Some("production"),
+            &json!({ "events": few }),
+        )
+        .await;
+        let (status, r) = results(&server, "tiny", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(
+            r["health"]["too_few_units"]["status"], "warning",
+            "{n}: {r}"
+        );
+        assert_eq!(r["health"]["srm"]["status"], "not_enough_data", "{n}");
+        // No conversions: the tests cannot be computed, and say why.
+        assert_eq!(
+            r["comparisons"][0]["relative"]["status"], "unavailable",
+            "{n}: {r}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn who_may_send_events_and_read_results() {
+    for (db, server) in common::servers("exp_auth").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        server.put_flag("development", checkout_flag()).await;
+        let sdk = server.sdk_token("app", "production").await;
+        let batch = json!({"events": [exposure("e1", "u1", "control", 0)]});
+
+        let (status, body) = send(&server, None, None, &batch).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("unauthorized")),
+            "{n}"
+        );
+        let (status, _) = send(&server, Some("gdn_wrong"), None, &batch).await;
+        assert_eq!(status, 401, "{n}");
+        // An sdk token writes to its own environment only.
+        let (status, body) = send(&server, Some(&sdk), Some("development"), &batch).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("forbidden")),
+            "{n}"
+        );
+        let (status, _) = send(&server, Some(&sdk), Some("production"), &batch).await;
+        assert_eq!(status, 200, "{n}");
+        // An admin token names the environment.
+        let (status, body) = send(&server, Some(ADMIN), None, &batch).await;
+        assert_eq!(status, 400, "{n}: {body}");
+        let (status, _) = send(&server, Some(ADMIN), Some("development"), &batch).await;
+        assert_eq!(status, 200, "{n}");
+        let (status, _) = send(&server, Some(ADMIN), Some("staging"), &batch).await;
+        assert_eq!(status, 404, "{n}");
+
+        // Results: admin tokens only (an sdk token ships inside apps).
+        let path = results_path("new_checkout_experiment", "metric=purchase");
+        let anonymous = server.http.get(server.at(&path)).send().await.expect("GET");
+        assert_eq!(anonymous.status(), 401, "{n}");
+        let as_sdk = server
+            .http
+            .get(server.at(&path))
+            .bearer_auth(&sdk)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(as_sdk.status(), 403, "{n}");
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["units"], 1, "{n}: one per environment");
+
+        for (flag, query, want, code) in [
+            ("nope", "metric=purchase", 404, "not_found"),
+            ("new_checkout_experiment", "", 400, "bad_request"),
+            (
+                "new_checkout_experiment",
+                "metric=purchase&method=magic",
+                400,
+                "bad_request",
+            ),
+            (
+                "new_checkout_experiment",
+                "metric=purchase&correction=x",
+                400,
+                "bad_request",
+            ),
+            (
+                "new_checkout_experiment",
+                "metric=purchase&window_hours=-1",
+                400,
+                "bad_request",
+            ),
+            (
+                "new_checkout_experiment",
+                "metric=purchase&typo=1",
+                400,
+                "bad_request",
+            ),
+        ] {
+            let (status, body) = results(&server, flag, query).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (want, Some(code)),
+                "{n} {query}: {body}"
+            );
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{body}"
+            );
+        }
+        server.stop().await;
+    }
+}

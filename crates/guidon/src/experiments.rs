@@ -1,0 +1,561 @@
+//! `guidon experiments results FLAG --env ENV --metric NAME`: one metric's
+//! results from a server, as a table a product manager can read (variants
+//! as rows: units, conversions, rate, lift with its interval, p-value,
+//! chance to win), then the health checks and warnings. `--json` prints the
+//! server's answer as it was sent.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+
+use crate::RemoteArgs;
+
+#[derive(clap::Args)]
+pub(crate) struct ExperimentsArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    command: ExperimentsCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum ExperimentsCommand {
+    /// One metric's results: per variant, lift with its interval, p-value,
+    /// chance to win, and the health checks (needs an admin token).
+    Results {
+        /// The experiment's flag.
+        flag: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The conversions' metric, e.g. purchase.
+        #[arg(long)]
+        metric: String,
+        /// frequentist (fixed horizon), sequential (valid however often you
+        /// look) or bayesian.
+        #[arg(long, value_parser = ["frequentist", "sequential", "bayesian"])]
+        method: Option<String>,
+        /// binomial (converted or not) or continuous (sum of values per unit).
+        #[arg(long, value_parser = ["binomial", "continuous"])]
+        kind: Option<String>,
+        /// Correction of the p-values across the treatments.
+        #[arg(long, value_parser = ["none", "holm", "bh"])]
+        correction: Option<String>,
+        /// Count conversions only within this many hours of the first exposure.
+        #[arg(long, value_name = "HOURS")]
+        window_hours: Option<f64>,
+    },
+}
+
+/// Runs `guidon experiments …`.
+pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ExperimentsCommand::Results {
+            flag,
+            env,
+            metric,
+            method,
+            kind,
+            correction,
+            window_hours,
+        } => {
+            let mut query = vec![("metric", metric)];
+            if let Some(method) = method {
+                query.push(("method", method));
+            }
+            if let Some(kind) = kind {
+                query.push(("kind", kind));
+            }
+            if let Some(correction) = correction {
+                query.push(("correction", correction));
+            }
+            if let Some(hours) = window_hours {
+                query.push(("window_hours", hours.to_string()));
+            }
+            let (text, value) = fetch(
+                &args.remote,
+                &["envs", &env, "experiments", &flag, "results"],
+                &query,
+            )?;
+            let out = if args.remote.json {
+                match serde_json::to_string_pretty(&value) {
+                    Ok(pretty) => pretty + "\n",
+                    Err(_) => text,
+                }
+            } else {
+                render_results(&value)
+            };
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// GET `/api/v1/{segments…}?query` with the token; the answer's text and
+/// JSON, or the server's error as one line.
+fn fetch(
+    remote: &RemoteArgs,
+    segments: &[&str],
+    query: &[(&str, String)],
+) -> anyhow::Result<(String, Value)> {
+    let Some(token) = remote
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        bail!("no token: give --token TOKEN or set GUIDON_TOKEN (results need an admin token)");
+    };
+    let server = match remote.server.trim() {
+        "" => "http://127.0.0.1:8080",
+        given => given,
+    };
+    let base = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let mut url =
+        reqwest::Url::parse(&base).map_err(|e| anyhow!("--server {server:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        bail!("--server {server}: this guidon speaks only http://");
+    }
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|()| anyhow!("--server {server:?} cannot have a path"))?;
+        path.pop_if_empty();
+        path.extend(["api", "v1"]);
+        path.extend(segments);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("setting up the HTTP client")?;
+        let response = http
+            .get(url)
+            .query(query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    anyhow!("cannot connect to the server at {server} (is it running? set --server or GUIDON_SERVER)")
+                } else {
+                    anyhow!("request to the server at {server} failed: {e}")
+                }
+            })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| anyhow!("reading the answer of {server}: {e}"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["message"].as_str().map(clean).unwrap_or_else(|| {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            });
+            let code = value["error"].as_str().map(clean).unwrap_or_default();
+            bail!("{message} ({} {code})", status.as_u16());
+        }
+        if value.is_null() {
+            bail!("unexpected answer from the server at {server}: not JSON");
+        }
+        Ok((text, value))
+    })
+}
+
+/// The results JSON of `GET /api/v1/envs/{env}/experiments/{flag}/results`
+/// as a readable table: a heading naming the experiment and how it was
+/// analyzed, one row per variant (control first: units, conversions, rate
+/// with its interval, mean value per unit, then for each treatment the lift
+/// over control with its interval, the p-value and the chance to win), the
+/// sample-ratio check and every warning. Fields the answer lacks are shown
+/// as `—`, so an older or newer server still gives a table.
+pub(crate) fn render_results(results: &Value) -> String {
+    let mut out = String::new();
+    let method = results["method"].as_str().unwrap_or("frequentist");
+    let alpha = results["alpha"].as_f64().unwrap_or(0.05);
+    let level = format!("{}%", trim_number((1.0 - alpha) * 100.0, 1));
+    let _ = writeln!(
+        out,
+        "{} · metric {} ({}) · {}",
+        text(&results["flag"]),
+        text(&results["metric"]),
+        results["kind"].as_str().unwrap_or("binomial"),
+        text(&results["env"]),
+    );
+    let correction = match results["correction"].as_str() {
+        None | Some("none") => "no correction".to_owned(),
+        Some("holm") => "Holm correction".to_owned(),
+        Some("benjamini_hochberg") => "Benjamini–Hochberg correction".to_owned(),
+        Some(other) => format!("{other} correction"),
+    };
+    let window = match results["window_hours"].as_f64() {
+        Some(h) => format!("conversions within {} h of exposure", trim_number(h, 2)),
+        None => "no conversion window".to_owned(),
+    };
+    let exposures = &results["exposures"];
+    let _ = writeln!(
+        out,
+        "{method}, {level} intervals, {correction}, {window}; {} units exposed, {} in several variants (excluded)",
+        count(&exposures["units"]),
+        count(&exposures["multiple_exposure_units"]),
+    );
+    out.push('\n');
+
+    let lift_header = match method {
+        "sequential" => format!("LIFT ({level} CONF. SEQUENCE)"),
+        "bayesian" => format!("LIFT ({level} CREDIBLE)"),
+        _ => format!("LIFT ({level} CI)"),
+    };
+    let p_header = if method == "sequential" {
+        "P-VALUE (ALWAYS VALID)"
+    } else {
+        "P-VALUE"
+    };
+    let headers = [
+        "VARIANT",
+        "UNITS",
+        "CONVERSIONS",
+        &format!("RATE ({level} CI)"),
+        "MEAN",
+        &lift_header,
+        p_header,
+        "CHANCE TO WIN",
+    ];
+    let empty = Vec::new();
+    let variants = results["variants"].as_array().unwrap_or(&empty);
+    let comparisons = results["comparisons"].as_array().unwrap_or(&empty);
+    let mut any_significant = false;
+    let mut rows = Vec::new();
+    for (i, v) in variants.iter().enumerate() {
+        let key = text(&v["key"]);
+        let rate = match (v["rate"].as_f64(), v["rate_interval"].as_object()) {
+            (Some(rate), Some(ci)) => format!(
+                "{} ({} … {})",
+                percent(rate, 2),
+                percent(
+                    ci.get("lower").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                    2
+                ),
+                percent(
+                    ci.get("upper").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                    2
+                ),
+            ),
+            _ => "—".to_owned(),
+        };
+        let mean = v["mean"]
+            .as_f64()
+            .map_or_else(|| "—".to_owned(), |m| trim_number(m, 4));
+        let mut row = vec![
+            if i == 0 {
+                format!("{key} (control)")
+            } else {
+                key.clone()
+            },
+            count(&v["units"]),
+            count(&v["conversions"]),
+            rate,
+            mean,
+        ];
+        let comparison = comparisons.iter().find(|c| c["variant"] == v["key"]);
+        match comparison.map(|c| &c["summary"]) {
+            None => row.extend(["—".to_owned(), "—".to_owned(), "—".to_owned()]),
+            Some(summary) => match summary["lift"].as_f64() {
+                None => {
+                    let why = summary["unavailable"]
+                        .as_str()
+                        .map_or_else(|| "not available".to_owned(), short_reason);
+                    row.extend([format!("n/a: {why}"), "—".to_owned(), chance(summary)]);
+                }
+                Some(lift) => {
+                    let ci = &summary["ci"];
+                    let significant = summary["significant"].as_bool().unwrap_or(false);
+                    any_significant |= significant;
+                    row.push(format!(
+                        "{} ({} … {}){}",
+                        signed_percent(lift),
+                        signed_percent(ci[0].as_f64().unwrap_or(f64::NAN)),
+                        signed_percent(ci[1].as_f64().unwrap_or(f64::NAN)),
+                        if significant { " *" } else { "" }
+                    ));
+                    row.push(
+                        summary["p_value"]
+                            .as_f64()
+                            .map_or_else(|| "—".to_owned(), p_value),
+                    );
+                    row.push(chance(summary));
+                }
+            },
+        }
+        rows.push(row);
+    }
+    out.push_str(&table(&headers, &rows));
+    if any_significant {
+        let rule = if method == "bayesian" {
+            format!(
+                "chance to win above {level} or below {}",
+                percent(alpha / 2.0, 1)
+            )
+        } else {
+            format!("p-value below {}", trim_number(alpha, 4))
+        };
+        let _ = writeln!(out, "* significant: {rule}");
+    }
+    out.push('\n');
+
+    let health = &results["health"];
+    let srm = &health["srm"];
+    let srm_line = match srm["status"].as_str() {
+        Some("ok") => format!(
+            "ok (p = {})",
+            p_value(srm["p_value"].as_f64().unwrap_or(1.0))
+        ),
+        Some("mismatch") => format!(
+            "MISMATCH (p = {})",
+            p_value(srm["p_value"].as_f64().unwrap_or(0.0))
+        ),
+        Some("not_enough_data") => "not enough units yet".to_owned(),
+        _ => "—".to_owned(),
+    };
+    let _ = writeln!(out, "Sample ratio: {srm_line}");
+    let warnings = results["warnings"].as_array().unwrap_or(&empty);
+    if warnings.is_empty() {
+        out.push_str("No warnings.\n");
+    } else {
+        let _ = writeln!(out, "Warnings:");
+        for w in warnings {
+            let _ = writeln!(out, "  ! {}", text(w));
+        }
+    }
+    out
+}
+
+/// Columns separated by two spaces, numbers right-aligned, the last column
+/// not padded.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let right = |i: usize| i == 1 || i == 2;
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if right(i) {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => clean(s),
+        Value::Null => "—".to_owned(),
+        other => clean(&other.to_string()),
+    }
+}
+
+/// An integer with thousands separators: `1,234,567`.
+fn count(value: &Value) -> String {
+    let Some(n) = value.as_u64() else {
+        return "—".to_owned();
+    };
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `x` with at most `decimals` decimals, trailing zeros dropped.
+fn trim_number(x: f64, decimals: usize) -> String {
+    if !x.is_finite() {
+        return "—".to_owned();
+    }
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+fn percent(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{:.decimals$}%", x * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn signed_percent(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:+.1}%", x * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn p_value(p: f64) -> String {
+    if !p.is_finite() {
+        "—".to_owned()
+    } else if p < 0.0001 {
+        "<0.0001".to_owned()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn chance(summary: &Value) -> String {
+    summary["chance_to_win"]
+        .as_f64()
+        .map_or_else(|| "—".to_owned(), |c| percent(c, 1))
+}
+
+/// The first clause of a reason, for a table cell.
+fn short_reason(reason: &str) -> String {
+    let reason = clean(reason);
+    match reason.split_once(':') {
+        Some((_, rest)) if reason.starts_with("invalid input") => rest.trim().to_owned(),
+        _ => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer() -> Value {
+        json!({
+            "env": "production", "flag": "new_checkout_experiment", "metric": "purchase",
+            "kind": "binomial", "method": "frequentist", "correction": "none", "alpha": 0.05,
+            "window_hours": null, "unit_attribute": "user_id", "control": "control",
+            "exposures": {"units": 1000, "analyzed_units": 1000, "multiple_exposure_units": 0,
+                          "multiple_exposure_share": 0.0, "other_variant_units": 0},
+            "variants": [
+                {"key": "control", "weight": 50, "units": 482, "conversions": 81,
+                 "rate": 0.16804979, "rate_interval": {"lower": 0.1374, "upper": 0.2038},
+                 "mean": 16.803, "variance": 1166.2},
+                {"key": "treatment", "weight": 50, "units": 518, "conversions": 130,
+                 "rate": 0.25096525, "rate_interval": {"lower": 0.2156, "upper": 0.2899},
+                 "mean": 25.094, "variance": 1579.0}
+            ],
+            "comparisons": [{"variant": "treatment",
+                "summary": {"lift": 0.4934, "ci": [0.1408, 0.8460], "p_value": 0.00617,
+                            "chance_to_win": 0.99699, "significant": true}}],
+            "health": {"srm": {"status": "ok", "p_value": 0.2542}},
+            "warnings": []
+        })
+    }
+
+    #[test]
+    fn a_table_a_person_can_read() {
+        let out = render_results(&answer());
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0]
+                .starts_with("new_checkout_experiment · metric purchase (binomial) · production"),
+            "{out}"
+        );
+        assert!(lines[1].contains("1,000 units exposed"), "{out}");
+        assert!(out.contains("VARIANT"), "{out}");
+        let control = lines
+            .iter()
+            .find(|l| l.starts_with("control (control)"))
+            .copied();
+        let treatment = lines.iter().find(|l| l.starts_with("treatment")).copied();
+        let (Some(control), Some(treatment)) = (control, treatment) else {
+            panic!("no variant rows in:\n{out}");
+        };
+        assert!(
+            control.contains("482") && control.contains("16.80% (13.74% … 20.38%)"),
+            "{control}"
+        );
+        assert!(
+            treatment.contains("+49.3% (+14.1% … +84.6%) *"),
+            "{treatment}"
+        );
+        assert!(
+            treatment.contains("0.0062") && treatment.contains("99.7%"),
+            "{treatment}"
+        );
+        assert!(out.contains("* significant: p-value below 0.05"), "{out}");
+        assert!(out.contains("Sample ratio: ok (p = 0.2542)"), "{out}");
+        assert!(out.contains("No warnings."), "{out}");
+    }
+
+    #[test]
+    fn warnings_and_unavailable_results_are_shown() {
+        let mut a = answer();
+        a["method"] = json!("sequential");
+        a["comparisons"][0]["summary"] = json!({"lift": null, "ci": null, "p_value": null,
+            "chance_to_win": null, "significant": false,
+            "unavailable": "a conversion rate needs at least 1 units, got 0"});
+        a["health"]["srm"] = json!({"status": "mismatch", "p_value": 0.00002});
+        a["warnings"] = json!(["Sample-ratio mismatch: units per variant [1000, 1200] differ"]);
+        let out = render_results(&a);
+        assert!(
+            out.contains("CONF. SEQUENCE") && out.contains("ALWAYS VALID"),
+            "{out}"
+        );
+        assert!(out.contains("n/a: a conversion rate needs"), "{out}");
+        assert!(
+            out.contains("Sample ratio: MISMATCH (p = <0.0001)"),
+            "{out}"
+        );
+        assert!(out.contains("  ! Sample-ratio mismatch"), "{out}");
+    }
+
+    #[test]
+    fn missing_fields_do_not_panic() {
+        let out = render_results(&json!({}));
+        assert!(out.contains("VARIANT"), "{out}");
+        let out = render_results(&json!({"variants": [{"key": "a"}], "comparisons": "x"}));
+        assert!(out.contains("a (control)"), "{out}");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(count(&json!(1_234_567)), "1,234,567");
+        assert_eq!(count(&json!(999)), "999");
+        assert_eq!(p_value(0.00001), "<0.0001");
+        assert_eq!(trim_number(95.0, 1), "95");
+        assert_eq!(signed_percent(-0.0512), "-5.1%");
+    }
+}
