@@ -2,6 +2,7 @@
 //! here; every decision is the engine's. The admin commands (`flags`,
 //! `envs`, `token`) talk to a server through `remote`.
 
+mod demo;
 mod experiments;
 mod remote;
 
@@ -61,6 +62,9 @@ enum Command {
     Serve(ServeArgs),
     /// Experiment results from a server: per variant, lift with its interval, p-value, chance to win, warnings.
     Experiments(experiments::ExperimentsArgs),
+    /// The seed's checkout experiment end to end on a throwaway database: 1,000 users, their
+    /// purchases sent as events, and the statistics. No server to set up.
+    Demo,
     /// Read and change the flags of an environment on a server.
     Flags(FlagsArgs),
     /// List, create and delete a server's environments.
@@ -295,6 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::Demo => demo::run(),
         Command::Flags(args) => remote::flags(&args.remote, args.command),
         Command::Envs(args) => remote::envs(&args.remote, args.command),
         Command::Token(args) => remote::token(&args.remote, args.command),

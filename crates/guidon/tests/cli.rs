@@ -402,3 +402,35 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         "EOF while parsing",
     );
 }
+
+/// `guidon demo`: the seed's experiment through a real server and the real
+/// ingestion path. The split is the SHA-256 buckets' (the same 469/531 the
+/// SDK's checkout example gets); the purchases follow the seed's pattern.
+#[test]
+fn demo_prints_the_seeds_numbers_and_the_statistics() {
+    let out = guidon(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("control ")[1..4], ["469", "83", "17.70%"], "{stdout}");
+    assert_eq!(
+        row("treatment ")[1..4],
+        ["531", "128", "24.11%"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("1211 events accepted"), "{stdout}");
+    for column in ["LIFT (95% CI)", "P-VALUE", "CHANCE TO WIN"] {
+        assert!(stdout.contains(column), "{column}: {stdout}");
+    }
+    assert!(stdout.contains("+36.2%"), "{stdout}");
+}
