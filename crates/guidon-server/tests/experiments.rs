@@ -616,3 +616,37 @@ async fn who_may_send_events_and_read_results() {
         server.stop().await;
     }
 }
+
+/// The degenerate experiments: no conversions at all, and every unit in
+/// one variant (the other empty). Results still answer, the empty arm's
+/// comparison is unavailable rather than a number, and the split is a
+/// sample-ratio mismatch.
+#[tokio::test]
+async fn zero_conversions_and_an_empty_variant_still_answer() {
+    for (db, server) in common::servers("exp_degenerate").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let events: Vec<Value> = (0..300)
+            .map(|i| exposure(&format!("e{i}"), &format!("u{i}"), "control", 0))
+            .collect();
+        let (status, body) = send(
+            &server,
+            Some(ADMIN),
+            Some("production"),
+            &json!({ "events": events }),
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {body}");
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["variants"][0]["units"], 300, "{n}: {r}");
+        assert_eq!(r["variants"][1]["units"], 0, "{n}: {r}");
+        assert_eq!(r["variants"][0]["conversions"], 0, "{n}: {r}");
+        assert_eq!(r["health"]["srm"]["status"], "mismatch", "{n}: {r}");
+        let text = r.to_string();
+        assert!(
+            !text.contains("NaN") && !text.contains("inf"),
+            "{n}: {text}"
+        );
+    }
+}
