@@ -19,7 +19,7 @@ fn path_prefix(path: &str) -> String {
 
 /// One semantic problem of a flag file, at a JSON path such as
 /// `flags[2].variants[1].weight`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     pub path: String,
     pub message: String,

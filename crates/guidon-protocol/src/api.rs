@@ -1,0 +1,191 @@
+//! The admin API's shapes: what the server answers and its clients read.
+
+use guidon_engine::Problem;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Kind, Op};
+
+/// An environment as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvInfo {
+    pub name: String,
+    pub revision: u64,
+    /// Creation time (ms): tells a re-created environment from the one it
+    /// replaced, whose revisions it restarts.
+    pub created_at_ms: i64,
+}
+
+/// One change as history and audit show it: who, when, before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryEntry {
+    pub revision: u64,
+    pub kind: Kind,
+    pub key: String,
+    pub op: Op,
+    pub version: u64,
+    /// The token (or person) that made the change.
+    pub actor: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub before: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub after: Option<Value>,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// One environment: read its flags, evaluate, stream, send events.
+    Sdk,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Sdk => "sdk",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "sdk" => Some(Role::Sdk),
+            _ => None,
+        }
+    }
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    /// The environment an `sdk` token is scoped to.
+    pub env: Option<String>,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// The stable code of every error the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidBody,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    /// `If-Match` named another version.
+    VersionMismatch,
+    /// The definition is invalid; `details` lists every problem.
+    ValidationFailed,
+    /// Catch-up past the server's horizon: take the whole document.
+    TooOld,
+    Unavailable,
+    Internal,
+    /// A code this client does not know (a newer server).
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::TooOld => "too_old",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+}
+
+/// Every error's body: `{"error": CODE, "message": TEXT}`, with the field
+/// at fault or every validation problem when there are some.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// What was wrong, for a person.
+    pub message: String,
+    /// The field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For `validation_failed`: every problem, each at its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<ProblemSchema>>))]
+    pub details: Option<Vec<Problem>>,
+    /// For `version_mismatch`: the stored version (`null`: it does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<Option<u64>>,
+}
+
+impl ErrorBody {
+    pub fn new(error: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error,
+            message: message.into(),
+            path: None,
+            details: None,
+            current_version: None,
+        }
+    }
+}
+
+/// A validation problem, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the shape of guidon_engine::Problem
+pub struct ProblemSchema {
+    /// The JSON path of the value at fault, such as `flag.variants[1].weight`.
+    path: String,
+    message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_keep_their_shape_and_tolerate_new_codes() {
+        let mut body = ErrorBody::new(ErrorCode::VersionMismatch, "stale");
+        body.current_version = Some(None);
+        assert_eq!(
+            serde_json::to_string(&body).expect("json"),
+            r#"{"error":"version_mismatch","message":"stale","current_version":null}"#
+        );
+        let read: ErrorBody =
+            serde_json::from_str(r#"{"error":"brand_new","message":"x"}"#).expect("reads");
+        assert_eq!(read.error, ErrorCode::Other);
+        for code in [ErrorCode::TooOld, ErrorCode::InvalidBody] {
+            let text = serde_json::to_string(&code).expect("json");
+            assert_eq!(text, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
