@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use crate::error::ClientError;
 use crate::events::{EventOptions, EventStats, Events};
 use crate::offline;
-use crate::state::{Document, Published, Shared, Status};
+use guidon_protocol::Document;
+
+use crate::state::{Published, Shared, Status};
 use crate::sync::{SyncConfig, SyncCounters, Syncer, Transport};
 use crate::transport::Endpoint;
 
@@ -206,9 +208,9 @@ impl ClientBuilder {
         }
         let (published, status, doc) = match start {
             Some(doc) => {
-                let snapshot = doc.compile().map_err(|message| ClientError::Invalid {
+                let snapshot = doc.compile().map_err(|e| ClientError::Invalid {
                     origin: "bootstrap".into(),
-                    message,
+                    message: e.to_string(),
                 })?;
                 let doc = Arc::new(doc);
                 (Published::new(doc.clone(), snapshot), Status::Stale, doc)
@@ -439,9 +441,9 @@ impl Client {
     }
 
     fn from_document(doc: Document, origin: &str) -> Result<Client, ClientError> {
-        let snapshot = doc.compile().map_err(|message| ClientError::Invalid {
+        let snapshot = doc.compile().map_err(|e| ClientError::Invalid {
             origin: origin.to_owned(),
-            message,
+            message: e.to_string(),
         })?;
         let shared = Shared::new(Published::new(Arc::new(doc), snapshot), Status::Ready);
         Ok(Client {
@@ -632,6 +634,13 @@ impl Client {
 
     pub fn status(&self) -> Status {
         self.inner.shared.status()
+    }
+
+    /// Why the client last went into [`Status::Error`]: the server's
+    /// refusal, or what it sent that this SDK cannot use (a newer protocol
+    /// says to upgrade the SDK). Kept after the client recovers.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.shared.last_error()
     }
 
     /// The status, to watch (`changed().await`).

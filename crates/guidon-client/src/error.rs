@@ -52,6 +52,9 @@ pub(crate) enum SyncError {
     Read(String),
     #[error("message does not parse: {0}")]
     Decode(String),
+    /// The server speaks a newer protocol than this SDK.
+    #[error("{0}")]
+    Protocol(String),
     #[error("flags do not compile: {0}")]
     Compile(String),
     #[error("revision gap not filled: have {have}, got {got}")]

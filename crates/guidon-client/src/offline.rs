@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::ClientError;
-use crate::state::{Document, WireDocument};
+use guidon_protocol::Document;
 
 /// Reads a flag file (JSON, or YAML for `.yaml`/`.yml`) or a document saved
 /// by the SDK (`{"revision", "versions", "flags", "segments"}`).
@@ -51,9 +51,7 @@ pub(crate) fn parse_document(
         .as_object()
         .is_some_and(|o| o.contains_key("revision") || o.contains_key("versions"));
     if is_document {
-        let wire: WireDocument =
-            serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))?;
-        return Ok(wire.into());
+        return Document::from_json(text).map_err(|e| parse_error(e.to_string()));
     }
     let file = FlagFile::from_json_value(value).map_err(|e| parse_error(e.to_string()))?;
     Ok(Document {
@@ -64,7 +62,7 @@ pub(crate) fn parse_document(
 
 /// Writes `doc` to `path` atomically.
 pub(crate) fn write_document(path: &Path, doc: &Document) -> std::io::Result<()> {
-    let text = serde_json::to_vec(&doc.to_json()).map_err(std::io::Error::other)?;
+    let text = doc.to_json();
     let mut tmp: PathBuf = path.to_owned();
     let name = path
         .file_name()

@@ -2,31 +2,34 @@
 //! events out. Lines end in LF, CRLF or CR; an event is dispatched on a
 //! blank line, so an event cut off mid-way by a dropped connection is never
 //! dispatched. Comments (`: heartbeat`) are reported as activity.
+//!
+//! Public so that every reader of Guidon's streams (tests, the load
+//! generator, relays) parses them the same way.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
-    pub(crate) event: String,
-    pub(crate) id: Option<String>,
-    pub(crate) data: String,
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
 }
 
 /// What one line or block of input produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Item {
+pub enum Item {
     Event(SseEvent),
     /// A comment line (the server's heartbeat).
     Comment,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum SseError {
+pub enum SseError {
     #[error("an event exceeds {0} bytes")]
     TooLarge(usize),
 }
 
 #[derive(Debug)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     /// Bytes of the line being read.
     line: Vec<u8>,
     /// The previous byte was CR: a following LF belongs to the same line end.
@@ -40,7 +43,7 @@ pub(crate) struct SseParser {
 }
 
 impl SseParser {
-    pub(crate) fn new(max_event: usize) -> SseParser {
+    pub fn new(max_event: usize) -> SseParser {
         SseParser {
             line: Vec::new(),
             after_cr: false,
@@ -53,7 +56,7 @@ impl SseParser {
     }
 
     /// Feeds a chunk; complete events and comments are pushed to `out`.
-    pub(crate) fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item>) -> Result<(), SseError> {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item>) -> Result<(), SseError> {
         let mut rest = chunk;
         while !rest.is_empty() {
             if self.after_cr {

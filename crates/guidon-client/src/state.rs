@@ -8,139 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use guidon_engine::model::{Flag, Operator, Segment};
-use guidon_engine::{FlagFile, Snapshot, SnapshotOptions};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::error::SyncError;
-
-/// An environment's flags at one revision: the server's SDK document
-/// (`GET /api/v1/sdk/flags`), or a flag file (then without revision).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Document {
-    /// The server's revision; `None` for a flag file (bootstrap, `from_file`).
-    pub revision: Option<u64>,
-    /// The environment's creation time (ms) as the server reports it: a
-    /// deleted and re-created environment counts revisions from 1 again,
-    /// and this tells the two apart.
-    pub epoch: Option<i64>,
-    /// Each flag's version, as the server numbers them.
-    pub versions: HashMap<String, u64>,
-    pub file: FlagFile,
-}
-
-/// The document's JSON shape, shared with the server.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WireDocument {
-    #[serde(default)]
-    pub(crate) revision: Option<u64>,
-    #[serde(default)]
-    pub(crate) epoch: Option<i64>,
-    #[serde(default)]
-    pub(crate) versions: HashMap<String, u64>,
-    #[serde(default)]
-    pub(crate) flags: Vec<Flag>,
-    #[serde(default)]
-    pub(crate) segments: Vec<Segment>,
-}
-
-impl From<WireDocument> for Document {
-    fn from(w: WireDocument) -> Document {
-        Document {
-            revision: w.revision,
-            epoch: w.epoch,
-            versions: w.versions,
-            file: FlagFile {
-                flags: w.flags,
-                segments: w.segments,
-            },
-        }
-    }
-}
-
-impl Document {
-    /// The document as the server sends it:
-    /// `{"revision", "epoch", "versions", "flags", "segments"}` (no
-    /// `epoch` when unknown).
-    pub fn to_json(&self) -> Value {
-        let mut out = serde_json::json!({
-            "revision": self.revision,
-            "versions": self.versions,
-            "flags": self.file.flags,
-            "segments": self.file.segments,
-        });
-        if let Some(epoch) = self.epoch {
-            out["epoch"] = epoch.into();
-        }
-        out
-    }
-
-    /// Compiles the document into a Snapshot carrying its revision and versions.
-    pub(crate) fn compile(&self) -> Result<Snapshot, String> {
-        Snapshot::compile_with(
-            &self.file,
-            &SnapshotOptions {
-                revision: self.revision,
-                versions: self.versions.clone(),
-            },
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    /// Applies one change of an update message.
-    pub(crate) fn apply(&mut self, change: &WireChange) -> Result<(), SyncError> {
-        let decode = |e: serde_json::Error| {
-            SyncError::Decode(format!("{} {:?}: {e}", change.kind, change.key))
-        };
-        match (change.kind.as_str(), change.op.as_str(), &change.definition) {
-            ("flag", "upsert", Some(def)) => {
-                let flag = Flag::deserialize(def).map_err(decode)?;
-                if flag.key != change.key {
-                    return Err(SyncError::Decode(format!(
-                        "flag {:?} sent under key {:?}",
-                        flag.key, change.key
-                    )));
-                }
-                self.versions.insert(flag.key.clone(), change.version);
-                match self.file.flags.iter_mut().find(|f| f.key == change.key) {
-                    Some(slot) => *slot = flag,
-                    None => self.file.flags.push(flag),
-                }
-            }
-            ("segment", "upsert", Some(def)) => {
-                let segment = Segment::deserialize(def).map_err(decode)?;
-                match self.file.segments.iter_mut().find(|s| s.key == change.key) {
-                    Some(slot) => *slot = segment,
-                    None => self.file.segments.push(segment),
-                }
-            }
-            ("flag", "delete", _) => {
-                self.file.flags.retain(|f| f.key != change.key);
-                self.versions.remove(&change.key);
-            }
-            ("segment", "delete", _) => self.file.segments.retain(|s| s.key != change.key),
-            (kind, op, _) => {
-                return Err(SyncError::Decode(format!(
-                    "unknown change {kind:?}/{op:?} to {:?}",
-                    change.key
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One change of an update message, as the server sends it.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireChange {
-    pub(crate) kind: String,
-    pub(crate) key: String,
-    pub(crate) op: String,
-    #[serde(default)]
-    pub(crate) version: u64,
-    #[serde(default)]
-    pub(crate) definition: Option<Value>,
-}
+use guidon_engine::{FlagFile, Snapshot};
+use guidon_protocol::Document;
 
 /// The flags whose results may differ between `old` and `new`: those
 /// added, removed or redefined, those whose conditions use a changed
@@ -295,6 +164,8 @@ type StatusListener = Arc<dyn Fn(Status) + Send + Sync>;
 /// Shared by the client handles and the background tasks.
 pub(crate) struct Shared {
     pub(crate) current: ArcSwap<Published>,
+    /// Why the client last went into `Error`, for people.
+    last_error: Mutex<Option<String>>,
     status: AtomicU8,
     status_tx: tokio::sync::watch::Sender<Status>,
     change_listeners: Mutex<Vec<ChangeListener>>,
@@ -314,6 +185,7 @@ impl Shared {
     pub(crate) fn new(published: Published, status: Status) -> Shared {
         Shared {
             current: ArcSwap::from_pointee(published),
+            last_error: Mutex::new(None),
             status: AtomicU8::new(status.to_u8()),
             status_tx: tokio::sync::watch::channel(status).0,
             change_listeners: Mutex::new(Vec::new()),
@@ -347,6 +219,18 @@ impl Shared {
         for listener in listeners {
             guarded("status", || listener(status));
         }
+    }
+
+    /// Goes into `Error`, saying why.
+    pub(crate) fn fail(&self, reason: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason);
+        }
+        self.set_status(Status::Error);
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
     }
 
     pub(crate) fn watch_status(&self) -> tokio::sync::watch::Receiver<Status> {
@@ -417,36 +301,5 @@ mod tests {
         seg.segments[0].included.push(serde_json::json!("u2"));
         assert_eq!(changed_flags(&old, &seg), vec!["c"]);
         assert!(changed_flags(&old, &old).is_empty());
-    }
-
-    #[test]
-    fn changes_apply_and_reject_garbage() {
-        let mut doc = Document::default();
-        let upsert: WireChange = serde_json::from_value(serde_json::json!({
-            "kind": "flag", "key": "x", "op": "upsert", "version": 3,
-            "definition": {"key": "x", "enabled": true}
-        }))
-        .expect("change");
-        doc.apply(&upsert).expect("applies");
-        assert_eq!(doc.versions["x"], 3);
-        assert_eq!(doc.file.flags.len(), 1);
-        let delete: WireChange = serde_json::from_value(serde_json::json!({
-            "kind": "flag", "key": "x", "op": "delete", "version": 4, "definition": null
-        }))
-        .expect("change");
-        doc.apply(&delete).expect("applies");
-        assert!(doc.file.flags.is_empty() && doc.versions.is_empty());
-        let bad: WireChange = serde_json::from_value(serde_json::json!({
-            "kind": "flag", "key": "x", "op": "upsert", "version": 1,
-            "definition": {"key": "x", "enabled": "yes"}
-        }))
-        .expect("change");
-        assert!(doc.apply(&bad).is_err());
-        let wrong_key: WireChange = serde_json::from_value(serde_json::json!({
-            "kind": "flag", "key": "x", "op": "upsert", "version": 1,
-            "definition": {"key": "y", "enabled": true}
-        }))
-        .expect("change");
-        assert!(doc.apply(&wrong_key).is_err());
     }
 }

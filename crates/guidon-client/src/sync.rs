@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use guidon_protocol::{Changes, DecodeError, Document, StreamMessage, Update};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::SyncError;
-use crate::state::{Document, Shared, Status, WireChange, WireDocument};
-use crate::transport::{self, Endpoint, Incoming, LiveStream};
+use crate::state::{Shared, Status};
+use crate::transport::{self, Endpoint, LiveStream};
 
 /// How the client follows the server's changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,25 +73,6 @@ pub(crate) struct SyncCounters {
     pub(crate) full_fetches: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) dead_streams: AtomicU64,
-}
-
-/// A message on the stream.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum StreamMessage {
-    Snapshot(WireDocument),
-    Update {
-        revision: u64,
-        #[serde(default)]
-        changes: Vec<WireChange>,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangesAnswer {
-    revision: u64,
-    #[serde(default)]
-    changes: Vec<WireChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,10 +191,13 @@ impl Syncer {
     fn after_failure(&self, e: &SyncError) {
         if e.is_refusal() {
             tracing::error!(error = %e, "guidon: the server refuses this client");
-            self.shared.set_status(Status::Error);
-        } else if matches!(e, SyncError::Compile(_) | SyncError::Decode(_)) {
+            self.shared.fail(e.to_string());
+        } else if matches!(
+            e,
+            SyncError::Compile(_) | SyncError::Decode(_) | SyncError::Protocol(_)
+        ) {
             tracing::error!(error = %e, "guidon: cannot use what the server sent");
-            self.shared.set_status(Status::Error);
+            self.shared.fail(e.to_string());
         } else {
             tracing::debug!(error = %e, "guidon: sync interrupted");
             if matches!(e, SyncError::Silent(_)) {
@@ -310,13 +294,13 @@ impl Syncer {
                 Err(_) => SyncError::Silent(dead_after),
                 Ok(None) => SyncError::Ended,
                 Ok(Some(Err(e))) => e,
-                Ok(Some(Ok(Incoming::Alive))) => {
+                Ok(Some(Ok(None))) => {
                     alive = true;
                     continue;
                 }
-                Ok(Some(Ok(Incoming::Message(text)))) => {
+                Ok(Some(Ok(Some(message)))) => {
                     alive = true;
-                    match self.handle(&text).await {
+                    match self.handle(message).await {
                         Ok(()) => {
                             if self.live {
                                 self.shared.set_status(Status::Ready);
@@ -327,7 +311,10 @@ impl Syncer {
                     }
                 }
             };
-            let unusable = matches!(error, SyncError::Decode(_) | SyncError::Compile(_));
+            let unusable = matches!(
+                error,
+                SyncError::Decode(_) | SyncError::Compile(_) | SyncError::Protocol(_)
+            );
             return if alive && !unusable {
                 SessionEnd::Healthy(error)
             } else {
@@ -336,12 +323,10 @@ impl Syncer {
         }
     }
 
-    async fn handle(&mut self, text: &str) -> Result<(), SyncError> {
-        let message: StreamMessage =
-            serde_json::from_str(text).map_err(|e| SyncError::Decode(e.to_string()))?;
+    async fn handle(&mut self, message: StreamMessage) -> Result<(), SyncError> {
         match message {
-            StreamMessage::Snapshot(doc) => self.take_snapshot(doc.into()),
-            StreamMessage::Update { revision, changes } => self.update(revision, &changes).await,
+            StreamMessage::Snapshot(doc) => self.take_snapshot(doc),
+            StreamMessage::Update(update) => self.update(update).await,
         }
     }
 
@@ -370,43 +355,44 @@ impl Syncer {
     }
 
     /// One revision's changes.
-    async fn update(&mut self, revision: u64, changes: &[WireChange]) -> Result<(), SyncError> {
+    async fn update(&mut self, update: Update) -> Result<(), SyncError> {
         let Some(ours) = self.doc.revision else {
             // Nothing to apply it to (a bootstrap file): take the whole document.
             self.fetch_document().await?;
-            return self.update_checked(revision, changes);
+            return self.update_checked(update);
         };
-        if revision <= ours {
+        if update.revision <= ours {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if revision > ours + 1 {
+        if update.revision > ours + 1 {
             self.counters.gaps.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(ours, revision, "guidon: revision gap; catching up");
+            tracing::debug!(
+                ours,
+                revision = update.revision,
+                "guidon: revision gap; catching up"
+            );
             self.catch_up(ours).await?;
         }
-        self.update_checked(revision, changes)
+        self.update_checked(update)
     }
 
     /// Applies `revision` when it is the next one; drops it when already
     /// covered; a gap still open is an error (the stream is resumed).
-    fn update_checked(&mut self, revision: u64, changes: &[WireChange]) -> Result<(), SyncError> {
+    fn update_checked(&mut self, update: Update) -> Result<(), SyncError> {
         let ours = self.doc.revision.unwrap_or(0);
-        if revision <= ours {
+        if update.revision <= ours {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if revision != ours + 1 {
+        if update.revision != ours + 1 {
             return Err(SyncError::Gap {
                 have: ours,
-                got: revision,
+                got: update.revision,
             });
         }
         let mut doc = Document::clone(&self.doc);
-        for change in changes {
-            doc.apply(change)?;
-        }
-        doc.revision = Some(revision);
+        doc.advance(update.revision, update.changes);
         self.publish(doc)
     }
 
@@ -432,15 +418,16 @@ impl Syncer {
         if !response.status().is_success() {
             return Err(transport::refuse(response).await);
         }
-        let answer: ChangesAnswer = read_json(response).await?;
+        let answer = Changes::from_json(&read_text(response).await?)?;
+        if answer.epoch.is_some() && answer.epoch != self.doc.epoch {
+            // The environment was re-created: its revisions start again.
+            return self.fetch_document().await;
+        }
         if answer.revision <= ours {
             return Ok(());
         }
         let mut doc = Document::clone(&self.doc);
-        for change in &answer.changes {
-            doc.apply(change)?;
-        }
-        doc.revision = Some(answer.revision);
+        doc.catch_up(answer);
         self.publish(doc)
     }
 
@@ -459,8 +446,8 @@ impl Syncer {
         if !response.status().is_success() {
             return Err(transport::refuse(response).await);
         }
-        let doc: WireDocument = read_json(response).await?;
-        self.take_snapshot(doc.into())
+        let doc = Document::from_json(&read_text(response).await?)?;
+        self.take_snapshot(doc)
     }
 
     /// One poll: `GET /sdk/flags` with `If-None-Match` (our revision).
@@ -492,9 +479,9 @@ impl Syncer {
                     .get(reqwest::header::ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let doc: WireDocument = read_json(response).await?;
+                let doc = Document::from_json(&read_text(response).await?)?;
                 let revision = doc.revision;
-                self.take_snapshot(doc.into())?;
+                self.take_snapshot(doc)?;
                 self.etag = match (etag, revision) {
                     (Some(etag), Some(revision)) if self.doc.revision == Some(revision) => {
                         Some((revision, etag))
@@ -510,7 +497,9 @@ impl Syncer {
 
     /// Compiles and publishes a document; tells the saver.
     fn publish(&mut self, doc: Document) -> Result<(), SyncError> {
-        let snapshot = doc.compile().map_err(SyncError::Compile)?;
+        let snapshot = doc
+            .compile()
+            .map_err(|e| SyncError::Compile(e.to_string()))?;
         let doc = Arc::new(doc);
         self.doc = doc.clone();
         self.shared.publish(doc.clone(), snapshot);
@@ -534,14 +523,20 @@ fn backoff_delay(initial: Duration, max: Duration, failures: u32, random: u64) -
     half + Duration::from_nanos(jitter)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
-) -> Result<T, SyncError> {
-    let bytes = response
-        .bytes()
+async fn read_text(response: reqwest::Response) -> Result<String, SyncError> {
+    response
+        .text()
         .await
-        .map_err(|e| SyncError::Read(transport::error_chain(&e)))?;
-    serde_json::from_slice(&bytes).map_err(|e| SyncError::Decode(e.to_string()))
+        .map_err(|e| SyncError::Read(transport::error_chain(&e)))
+}
+
+impl From<DecodeError> for SyncError {
+    fn from(e: DecodeError) -> SyncError {
+        match e {
+            DecodeError::Protocol { .. } => SyncError::Protocol(e.to_string()),
+            DecodeError::Malformed(m) => SyncError::Decode(m),
+        }
+    }
 }
 
 /// How a stream session ended.
@@ -582,24 +577,5 @@ mod tests {
                 "{failures}"
             );
         }
-    }
-
-    #[test]
-    fn stream_messages_decode() {
-        let snapshot: StreamMessage = serde_json::from_str(
-            r#"{"type":"snapshot","revision":3,"epoch":17,"versions":{"a":1},"flags":[{"key":"a","enabled":true}],"segments":[]}"#,
-        )
-        .expect("snapshot");
-        assert!(
-            matches!(snapshot, StreamMessage::Snapshot(d) if d.revision == Some(3) && d.epoch == Some(17))
-        );
-        let update: StreamMessage = serde_json::from_str(
-            r#"{"type":"update","revision":4,"changes":[{"kind":"flag","key":"a","op":"delete","version":2,"definition":null}]}"#,
-        )
-        .expect("update");
-        assert!(
-            matches!(update, StreamMessage::Update { revision: 4, ref changes } if changes.len() == 1)
-        );
-        assert!(serde_json::from_str::<StreamMessage>(r#"{"type":"other"}"#).is_err());
     }
 }

@@ -6,22 +6,21 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use guidon_protocol::{Event, StreamMessage};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::error::SyncError;
 use crate::sse::{Item, SseParser};
 
-/// What a live stream yields.
-#[derive(Debug)]
-pub(crate) enum Incoming {
-    /// A JSON message (`snapshot` or `update`).
-    Message(String),
-    /// A heartbeat or any other sign the connection is alive.
-    Alive,
-}
+/// What a live stream yields: a message, or `None` for a heartbeat or any
+/// other sign that the connection is alive.
+pub(crate) type LiveStream =
+    Pin<Box<dyn Stream<Item = Result<Option<StreamMessage>, SyncError>> + Send>>;
 
-pub(crate) type LiveStream = Pin<Box<dyn Stream<Item = Result<Incoming, SyncError>> + Send>>;
+fn decode(text: &str) -> Result<Option<StreamMessage>, SyncError> {
+    Ok(Some(StreamMessage::from_json(text)?))
+}
 
 /// How the client reaches the server.
 #[derive(Debug, Clone)]
@@ -91,7 +90,7 @@ pub(crate) async fn open_sse(
     let state = (
         bytes,
         parser,
-        std::collections::VecDeque::<Incoming>::new(),
+        std::collections::VecDeque::<Result<Option<StreamMessage>, SyncError>>::new(),
         false,
     );
     let stream = futures_util::stream::unfold(
@@ -99,7 +98,8 @@ pub(crate) async fn open_sse(
         |(mut bytes, mut parser, mut queue, mut done)| async move {
             loop {
                 if let Some(item) = queue.pop_front() {
-                    return Some((Ok(item), (bytes, parser, queue, done)));
+                    done |= item.is_err();
+                    return Some((item, (bytes, parser, queue, done)));
                 }
                 if done {
                     return None;
@@ -124,15 +124,17 @@ pub(crate) async fn open_sse(
                         }
                         if items.is_empty() {
                             // Part of an event: the connection is alive.
-                            queue.push_back(Incoming::Alive);
+                            queue.push_back(Ok(None));
                         }
                         for item in items {
                             queue.push_back(match item {
-                                Item::Comment => Incoming::Alive,
-                                Item::Event(e) if e.event == "snapshot" || e.event == "update" => {
-                                    Incoming::Message(e.data)
+                                Item::Event(e)
+                                    if e.event == Event::Snapshot.name()
+                                        || e.event == Event::Update.name() =>
+                                {
+                                    decode(&e.data)
                                 }
-                                Item::Event(_) => Incoming::Alive,
+                                Item::Comment | Item::Event(_) => Ok(None),
                             });
                         }
                     }
@@ -189,9 +191,9 @@ pub(crate) async fn open_ws(
     // Pongs to the server's pings are sent by the library while it reads.
     let stream = socket.filter_map(|message| async move {
         match message {
-            Ok(Message::Text(text)) => Some(Ok(Incoming::Message(text.to_string()))),
+            Ok(Message::Text(text)) => Some(decode(&text)),
             Ok(Message::Close(_)) => Some(Err(SyncError::Ended)),
-            Ok(_) => Some(Ok(Incoming::Alive)),
+            Ok(_) => Some(Ok(None)),
             Err(e) => Some(Err(SyncError::Read(e.to_string()))),
         }
     });

@@ -109,7 +109,7 @@ async fn assert_converged(server: &TestServer, clients: &[Client], label: &str) 
     })
     .await;
     for (n, c) in clients.iter().enumerate() {
-        let got = canonical(&c.document().to_json());
+        let got = canonical(&serde_json::from_str(&c.document().to_json()).expect("json"));
         assert_eq!(
             c.revision(),
             Some(revision),

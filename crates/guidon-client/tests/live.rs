@@ -79,7 +79,7 @@ async fn revisions_are_checked_and_gaps_filled() {
     };
     let update = |revision: u64, value: i64| {
         json!({"type": "update", "revision": revision, "changes": [
-            {"kind": "flag", "key": "a", "op": "upsert", "version": revision,
+            {"revision": revision, "kind": "flag", "key": "a", "op": "upsert", "version": revision,
              "definition": valued_flag("a", json!(value))}]})
     };
     let script = {
@@ -117,8 +117,8 @@ async fn revisions_are_checked_and_gaps_filled() {
             )
         } else if seen.path == "/api/v1/sdk/changes?since=9" {
             let body = json!({"revision": 11, "changes": [
-                {"kind": "flag", "key": "a", "op": "upsert", "version": 10, "definition": valued_flag("a", json!(10))},
-                {"kind": "flag", "key": "a", "op": "upsert", "version": 11, "definition": valued_flag("a", json!(11))}]});
+                {"revision": 10, "kind": "flag", "key": "a", "op": "upsert", "version": 10, "definition": valued_flag("a", json!(10))},
+                {"revision": 11, "kind": "flag", "key": "a", "op": "upsert", "version": 11, "definition": valued_flag("a", json!(11))}]});
             Reply::Full(200, "application/json", body.to_string())
         } else if seen.path == "/api/v1/sdk/flags" {
             Reply::Full(200, "application/json", doc(8, 8).to_string())
@@ -173,6 +173,51 @@ async fn revisions_are_checked_and_gaps_filled() {
         auth.iter()
             .any(|(k, v)| k == "authorization" && v == "Bearer token")
     );
+    client.close().await.unwrap();
+}
+
+/// An SDK meeting a server of a newer protocol says so, rather than
+/// failing on whatever field it could not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_protocol_is_refused_with_a_clear_reason() {
+    let snapshot = json!({"type": "snapshot", "protocol": 99, "revision": 3,
+        "versions": {}, "flags": [{"key": "a", "enabled": true}], "segments": []});
+    let handler: Handler = Arc::new(move |seen: &Seen| {
+        if seen.path.starts_with("/api/v1/sdk/stream") {
+            Reply::Sse(
+                vec![(
+                    Duration::from_millis(10),
+                    sse_event("snapshot", 3, &snapshot),
+                )],
+                Duration::from_secs(60),
+            )
+        } else {
+            // The document endpoint too (the client polls it after failed
+            // streams).
+            Reply::Full(200, "application/json", snapshot.to_string())
+        }
+    });
+    let fake = FakeServer::start(handler).await;
+    let client = Client::builder(&fake.base(), "token")
+        .backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .events(EventOptions {
+            enabled: false,
+            ..EventOptions::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || client.status() == Status::Error)
+            .await
+            .is_some()
+    );
+    let reason = client.last_error().expect("a reason");
+    assert!(
+        reason.contains("protocol 99") && reason.contains("upgrade the client"),
+        "{reason}"
+    );
+    assert_eq!(client.revision(), None, "nothing of it was taken");
     client.close().await.unwrap();
 }
 

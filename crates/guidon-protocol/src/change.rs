@@ -118,6 +118,9 @@ impl Serialize for Definition {
 }
 
 /// What a change did: put a definition in place, or delete a key.
+// Most changes are upserts, and a change lives only as long as a message:
+// boxing the definition would cost an allocation per change for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     Upsert(Definition),
@@ -273,6 +276,10 @@ impl<'de> Deserialize<'de> for Change {
 pub struct Changes {
     /// The environment's revision when read.
     pub revision: u64,
+    /// The environment's creation time (ms): a reader holding another one
+    /// must take the whole document instead, since a re-created
+    /// environment's revisions do not continue its predecessor's.
+    pub epoch: Option<i64>,
     pub changes: Vec<Change>,
 }
 
@@ -303,9 +310,14 @@ impl Changes {
 
 impl Serialize for Changes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Changes", 3)?;
+        let mut s = serializer.serialize_struct("Changes", 4)?;
         s.serialize_field("protocol", &PROTOCOL_VERSION)?;
         s.serialize_field("revision", &self.revision)?;
+        if let Some(epoch) = self.epoch {
+            s.serialize_field("epoch", &epoch)?;
+        } else {
+            s.skip_field("epoch")?;
+        }
         s.serialize_field("changes", &self.changes)?;
         s.end()
     }
@@ -319,6 +331,8 @@ impl<'de> Deserialize<'de> for Changes {
             protocol: u32,
             revision: u64,
             #[serde(default)]
+            epoch: Option<i64>,
+            #[serde(default)]
             changes: Vec<Change>,
         }
         let wire = Wire::deserialize(deserializer)?;
@@ -331,6 +345,7 @@ impl<'de> Deserialize<'de> for Changes {
         }
         Ok(Changes {
             revision: wire.revision,
+            epoch: wire.epoch,
             changes: wire.changes,
         })
     }
@@ -387,6 +402,10 @@ mod tests {
                 r#"{"revision":1,"kind":"rule","key":"a","op":"delete","version":1}"#,
                 "unknown variant",
             ),
+            (
+                r#"{"revision":1,"kind":"flag","key":"x","op":"upsert","version":1,"definition":{"key":"x","enabled":"yes"}}"#,
+                "invalid type",
+            ),
         ] {
             let e = serde_json::from_str::<Change>(text).expect_err(text);
             assert!(e.to_string().contains(expected), "{text}: {e}");
@@ -397,6 +416,7 @@ mod tests {
     fn catch_up_groups_by_revision_and_refuses_newer_protocols() {
         let changes = Changes {
             revision: 9,
+            epoch: Some(3),
             changes: vec![
                 Change::upsert(5, 1, flag("a")),
                 Change::upsert(5, 1, flag("b")),
@@ -404,7 +424,10 @@ mod tests {
             ],
         };
         let text = changes.to_json();
-        assert!(text.starts_with(r#"{"protocol":1,"revision":9,"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"protocol":1,"revision":9,"epoch":3,"#),
+            "{text}"
+        );
         let back = Changes::from_json(&text).expect("decodes");
         assert_eq!(back, changes);
         let updates = back.into_updates();

@@ -213,8 +213,10 @@ mod tests {
 
     #[test]
     fn documents_round_trip_and_say_when_they_are_newer() {
-        let mut doc = Document::default();
-        doc.epoch = Some(17);
+        let mut doc = Document {
+            epoch: Some(17),
+            ..Document::default()
+        };
         doc.advance(
             4,
             [Change::upsert(

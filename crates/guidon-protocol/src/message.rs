@@ -90,25 +90,59 @@ impl StreamMessage {
 
 impl Update {
     pub fn encode(&self) -> Encoded {
+        Update::encode_changes(self.revision, &self.changes)
+    }
+
+    /// Encodes the update of `revision` made of `changes`, without
+    /// owning them.
+    pub fn encode_changes(revision: u64, changes: &[Change]) -> Encoded {
         Encoded {
             event: Event::Update,
-            revision: self.revision,
-            json: serde_json::to_string(&UpdateRef(self))
+            revision,
+            json: serde_json::to_string(&UpdateRef { revision, changes })
                 .unwrap_or_default()
                 .into(),
         }
     }
 }
 
-struct UpdateRef<'a>(&'a Update);
+impl Document {
+    /// This document as the stream's snapshot message (also the body of
+    /// `GET /api/v1/sdk/flags`), encoded without copying the document.
+    pub fn encode_snapshot(&self) -> Encoded {
+        Encoded {
+            event: Event::Snapshot,
+            revision: self.revision.unwrap_or(0),
+            json: serde_json::to_string(&SnapshotRef(self))
+                .unwrap_or_default()
+                .into(),
+        }
+    }
+}
+
+struct UpdateRef<'a> {
+    revision: u64,
+    changes: &'a [Change],
+}
 
 impl Serialize for UpdateRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(4))?;
         map.serialize_entry("type", "update")?;
         map.serialize_entry("protocol", &PROTOCOL_VERSION)?;
-        map.serialize_entry("revision", &self.0.revision)?;
-        map.serialize_entry("changes", &self.0.changes)?;
+        map.serialize_entry("revision", &self.revision)?;
+        map.serialize_entry("changes", self.changes)?;
+        map.end()
+    }
+}
+
+struct SnapshotRef<'a>(&'a Document);
+
+impl Serialize for SnapshotRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", "snapshot")?;
+        self.0.write_fields(&mut map)?;
         map.end()
     }
 }
@@ -118,13 +152,12 @@ impl Serialize for UpdateRef<'_> {
 impl Serialize for StreamMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            StreamMessage::Snapshot(doc) => {
-                let mut map = serializer.serialize_map(None)?;
-                map.serialize_entry("type", "snapshot")?;
-                doc.write_fields(&mut map)?;
-                map.end()
+            StreamMessage::Snapshot(doc) => SnapshotRef(doc).serialize(serializer),
+            StreamMessage::Update(update) => UpdateRef {
+                revision: update.revision,
+                changes: &update.changes,
             }
-            StreamMessage::Update(update) => UpdateRef(update).serialize(serializer),
+            .serialize(serializer),
         }
     }
 }
@@ -226,6 +259,13 @@ mod tests {
             StreamMessage::from_json(&encoded.json).expect("back"),
             snapshot
         );
+        let StreamMessage::Snapshot(doc) = &snapshot else {
+            unreachable!()
+        };
+        assert_eq!(doc.encode_snapshot(), encoded, "one encoding");
+        // The document endpoint's body is the snapshot message: a document
+        // reader takes it as it is.
+        assert_eq!(&Document::from_json(&encoded.json).expect("document"), doc);
 
         let update = Update {
             revision: 2,

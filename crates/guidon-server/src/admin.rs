@@ -11,15 +11,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use guidon_engine::model::{Flag, Segment};
 use guidon_engine::{FlagFile, is_valid_key};
-use guidon_store::{Committed, Kind, Role};
+use guidon_protocol::Kind;
+use guidon_protocol::api::Role;
+use guidon_store::Committed;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::app::AppState;
 use crate::auth::{Caller, generate_secret};
 use crate::body::{self, Body, Path, Query};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
 
@@ -98,20 +100,25 @@ fn yaml_response(value: &impl serde::Serialize) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
 }
 
-/// Brings this instance's view of `env` to the write's revision.
-///
-/// The write is committed by then: if this instance cannot catch up (the
-/// database went away between the commit and the read), the write still
-/// answers success, and the follower catches up when it can.
-async fn settle(state: &AppState, env: &str, revision: u64) -> ApiResult<()> {
-    let result = match state.env(env).await {
-        Ok(live) => state.sync(&live, Some(revision)).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(env, revision, error = %e, "committed, but this instance has not caught up yet");
+/// Answers `body` with `status` once this instance serves the write's
+/// revision, so its author reads it here; when it does not within
+/// [`crate::app::SERVE_WAIT`], 202: committed (durably), not served yet.
+async fn settled(
+    state: &AppState,
+    env: &str,
+    revision: u64,
+    status: StatusCode,
+    mut body: Value,
+) -> Response {
+    if state.served(env, revision).await {
+        return (status, Json(body)).into_response();
     }
-    Ok(())
+    body["served"] = json!(false);
+    body["message"] = json!(format!(
+        "committed at revision {revision}, but this instance does not serve it yet: \
+         reads through it may not show the change for a moment"
+    ));
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 // ---- environments ----
@@ -178,8 +185,8 @@ pub(crate) async fn get_env(
     Ok(Json(json!({
         "name": env,
         "revision": live.revision,
-        "flags": live.file.flags.len(),
-        "segments": live.file.segments.len(),
+        "flags": live.file().flags.len(),
+        "segments": live.file().segments.len(),
     })))
 }
 
@@ -206,7 +213,7 @@ pub(crate) async fn delete_env(
     caller.require_admin()?;
     check_key("environment", &env)?;
     state.store.delete_env(&env, force.force).await?;
-    state.forget(&env).await;
+    state.envs.forget(&env).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -230,9 +237,9 @@ pub(crate) async fn export(
     caller.require_env(&env)?;
     let live = state.env(&env).await?.live.load_full();
     let mut response = if wants_yaml(&headers) {
-        yaml_response(&live.file)?
+        yaml_response(&live.file())?
     } else {
-        Json(&live.file).into_response()
+        Json(&live.file()).into_response()
     };
     response
         .headers_mut()
@@ -255,31 +262,35 @@ pub(crate) async fn import(
     Path(env): Path<String>,
     headers: HeaderMap,
     Body(bytes): Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require_admin()?;
     check_key("environment", &env)?;
     let file: FlagFile = body::json_or_yaml(&headers, &bytes)?;
     let done = state.store.replace_all(&env, &file, &caller.name).await?;
-    settle(&state, &env, done.revision).await?;
-    Ok(Json(
-        json!({"revision": done.revision, "changes": done.changes}),
-    ))
+    let body = json!({"revision": done.revision, "changes": done.changes});
+    Ok(settled(&state, &env, done.revision, StatusCode::OK, body).await)
 }
 
 // ---- flags and segments ----
 
-fn written(kind: &str, definition: Value, done: Committed) -> Response {
+/// The answer to an upsert: `{KIND: definition, version, revision}`, 201
+/// when it created the key, with its version as ETag.
+async fn written(state: &AppState, env: &str, kind: Kind, done: Committed) -> Response {
     let status = if done.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (
-        status,
-        [(header::ETAG, etag(done.version))],
-        Json(json!({kind: definition, "version": done.version, "revision": done.revision})),
-    )
-        .into_response()
+    let body = json!({
+        kind.as_str(): done.change.definition(),
+        "version": done.version,
+        "revision": done.revision,
+    });
+    let mut response = settled(state, env, done.revision, status, body).await;
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(done.version));
+    response
 }
 
 async fn get_definition(
@@ -389,9 +400,7 @@ pub(crate) async fn put_flag(
         .store
         .upsert_flag(&env, &flag, expected, &caller.name)
         .await?;
-    settle(&state, &env, done.revision).await?;
-    let definition = serde_json::to_value(&flag).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(written("flag", definition, done))
+    Ok(written(&state, &env, Kind::Flag, done).await)
 }
 
 #[utoipa::path(
@@ -420,10 +429,7 @@ pub(crate) async fn put_segment(
         .store
         .upsert_segment(&env, &segment, expected, &caller.name)
         .await?;
-    settle(&state, &env, done.revision).await?;
-    let definition =
-        serde_json::to_value(&segment).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(written("segment", definition, done))
+    Ok(written(&state, &env, Kind::Segment, done).await)
 }
 
 async fn delete_definition(
@@ -433,7 +439,7 @@ async fn delete_definition(
     env: &str,
     kind: Kind,
     key: &str,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require_admin()?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
@@ -442,12 +448,12 @@ async fn delete_definition(
         .store
         .delete(env, kind, key, expected, &caller.name)
         .await?;
-    settle(state, env, done.revision).await?;
-    Ok(Json(json!({
+    let body = json!({
         "deleted": key,
         "version": done.version,
         "revision": done.revision,
-    })))
+    });
+    Ok(settled(state, env, done.revision, StatusCode::OK, body).await)
 }
 
 #[utoipa::path(
@@ -463,7 +469,7 @@ pub(crate) async fn delete_flag(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     delete_definition(&state, &caller, &headers, &env, Kind::Flag, &key).await
 }
 
@@ -480,7 +486,7 @@ pub(crate) async fn delete_segment(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     delete_definition(&state, &caller, &headers, &env, Kind::Segment, &key).await
 }
 
@@ -501,7 +507,7 @@ pub(crate) async fn list_segments(
     caller.require_env(&env)?;
     let live = state.env(&env).await?.live.load_full();
     Ok(Json(
-        json!({"revision": live.revision, "segments": live.file.segments}),
+        json!({"revision": live.revision, "segments": live.file().segments}),
     ))
 }
 
@@ -581,9 +587,7 @@ pub(crate) async fn revert_flag(
         .store
         .revert_flag(&env, &key, revert.version, &caller.name)
         .await?;
-    settle(&state, &env, done.revision).await?;
-    let stored = state.store.get(&env, Kind::Flag, &key).await?;
-    Ok(written("flag", stored.definition, done))
+    Ok(written(&state, &env, Kind::Flag, done).await)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -617,9 +621,7 @@ pub(crate) async fn promote_flag(
         .store
         .promote(&env, &promote.to, &key, &caller.name)
         .await?;
-    settle(&state, &promote.to, done.revision).await?;
-    let stored = state.store.get(&promote.to, Kind::Flag, &key).await?;
-    Ok(written("flag", stored.definition, done))
+    Ok(written(&state, &promote.to, Kind::Flag, done).await)
 }
 
 #[derive(Deserialize)]

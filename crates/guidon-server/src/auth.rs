@@ -1,34 +1,19 @@
-//! Authentication: the live tokens are held in memory (hash of the secret
-//! → token), refreshed from the store every few seconds and at once after a
-//! change through this instance, so a request costs one SHA-256 and a map
-//! lookup instead of a query.
+//! Who is calling: the token a request presents, checked against the
+//! in-memory token table (`tokens.rs`), and what its role may do.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use guidon_store::{Role, Store, TokenInfo, secret_hash};
-use subtle::ConstantTimeEq;
+use guidon_protocol::api::Role;
 
+use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-
-/// How often tokens created or revoked by another instance are noticed.
-pub(crate) const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 /// The header an admin token uses to name the environment of an OFREP or
 /// SDK request (an sdk token's own environment is implied).
 pub const ENV_HEADER: &str = "x-guidon-environment";
-
-#[derive(Debug, Default)]
-pub(crate) struct Tokens {
-    live: ArcSwap<HashMap<String, TokenInfo>>,
-    used: Mutex<HashSet<String>>,
-}
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -105,7 +90,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        state.tokens.authenticate(&parts.headers)
+        let secret = presented(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let info = state
+            .tokens
+            .authenticate(secret)
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller {
+            name: info.name,
+            role: info.role,
+            env: info.env,
+        })
     }
 }
 
@@ -126,52 +120,6 @@ pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
-}
-
-impl Tokens {
-    pub(crate) async fn load(store: &Store) -> Result<Tokens, guidon_store::StoreError> {
-        let tokens = Tokens::default();
-        tokens.refresh(store).await?;
-        Ok(tokens)
-    }
-
-    pub(crate) async fn refresh(&self, store: &Store) -> Result<(), guidon_store::StoreError> {
-        let live = store.live_tokens().await?;
-        self.live.store(Arc::new(live.into_iter().collect()));
-        Ok(())
-    }
-
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> ApiResult<Caller> {
-        let secret = presented(headers).ok_or(ApiError::Unauthorized)?;
-        let hash = secret_hash(secret);
-        let live = self.live.load();
-        let (stored, info) = live.get_key_value(&hash).ok_or(ApiError::Unauthorized)?;
-        // The map found it by hash; compare once more in constant time so no
-        // path of the check depends on how much of the secret matched.
-        if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
-            return Err(ApiError::Unauthorized);
-        }
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&info.name) {
-            used.insert(info.name.clone());
-        }
-        Ok(Caller {
-            name: info.name.clone(),
-            role: info.role,
-            env: info.env.clone(),
-        })
-    }
-
-    /// Whether the token named `name` is live (not revoked or deleted).
-    pub(crate) fn is_live(&self, name: &str) -> bool {
-        self.live.load().values().any(|t| t.name == name)
-    }
-
-    /// Names used since the last call (their last-used time is recorded in batches).
-    pub(crate) fn take_used(&self) -> Vec<String> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        used.drain().collect()
-    }
 }
 
 /// A new secret from the operating system's CSPRNG: `gdn_` and 32 random

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The raw body, with the size limit's rejection turned into a JSON 413.
 #[derive(Debug)]

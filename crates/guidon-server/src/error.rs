@@ -5,7 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use guidon_engine::ValidationError;
 use guidon_store::StoreError;
-use serde_json::{Value, json};
+
+use crate::live::LiveError;
+pub(crate) use guidon_protocol::api::ErrorBody;
+use guidon_protocol::api::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -63,40 +66,32 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidBody { .. } => "invalid_body",
-            ApiError::TooLarge { .. } => "body_too_large",
-            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::PreconditionFailed { .. } => "version_mismatch",
-            ApiError::Validation(_) => "validation_failed",
-            ApiError::Gone(_) => "too_old",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::InvalidBody { .. } => ErrorCode::InvalidBody,
+            ApiError::TooLarge { .. } => ErrorCode::BodyTooLarge,
+            ApiError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PreconditionFailed { .. } => ErrorCode::VersionMismatch,
+            ApiError::Validation(_) => ErrorCode::ValidationFailed,
+            ApiError::Gone(_) => ErrorCode::TooOld,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    pub(crate) fn body(&self) -> Value {
-        let mut body = json!({"error": self.code(), "message": self.to_string()});
+    pub(crate) fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         match self {
             ApiError::InvalidBody { path, .. } if !path.is_empty() => {
-                body["path"] = json!(path);
+                body.path = Some(path.clone());
             }
-            ApiError::Validation(e) => {
-                body["details"] = e
-                    .problems
-                    .iter()
-                    .map(|p| json!({"path": p.path, "message": p.message}))
-                    .collect();
-            }
-            ApiError::PreconditionFailed { current, .. } => {
-                body["current_version"] = json!(current);
-            }
+            ApiError::Validation(e) => body.details = Some(e.problems.clone()),
+            ApiError::PreconditionFailed { current, .. } => body.current_version = Some(*current),
             _ => {}
         }
         body
@@ -117,6 +112,15 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(e: LiveError) -> ApiError {
+        match e {
+            LiveError::Store(e) => e.into(),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -147,26 +151,3 @@ impl From<StoreError> for ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
-
-/// Every error's body, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // documents the shape `ApiError::body` builds
-pub(crate) struct ErrorBody {
-    /// A stable code: `invalid_body`, `validation_failed`, `not_found`, …
-    error: String,
-    /// What was wrong, for a person.
-    message: String,
-    /// The field at fault, when one is.
-    path: Option<String>,
-    /// For `validation_failed`: every problem.
-    details: Option<Vec<ProblemBody>>,
-    /// For `version_mismatch`: the stored version.
-    current_version: Option<u64>,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ProblemBody {
-    path: String,
-    message: String,
-}

@@ -16,11 +16,12 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::admin::check_key;
+use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{self, Body, Path};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, EnvState, Live};
+use crate::live::{EnvState, Live};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -344,7 +345,7 @@ async fn ofrep_env(
         if e.status() != StatusCode::BAD_REQUEST {
             return e.into_response();
         }
-        let mut body = e.body();
+        let mut body = serde_json::to_value(e.body()).unwrap_or_default();
         body["errorCode"] = json!("GENERAL");
         body["errorDetails"] = json!(e.to_string());
         if let Some(key) = key {

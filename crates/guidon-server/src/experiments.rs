@@ -28,10 +28,10 @@ use guidon_store::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{self, Body, Path, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// Most events in one batch.
 pub(crate) const MAX_BATCH: usize = 10_000;
@@ -505,7 +505,7 @@ async fn ingest(
     let live = env.live.load_full();
     let checker = Checker::new(
         &live.snapshot,
-        &live.file.flags,
+        &live.file().flags,
         state.limits.max_context_attributes,
         Timestamp::now().as_millisecond(),
     );
@@ -658,7 +658,7 @@ async fn results(
     let env = state.env(&env_name).await?;
     let live = env.live.load_full();
     let flag = live
-        .file
+        .file()
         .flags
         .iter()
         .find(|f| f.key == flag_key)

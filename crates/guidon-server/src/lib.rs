@@ -3,21 +3,31 @@
 //! Prometheus metrics, over one store.
 //!
 //! Evaluations read the environment's current compiled Snapshot through an
-//! `ArcSwap`, without locks; a follower task keeps every loaded environment
-//! at the store's revision (this instance's writes, and other instances'
-//! through the store's watching) and broadcasts each revision to streams.
+//! `ArcSwap`, without locks; one sync task per environment keeps it at the
+//! store's revision (this instance's writes handed over compiled by the
+//! store, other instances' through the store's watching) and broadcasts
+//! each revision to streams.
+//!
+//! Layers, each using only those below it: `live` (the environments
+//! served; no HTTP), `tokens`, `cache`, `metrics`, `shutdown`; then `app`
+//! (what handlers are given) and `error`; then `auth` and `body` (request
+//! extractors); then the handlers (`admin`, `eval`, `sdk`, `experiments`)
+//! and `openapi`; this file wires them.
 
 mod admin;
+mod app;
 mod auth;
 mod body;
 mod cache;
 mod error;
 mod eval;
 mod experiments;
+mod live;
 mod metrics;
 mod openapi;
 mod sdk;
-mod state;
+mod shutdown;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,13 +39,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use guidon_store::{Role, Store, StoreOptions, secret_hash};
+use guidon_protocol::api::Role;
+use guidon_store::{Store, StoreOptions, secret_hash};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use app::{AppState, Limits};
 pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
-use state::{AppState, Limits, tokio_util_shutdown};
+use shutdown as tokio_util_shutdown;
 
 /// How `guidon serve` runs.
 #[derive(Debug, Clone)]
@@ -150,31 +162,35 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
     )
     .await?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
-    let tokens = auth::Tokens::load(&store).await?;
+    let tokens = tokens::Tokens::load(&store).await?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
     let metrics = metrics::Metrics::default();
-    let cache = config.eval_cache.then(cache::EvalCache::default);
-    let state = Arc::new(AppState::new(
+    let state = Arc::new(AppState {
+        envs: Arc::new(live::Envs::new(
+            store.clone(),
+            shutdown.clone(),
+            metrics.syncs.clone(),
+        )),
         store,
         tokens,
         metrics,
-        cache,
-        Limits {
+        cache: config.eval_cache.then(cache::EvalCache::default),
+        limits: Limits {
             max_body: config.max_body,
             ..Limits::default()
         },
         shutdown,
-        config.heartbeat,
-    ));
+        heartbeat: config.heartbeat,
+    });
     for env in state.store.list_envs().await? {
-        state.env(&env.name).await.map_err(|e| {
+        state.envs.get(&env.name).await.map_err(|e| {
             ServeError::Io(std::io::Error::other(format!(
                 "loading environment {:?}: {e}",
                 env.name
             )))
         })?;
     }
-    tokio::spawn(state.clone().follow());
+    tokio::spawn(live::follow(state.envs.clone()));
     tokio::spawn(refresh_tokens(state.clone()));
     Ok((router(state.clone()), state, trigger, generated_admin_token))
 }
@@ -266,7 +282,7 @@ fn free_name(base: &str, taken: &[String]) -> String {
 async fn refresh_tokens(state: Arc<AppState>) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(auth::TOKEN_REFRESH) => {}
+            () = tokio::time::sleep(tokens::TOKEN_REFRESH) => {}
             () = state.shutdown.wait() => return,
         }
         let used = state.tokens.take_used();

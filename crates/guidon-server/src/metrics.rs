@@ -21,6 +21,17 @@ pub(crate) struct HttpLabels {
     pub(crate) status: u16,
 }
 
+/// How an environment's live state moved to a new revision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SyncLabels {
+    /// `commit`: this instance's commit, taken as the store compiled it;
+    /// `catch_up`: read from the change log and compiled (other instances'
+    /// commits); `reload`: the whole environment read again.
+    pub(crate) how: &'static str,
+}
+
+pub(crate) type SyncCounters = Family<SyncLabels, Counter>;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StreamLabels {
     pub(crate) transport: &'static str,
@@ -39,6 +50,7 @@ pub(crate) struct Metrics {
     pub(crate) stream_lagged: Counter,
     /// Revisions sent to stream clients.
     pub(crate) stream_messages: Counter,
+    pub(crate) syncs: SyncCounters,
 }
 
 impl Default for Metrics {
@@ -93,7 +105,14 @@ impl Default for Metrics {
             "Revisions sent to stream clients",
             stream_messages.clone(),
         );
+        let syncs = SyncCounters::default();
+        registry.register(
+            "guidon_syncs",
+            "Moves of an environment's live state to a newer revision, by how",
+            syncs.clone(),
+        );
         Metrics {
+            syncs,
             registry,
             evaluations,
             evaluation_seconds,

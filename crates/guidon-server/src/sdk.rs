@@ -10,25 +10,26 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use guidon_store::{Change, StoreError};
+use guidon_protocol::{Encoded, Event as Kind};
+use guidon_store::StoreError;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::admin::check_key;
+use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::live::EnvState;
 use crate::metrics::StreamLabels;
-use crate::state::{AppState, EnvState, Update, change_json, update_json};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -75,7 +76,19 @@ pub(crate) async fn flags(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(([(header::ETAG, tag)], Json(live.document())).into_response())
+    // The snapshot message of the stream, encoded once per revision.
+    let body = live.encoded().json.clone();
+    Ok((
+        [
+            (header::ETAG, tag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body.to_string(),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -90,91 +103,49 @@ pub(crate) struct Since {
     tag = "sdk",
     summary = "The changes after a revision",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = u64, Query, description = "The revision the client has")),
-    responses((status = 200, description = "{revision, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
     query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let Query(since) = query.map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
     let since = since
         .since
         .ok_or_else(|| ApiError::BadRequest("since is required: ?since=REVISION".into()))?;
     let env = sdk_env(&state, &caller, &headers).await?;
     let changes = state.store.changes_since(&env.name, since).await?;
-    Ok(Json(json!({
-        "revision": changes.revision,
-        "changes": changes.changes.iter().map(change_json).collect::<Vec<_>>(),
-    })))
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        changes.to_json(),
+    )
+        .into_response())
 }
 
-/// What a stream sends: a snapshot or one revision's changes.
-#[derive(Debug, Clone)]
-enum Message_ {
-    Snapshot { revision: u64, json: String },
-    Update { revision: u64, json: Arc<str> },
-}
-
-impl Message_ {
-    fn revision(&self) -> u64 {
-        match self {
-            Message_::Snapshot { revision, .. } | Message_::Update { revision, .. } => *revision,
-        }
-    }
-
-    fn json(&self) -> &str {
-        match self {
-            Message_::Snapshot { json, .. } => json,
-            Message_::Update { json, .. } => json,
-        }
-    }
-
-    fn event_name(&self) -> &'static str {
-        match self {
-            Message_::Snapshot { .. } => "snapshot",
-            Message_::Update { .. } => "update",
-        }
-    }
-}
-
-fn snapshot_message(env: &EnvState) -> Message_ {
+/// What to send first: every revision after `since` when they can be
+/// replayed, else the snapshot.
+async fn opening(
+    state: &AppState,
+    env: &EnvState,
+    since: Option<u64>,
+) -> ApiResult<Vec<Arc<Encoded>>> {
     let live = env.live.load_full();
-    let mut document = live.document();
-    document["type"] = json!("snapshot");
-    Message_::Snapshot {
-        revision: live.revision,
-        json: document.to_string(),
-    }
-}
-
-/// What to send first: everything after `since` when it can be replayed,
-/// else a snapshot.
-async fn opening(state: &AppState, env: &EnvState, since: Option<u64>) -> ApiResult<Vec<Message_>> {
-    let live_revision = env.live.load().revision;
-    let Some(since) = since.filter(|s| *s <= live_revision) else {
-        return Ok(vec![snapshot_message(env)]);
+    let Some(since) = since.filter(|s| *s <= live.revision) else {
+        return Ok(vec![Arc::new(live.encoded().clone())]);
     };
     match state.store.changes_since(&env.name, since).await {
-        Ok(changes) => {
-            let mut out = Vec::new();
-            let mut i = 0;
-            while i < changes.changes.len() {
-                let revision = changes.changes[i].revision;
-                let group: Vec<&Change> = changes.changes[i..]
-                    .iter()
-                    .take_while(|c| c.revision == revision)
-                    .collect();
-                i += group.len();
-                out.push(Message_::Update {
-                    revision,
-                    json: update_json(revision, &group).into(),
-                });
-            }
-            Ok(out)
-        }
-        Err(StoreError::TooOld { .. }) => Ok(vec![snapshot_message(env)]),
+        Ok(changes) if changes.epoch.is_none_or(|e| e == live.epoch) => Ok(changes
+            .into_updates()
+            .iter()
+            .map(|u| Arc::new(u.encode()))
+            .collect()),
+        // Too old to replay, or re-created meanwhile.
+        Ok(_) | Err(StoreError::TooOld { .. }) => Ok(vec![Arc::new(live.encoded().clone())]),
         Err(e) => Err(e.into()),
     }
 }
@@ -230,7 +201,7 @@ fn messages(
     state: Arc<AppState>,
     opened: Opened,
     transport: &'static str,
-) -> impl Stream<Item = Message_> + Send + 'static {
+) -> impl Stream<Item = Arc<Encoded>> + Send + 'static {
     let Opened {
         rx,
         opening,
@@ -240,10 +211,8 @@ fn messages(
     // What the client will have: what the opening sends, and when it
     // resumes without a snapshot, at least its resume point (an empty
     // catch-up must not let a late broadcast of older revisions through).
-    let last = opening.last().map_or(0, Message_::revision);
-    let snapshot = opening
-        .iter()
-        .any(|m| matches!(m, Message_::Snapshot { .. }));
+    let last = opening.last().map_or(0, |m| m.revision);
+    let snapshot = opening.iter().any(|m| m.event == Kind::Snapshot);
     let sent = if snapshot {
         last
     } else {
@@ -268,15 +237,14 @@ fn messages(
                     () = state.shutdown.wait() => return None,
                 };
                 match next {
-                    Ok(update) if update.revision <= sent => {}
-                    Ok(update) => {
-                        let json = update.json.clone()?;
+                    // A snapshot replaces everything (the environment was
+                    // re-created: its revisions restart); an update the
+                    // client already has is skipped.
+                    Ok(message) if message.event == Kind::Update && message.revision <= sent => {}
+                    Ok(message) => {
                         state.metrics.stream_messages.inc();
-                        let message = Message_::Update {
-                            revision: update.revision,
-                            json,
-                        };
-                        return Some((message, (state, rx, update.revision, gauge, check, token)));
+                        let revision = message.revision;
+                        return Some((message, (state, rx, revision, gauge, check, token)));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         state.metrics.stream_lagged.inc();
@@ -299,8 +267,8 @@ pub(crate) struct StreamQuery {
 /// A stream, opened: the subscription, what to send first, the client's
 /// resume point and the token it came with.
 struct Opened {
-    rx: broadcast::Receiver<Arc<Update>>,
-    opening: Vec<Message_>,
+    rx: broadcast::Receiver<Arc<Encoded>>,
+    opening: Vec<Arc<Encoded>>,
     since: Option<u64>,
     token: String,
 }
@@ -321,7 +289,8 @@ async fn open_stream(
     if let Some(since) = since
         && since > env.live.load().revision
     {
-        state.sync(&env, Some(since)).await?;
+        env.nudge(since);
+        env.served(since, crate::app::SERVE_WAIT).await;
     }
     let opening = opening(state, &env, since).await?;
     Ok(Opened {
@@ -351,9 +320,9 @@ pub(crate) async fn sse(
     let events = messages(state, opened, "sse").map(|m| {
         Ok::<_, std::convert::Infallible>(
             Event::default()
-                .event(m.event_name())
-                .id(m.revision().to_string())
-                .data(m.json()),
+                .event(m.event.name())
+                .id(m.revision.to_string())
+                .data(&*m.json),
         )
     });
     Ok(Sse::new(events)
@@ -399,7 +368,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, opened: Opened) {
         tokio::select! {
             next = messages.next() => match next {
                 Some(m) => {
-                    if socket.send(Message::Text(m.json().into())).await.is_err() {
+                    if socket.send(Message::Text((*m.json).into())).await.is_err() {
                         return;
                     }
                 }

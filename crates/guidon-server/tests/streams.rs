@@ -376,6 +376,83 @@ async fn a_change_through_one_instance_reaches_streams_of_another() {
     }
 }
 
+/// `guidon_syncs_total{how}` as the server reports it.
+async fn syncs(server: &TestServer, how: &str) -> u64 {
+    let text = server
+        .http
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("guidon_syncs_total{{how=\"{how}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// A write goes one way: this instance serves its own commits as the store
+/// validated and compiled them (no read back, no second compile), and
+/// answers once it serves them; another instance catches up from the log.
+#[tokio::test]
+async fn own_commits_are_served_as_committed_and_others_caught_up() {
+    for (db, a) in common::servers("write_path").await {
+        let n = db.name;
+        let b = TestServer::start(&a.url).await;
+        let token = a.sdk_token("reader", "production").await;
+        for i in 0..5 {
+            let body = a
+                .put_flag(
+                    "production",
+                    json!({"key": format!("f{}", i % 2), "enabled": i % 2 == 0}),
+                )
+                .await;
+            // Read your write: it is served here by the time the PUT answers.
+            let revision = body["revision"].as_u64().expect("revision");
+            let doc: Value = a
+                .http
+                .get(a.at("/api/v1/sdk/flags"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("document")
+                .json()
+                .await
+                .expect("document body");
+            assert_eq!(doc["revision"], revision, "{n}: the write is served");
+        }
+        assert_eq!(syncs(&a, "commit").await, 5, "{n}: a took its own commits");
+        assert_eq!(syncs(&a, "catch_up").await, 0, "{n}: a read none back");
+        // b hears of them through the store and reads the log.
+        let mut caught_up = false;
+        for _ in 0..100 {
+            let info: Value = b
+                .admin(reqwest::Method::GET, "/api/v1/envs/production")
+                .send()
+                .await
+                .expect("env")
+                .json()
+                .await
+                .expect("env body");
+            if info["revision"] == 5 {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(caught_up, "{n}: b reaches revision 5");
+        assert!(
+            syncs(&b, "catch_up").await >= 1,
+            "{n}: b caught up from the log"
+        );
+        assert_eq!(syncs(&b, "commit").await, 0, "{n}: b committed nothing");
+        b.stop().await;
+        a.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_streams_cleanly() {
     for (db, server) in common::servers("shutdown").await {

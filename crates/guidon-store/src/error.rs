@@ -60,6 +60,9 @@ pub enum StoreError {
     /// Experiment results asked for with an unusable parameter.
     #[error("{0}")]
     InvalidQuery(String),
+    /// A blocking task of the store (compiling a large environment) failed.
+    #[error("store task failed: {0}")]
+    Task(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

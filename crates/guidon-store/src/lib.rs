@@ -20,7 +20,7 @@ pub use experiments::{
     MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
 };
 pub use store::{
-    Applied, Backend, CATCH_UP_HORIZON, Change, Changes, Committed, DEFAULT_ENVIRONMENTS, EnvInfo,
-    EnvSnapshot, HistoryEntry, Kind, Op, Replaced, Revised, Store, StoreOptions, Stored,
+    Applied, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS, Replaced, Revised,
+    Store, StoreOptions, Stored,
 };
-pub use tokens::{Role, TokenInfo, hex, secret_hash};
+pub use tokens::{hex, secret_hash};

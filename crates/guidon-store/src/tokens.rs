@@ -3,38 +3,10 @@
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use guidon_protocol::api::{Role, TokenInfo};
+
 use crate::error::StoreError;
 use crate::store::{Store, now_ms};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// One environment: read its flags, evaluate, stream, send events.
-    Sdk,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Sdk => "sdk",
-        }
-    }
-}
-
-/// A token as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TokenInfo {
-    pub name: String,
-    pub role: Role,
-    /// The environment an `sdk` token is scoped to.
-    pub env: Option<String>,
-    pub created_at_ms: i64,
-    pub last_used_at_ms: Option<i64>,
-    pub revoked: bool,
-}
 
 /// Hex SHA-256 of a secret, as stored. Lookups compare hashes, so the time
 /// a lookup takes says nothing about how much of a guessed secret was right.
@@ -57,11 +29,12 @@ fn info(row: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {
     let role: String = row.try_get("role")?;
     Ok(TokenInfo {
         name: row.try_get("name")?,
-        role: if role == "admin" {
-            Role::Admin
-        } else {
-            Role::Sdk
-        },
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt {
+            env: String::new(),
+            kind: "token",
+            key: row.try_get("name").unwrap_or_default(),
+            message: format!("unknown role {role:?}"),
+        })?,
         env: row.try_get("env")?,
         created_at_ms: row.try_get("created_at")?,
         last_used_at_ms: row.try_get("last_used_at")?,

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guidon_engine::model::Flag;
-use guidon_store::{Op, Store};
+use guidon_protocol::Op;
+use guidon_store::Store;
 use serde_json::json;
 
 const CHILD_URL: &str = "GUIDON_DURABILITY_CHILD_URL";
@@ -111,7 +112,7 @@ async fn acknowledged_writes_survive_sigkill() {
             let store = Store::open(&db.url).await.expect("reopen after SIGKILL");
             let changes = store.changes_since("production", 0).await.expect("log");
             // The counter, the log and the definitions agree: no partial write.
-            let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision).collect();
+            let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision()).collect();
             assert_eq!(
                 revs,
                 (1..=changes.revision).collect::<Vec<_>>(),
@@ -120,8 +121,8 @@ async fn acknowledged_writes_survive_sigkill() {
             for (revision, (key, version)) in &acked {
                 let change = &changes.changes[usize::try_from(*revision - 1).expect("index")];
                 assert_eq!(
-                    (&change.key, change.version, change.op),
-                    (key, *version, Op::Upsert),
+                    (change.key(), change.version(), change.op()),
+                    (key.as_str(), *version, Op::Upsert),
                     "{n} round {round}: acknowledged revision {revision} is there"
                 );
             }
@@ -131,16 +132,17 @@ async fn acknowledged_writes_survive_sigkill() {
                     .changes
                     .iter()
                     .rev()
-                    .find(|c| c.key == flag.key)
+                    .find(|c| c.key() == flag.key)
                     .expect("logged");
                 assert_eq!(
                     snap.versions.get(&flag.key),
-                    Some(&last.version),
+                    Some(&last.version()),
                     "{n}: definition is the last logged"
                 );
                 assert_eq!(
                     Some(serde_json::to_value(flag).expect("json")),
-                    last.definition,
+                    last.definition()
+                        .map(|d| serde_json::to_value(d).expect("json")),
                     "{n}"
                 );
             }

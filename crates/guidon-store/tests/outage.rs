@@ -16,7 +16,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guidon_engine::model::Flag;
-use guidon_store::{Kind, Revised, Store, StoreError, StoreOptions};
+use guidon_protocol::Kind;
+use guidon_store::{Revised, Store, StoreError, StoreOptions};
 use serde_json::json;
 use sqlx::Connection;
 use tokio::sync::broadcast;
@@ -508,7 +509,7 @@ async fn the_store_survives_a_postgres_server_stopping_and_starting_again() {
 
     // Every acknowledged write is there, once, in order.
     let snapshot = store.snapshot("production").await.expect("snapshot");
-    assert_eq!(snapshot.revision, 6);
+    assert_eq!(snapshot.revision, Some(6));
     let mut flags: Vec<(String, bool, u64)> = snapshot
         .file
         .flags
@@ -533,7 +534,7 @@ async fn the_store_survives_a_postgres_server_stopping_and_starting_again() {
         ]
     );
     let log = store.changes_since("production", 0).await.expect("log");
-    let revisions: Vec<u64> = log.changes.iter().map(|c| c.revision).collect();
+    let revisions: Vec<u64> = log.changes.iter().map(|c| c.revision()).collect();
     assert_eq!(
         revisions,
         [1, 2, 3, 4, 5, 6],

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use guidon_engine::model::{Flag, Segment};
-use guidon_store::{Kind, Op, Store, StoreError};
+use guidon_protocol::{Kind, Op};
+use guidon_store::{Store, StoreError};
 use serde_json::json;
 
 fn flag(value: serde_json::Value) -> Flag {
@@ -63,7 +64,7 @@ async fn upserts_take_versions_and_revisions_and_survive_reopening() {
 
         let store = Store::open(&db.url).await.expect("reopen");
         let snap = store.snapshot("production").await.expect("snapshot");
-        assert_eq!(snap.revision, 2, "{n}");
+        assert_eq!(snap.revision, Some(2), "{n}");
         assert_eq!(snap.file.flags, vec![simple("dark", false)], "{n}");
         assert_eq!(snap.versions.get("dark"), Some(&2), "{n}");
         let compiled = snap.compile().expect("valid");
@@ -297,8 +298,8 @@ async fn deletes_leave_tombstones_and_versions_continue() {
         assert_eq!(changes.changes.len(), 1, "{n}");
         assert_eq!(
             (
-                changes.changes[0].op,
-                changes.changes[0].definition.is_none()
+                changes.changes[0].op(),
+                changes.changes[0].definition().is_none()
             ),
             (Op::Delete, true),
             "{n}"
@@ -514,7 +515,7 @@ async fn concurrent_writers_get_gapless_revisions_in_commit_order() {
                         .changes_since("production", last)
                         .await
                         .expect("changes");
-                    let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision).collect();
+                    let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision()).collect();
                     let expected: Vec<u64> = (last + 1..=changes.revision).collect();
                     assert_eq!(revs, expected, "a reader saw a gap after revision {last}");
                     last = changes.revision;
@@ -564,7 +565,7 @@ async fn concurrent_writers_get_gapless_revisions_in_commit_order() {
                 .changes_since("production", from)
                 .await
                 .expect("changes");
-            let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision).collect();
+            let revs: Vec<u64> = changes.changes.iter().map(|c| c.revision()).collect();
             assert_eq!(
                 revs,
                 (from + 1..=1600).collect::<Vec<_>>(),
@@ -585,7 +586,7 @@ async fn concurrent_writers_get_gapless_revisions_in_commit_order() {
 
 #[tokio::test]
 async fn tokens_are_stored_hashed_scoped_and_revocable() {
-    use guidon_store::Role;
+    use guidon_protocol::api::Role;
     for (db, store) in stores("tokens").await {
         let n = db.name;
         assert!(!store.has_admin_token().await.expect("query"), "{n}");
@@ -760,20 +761,32 @@ async fn another_instance_learns_of_commits() {
             a.upsert_flag("production", &simple("f", true), None, "a")
                 .await
                 .expect("write");
-            let want = Revised {
-                env: "production".into(),
-                revision: i,
-            };
-            let got = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
+            let want = ("production".to_owned(), i);
+            let got: Revised = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
                 .await
                 .expect("a hears itself")
                 .expect("open");
-            assert_eq!(got, want, "{n}: in process");
+            assert_eq!((got.env.clone(), got.revision), want, "{n}: in process");
+            // In process, the commit comes along, compiled at its revision.
+            let commit = got.commit.expect("a's own commit is handed over");
+            assert_eq!(commit.snapshot.revision(), Some(i), "{n}");
+            // What is handed over is what the database holds.
+            let stored = a.snapshot("production").await.expect("snapshot");
+            assert_eq!(*commit.document, stored, "{n}: the commit's document");
+            assert_eq!(commit.changes.len(), 1, "{n}");
             let got = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
                 .await
                 .expect("b hears a")
                 .expect("open");
-            assert_eq!(got, want, "{n}: across instances");
+            assert_eq!(
+                (got.env.clone(), got.revision),
+                want,
+                "{n}: across instances"
+            );
+            assert!(
+                got.commit.is_none(),
+                "{n}: another process's commit is only announced"
+            );
         }
         let changes = b.changes_since("production", 0).await.expect("catch up");
         assert_eq!(changes.revision, 3, "{n}");
@@ -946,7 +959,7 @@ async fn replace_all_makes_the_environment_exactly_the_file_in_one_revision() {
         let seen: Vec<(u64, &str, Op)> = changes
             .changes
             .iter()
-            .map(|c| (c.revision, c.key.as_str(), c.op))
+            .map(|c| (c.revision(), c.key(), c.op()))
             .collect();
         assert_eq!(
             seen,
@@ -1022,7 +1035,11 @@ async fn get_returns_the_live_definition_with_its_version() {
             .await
             .expect("get");
         assert_eq!(
-            (got.version, got.revision, got.definition),
+            (
+                got.version,
+                got.revision,
+                serde_json::to_value(&got.definition).expect("json")
+            ),
             (2, 2, json!({"key": "a", "enabled": false})),
             "{n}"
         );
