@@ -5,7 +5,7 @@
 use ipnet::IpNet;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use regex::RegexBuilder;
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use super::graph::Owner;
@@ -17,7 +17,7 @@ use crate::model::{Condition, Operator};
 /// Compiled size limit of one `matches` pattern.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-impl<'f> Compiler<'f> {
+impl Compiler<'_> {
     pub(super) fn conditions(
         &mut self,
         at: &str,
@@ -31,55 +31,15 @@ impl<'f> Compiler<'f> {
             .collect()
     }
 
+    /// Compiles one condition at `at`, or reports its problems and gives
+    /// `None`. Problems come in this order: the attribute, `case_insensitive`,
+    /// the number of values (which stops here), each value, and the values
+    /// of `$day_of_week` and `$hour`.
     fn condition(&mut self, at: &str, c: &Condition, owner: Owner) -> Option<CompiledCondition> {
         use Operator as Op;
         let before = self.problems.len();
         let op = c.operator;
-        let values_path = format!("{at}.values");
-
-        let attribute = if op.is_segment_operator() {
-            if c.attribute.is_some() {
-                self.problem(
-                    format!("{at}.attribute"),
-                    format!(
-                        "operator {} takes no attribute: each segment names its own",
-                        op.as_str()
-                    ),
-                );
-            }
-            if c.timezone.is_some() {
-                self.problem(
-                    format!("{at}.timezone"),
-                    "timezone applies only to $now, $day_of_week and $hour",
-                );
-            }
-            Attribute::Unused
-        } else {
-            match c.attribute.as_deref() {
-                None => {
-                    self.problem(
-                        format!("{at}.attribute"),
-                        format!("operator {} needs an attribute", op.as_str()),
-                    );
-                    Attribute::Unused
-                }
-                Some("") => {
-                    self.problem(format!("{at}.attribute"), "attribute name cannot be empty");
-                    Attribute::Unused
-                }
-                Some(name) if name.starts_with('$') => self.special_attribute(at, name, c),
-                Some(name) => {
-                    if c.timezone.is_some() {
-                        self.problem(
-                            format!("{at}.timezone"),
-                            "timezone applies only to $now, $day_of_week and $hour",
-                        );
-                    }
-                    Attribute::Context(AttrKey::new(name))
-                }
-            }
-        };
-
+        let attribute = self.condition_attribute(at, c);
         if c.case_insensitive && !op.is_string_operator() {
             self.problem(
                 format!("{at}.case_insensitive"),
@@ -89,7 +49,81 @@ impl<'f> Compiler<'f> {
                 ),
             );
         }
+        if !self.value_count(at, c) {
+            return None;
+        }
+        let test = self.test(&format!("{at}.values"), c, owner);
+        self.check_special_values(at, &attribute, c);
 
+        if self.problems.len() > before {
+            return None;
+        }
+        let not_form = matches!(
+            op,
+            Op::Neq | Op::NotIn | Op::NotContains | Op::NotExists | Op::NotInSegment
+        );
+        Some(CompiledCondition {
+            attribute,
+            operator: op,
+            test: test?,
+            invert: c.negate ^ not_form,
+            negate: c.negate,
+            case_insensitive: c.case_insensitive,
+        })
+    }
+
+    /// What the condition reads: a context attribute, a special one, or
+    /// nothing for the segment operators (each segment names its own).
+    fn condition_attribute(&mut self, at: &str, c: &Condition) -> Attribute {
+        let op = c.operator;
+        if op.is_segment_operator() {
+            if c.attribute.is_some() {
+                self.problem(
+                    format!("{at}.attribute"),
+                    format!(
+                        "operator {} takes no attribute: each segment names its own",
+                        op.as_str()
+                    ),
+                );
+            }
+            self.no_timezone(at, c);
+            return Attribute::Unused;
+        }
+        match c.attribute.as_deref() {
+            None => {
+                self.problem(
+                    format!("{at}.attribute"),
+                    format!("operator {} needs an attribute", op.as_str()),
+                );
+                Attribute::Unused
+            }
+            Some("") => {
+                self.problem(format!("{at}.attribute"), "attribute name cannot be empty");
+                Attribute::Unused
+            }
+            Some(name) if name.starts_with('$') => self.special_attribute(at, name, c),
+            Some(name) => {
+                self.no_timezone(at, c);
+                Attribute::Context(AttrKey::new(name))
+            }
+        }
+    }
+
+    /// A time zone belongs to the special attributes only.
+    fn no_timezone(&mut self, at: &str, c: &Condition) {
+        if c.timezone.is_some() {
+            self.problem(
+                format!("{at}.timezone"),
+                "timezone applies only to $now, $day_of_week and $hour",
+            );
+        }
+    }
+
+    /// Whether the condition has as many values as its operator takes;
+    /// reports the problem when it has not.
+    fn value_count(&mut self, at: &str, c: &Condition) -> bool {
+        use Operator as Op;
+        let op = c.operator;
         let count = c.values.len();
         let (min, max) = match op {
             Op::Eq
@@ -108,285 +142,284 @@ impl<'f> Compiler<'f> {
             Op::Exists | Op::NotExists => (0, 0),
             _ => (1, usize::MAX),
         };
-        if count < min || count > max {
-            let wanted = match (min, max) {
-                (0, 0) => "no values".to_owned(),
-                (1, 1) => "exactly one value".to_owned(),
-                _ => "at least one value".to_owned(),
-            };
-            self.problem(
-                values_path.clone(),
-                format!("operator {} takes {wanted}, got {count}", op.as_str()),
-            );
-            return None;
+        if (min..=max).contains(&count) {
+            return true;
         }
+        let wanted = match (min, max) {
+            (0, 0) => "no values".to_owned(),
+            (1, 1) => "exactly one value".to_owned(),
+            _ => "at least one value".to_owned(),
+        };
+        self.problem(
+            format!("{at}.values"),
+            format!("operator {} takes {wanted}, got {count}", op.as_str()),
+        );
+        false
+    }
 
-        let ci = c.case_insensitive;
-        let fold = |s: &str| -> Box<str> {
-            if ci {
-                s.to_lowercase().into()
-            } else {
-                s.into()
-            }
-        };
-        let strings = |c2: &mut Compiler<'f>| -> Vec<Box<str>> {
-            let mut out = Vec::with_capacity(count);
-            for (m, v) in c.values.iter().enumerate() {
-                match v {
-                    Value::String(s) => out.push(fold(s)),
-                    other => c2.problem(
-                        format!("{values_path}[{m}]"),
-                        format!(
-                            "operator {} compares strings, got {}",
-                            op.as_str(),
-                            json_type_name(other)
-                        ),
-                    ),
-                }
-            }
-            out
-        };
-        let first = &c.values.first();
-        let one_string = |c2: &mut Compiler<'f>, what: &str| -> Option<&str> {
-            match first {
-                Some(Value::String(s)) => Some(s.as_str()),
-                Some(other) => {
-                    c2.problem(
-                        format!("{values_path}[0]"),
-                        format!(
-                            "operator {} takes {what}, got {}",
-                            op.as_str(),
-                            json_type_name(other)
-                        ),
-                    );
-                    None
-                }
-                None => None,
-            }
-        };
-
-        let test = match op {
-            Op::Eq | Op::Neq => match first {
-                Some(Value::String(s)) => Some(Test::Equals(Literal::Str(fold(s)))),
-                Some(Value::Number(n)) => Num::of(n).map(|x| Test::Equals(Literal::Num(x))),
-                Some(Value::Bool(b)) => Some(Test::Equals(Literal::Bool(*b))),
-                Some(other) => {
-                    self.problem(
-                        format!("{values_path}[0]"),
-                        format!(
-                            "operator {} compares a string, a number or a boolean, got {}",
-                            op.as_str(),
-                            json_type_name(other)
-                        ),
-                    );
-                    None
-                }
-                None => None,
-            },
-            Op::In | Op::NotIn => {
-                let mut strings = Vec::new();
-                let mut numbers = Vec::new();
-                for (m, v) in c.values.iter().enumerate() {
-                    match v {
-                        Value::String(s) => strings.push(fold(s)),
-                        Value::Number(n) => numbers.extend(Num::of(n)),
-                        other => self.problem(
-                            format!("{values_path}[{m}]"),
-                            format!(
-                                "operator {} takes strings or numbers, got {}",
-                                op.as_str(),
-                                json_type_name(other)
-                            ),
-                        ),
-                    }
-                }
-                Some(Test::OneOf {
-                    strings: StringSet::new(strings),
-                    numbers,
-                })
-            }
-            Op::Contains | Op::NotContains => Some(Test::Contains(strings(self))),
-            Op::StartsWith => Some(Test::StartsWith(strings(self))),
-            Op::EndsWith => Some(Test::EndsWith(strings(self))),
-            Op::Matches => {
-                let mut regexes = Vec::with_capacity(count);
-                for (m, v) in c.values.iter().enumerate() {
-                    let path = format!("{values_path}[{m}]");
-                    match v {
-                        Value::String(s) if s.len() > MAX_REGEX_LEN => self.problem(
-                            path,
-                            format!(
-                                "regex is {} bytes long, at most {MAX_REGEX_LEN} allowed",
-                                s.len()
-                            ),
-                        ),
-                        Value::String(s) => match RegexBuilder::new(s)
-                            .case_insensitive(ci)
-                            .size_limit(REGEX_SIZE_LIMIT)
-                            .dfa_size_limit(REGEX_SIZE_LIMIT)
-                            .build()
-                        {
-                            Ok(r) => regexes.push(r),
-                            Err(e) => {
-                                let msg = e.to_string();
-                                let msg = msg.lines().last().unwrap_or("").trim();
-                                let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
-                                self.problem(path, format!("invalid regex {s:?}: {msg}"));
-                            }
-                        },
-                        other => self.problem(
-                            path,
-                            format!(
-                                "operator matches takes regexes, got {}",
-                                json_type_name(other)
-                            ),
-                        ),
-                    }
-                }
-                Some(Test::Matches(regexes))
-            }
-            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
-                let ord = match op {
-                    Op::Gt => Ordering::Gt,
-                    Op::Gte => Ordering::Gte,
-                    Op::Lt => Ordering::Lt,
-                    _ => Ordering::Lte,
-                };
-                match first {
-                    Some(Value::Number(n)) => Num::of(n).map(|x| Test::Compare(ord, x)),
-                    Some(other) => {
-                        self.problem(
-                            format!("{values_path}[0]"),
-                            format!(
-                                "operator {} compares numbers, got {}",
-                                op.as_str(),
-                                json_type_name(other)
-                            ),
-                        );
-                        None
-                    }
-                    None => None,
-                }
-            }
+    /// The operator's test, with its values (at `values_path`) parsed; `None`
+    /// when a value is unusable (and a problem reported).
+    fn test(&mut self, values_path: &str, c: &Condition, owner: Owner) -> Option<Test> {
+        use Operator as Op;
+        match c.operator {
+            Op::Eq | Op::Neq => self.equals(values_path, c),
+            Op::In | Op::NotIn => Some(self.one_of(values_path, c)),
+            Op::Contains | Op::NotContains => Some(Test::Contains(self.strings(values_path, c))),
+            Op::StartsWith => Some(Test::StartsWith(self.strings(values_path, c))),
+            Op::EndsWith => Some(Test::EndsWith(self.strings(values_path, c))),
+            Op::Matches => Some(Test::Matches(self.regexes(values_path, c))),
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => self.compare(values_path, c),
             Op::SemverEq | Op::SemverGt | Op::SemverGte | Op::SemverLt | Op::SemverLte => {
-                let ord = match op {
-                    Op::SemverEq => Ordering::Eq,
-                    Op::SemverGt => Ordering::Gt,
-                    Op::SemverGte => Ordering::Gte,
-                    Op::SemverLt => Ordering::Lt,
-                    _ => Ordering::Lte,
-                };
-                one_string(self, "a SemVer version string").and_then(|s| {
-                    match semver::Version::parse(s) {
-                        Ok(v) => Some(Test::Semver(ord, v)),
-                        Err(e) => {
-                            self.problem(
-                                format!("{values_path}[0]"),
-                                format!("invalid SemVer version {s:?}: {e}"),
-                            );
-                            None
-                        }
-                    }
-                })
+                self.semver(values_path, c)
             }
-            Op::Before | Op::After => {
-                one_string(self, "an RFC 3339 timestamp").and_then(|s| {
-                    match s.parse::<Timestamp>() {
-                        Ok(t) if op == Op::Before => Some(Test::Before(t)),
-                        Ok(t) => Some(Test::After(t)),
-                        Err(e) => {
-                            self.problem(
-                                format!("{values_path}[0]"),
-                                format!("invalid RFC 3339 timestamp {s:?}: {e}"),
-                            );
-                            None
-                        }
-                    }
-                })
-            }
+            Op::Before | Op::After => self.time(values_path, c),
             Op::Exists | Op::NotExists => Some(Test::Exists),
             Op::InSegment | Op::NotInSegment => {
-                let mut found = Vec::with_capacity(count);
-                for (m, v) in c.values.iter().enumerate() {
-                    let path = format!("{values_path}[{m}]");
-                    match v {
-                        Value::String(s) => match self.segment_index.get(s.as_str()) {
-                            Some(&seg) => {
-                                if found.contains(&seg) {
-                                    // Listed twice: evaluated once.
-                                    continue;
-                                }
-                                match owner {
-                                    Owner::Segment(from) if from == seg => {
-                                        self.problem(
-                                            path,
-                                            format!("segment {s:?} cannot refer to itself"),
-                                        );
-                                        continue;
-                                    }
-                                    Owner::Segment(from) => {
-                                        self.segment_edges[from].push((seg, path))
-                                    }
-                                    Owner::Flag(flag) => self.flag_segments[flag].push(seg),
-                                }
-                                found.push(seg);
-                            }
-                            None => self.problem(path, format!("unknown segment {s:?}")),
-                        },
-                        other => self.problem(
+                Some(Test::InSegment(self.segments_named(values_path, c, owner)))
+            }
+            Op::InCidr => Some(Test::InCidr(self.cidr_blocks(values_path, c))),
+        }
+    }
+
+    /// `eq` and `neq`: one string, number or boolean.
+    fn equals(&mut self, values_path: &str, c: &Condition) -> Option<Test> {
+        match c.values.first() {
+            Some(Value::String(s)) => Some(Test::Equals(Literal::Str(fold(s, c)))),
+            Some(Value::Number(n)) => Num::of(n).map(|x| Test::Equals(Literal::Num(x))),
+            Some(Value::Bool(b)) => Some(Test::Equals(Literal::Bool(*b))),
+            Some(other) => {
+                self.problem(
+                    format!("{values_path}[0]"),
+                    format!(
+                        "operator {} compares a string, a number or a boolean, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `in` and `not_in`: strings and numbers.
+    fn one_of(&mut self, values_path: &str, c: &Condition) -> Test {
+        let mut strings = Vec::new();
+        let mut numbers = Vec::new();
+        for (m, v) in c.values.iter().enumerate() {
+            match v {
+                Value::String(s) => strings.push(fold(s, c)),
+                Value::Number(n) => numbers.extend(Num::of(n)),
+                other => self.problem(
+                    format!("{values_path}[{m}]"),
+                    format!(
+                        "operator {} takes strings or numbers, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                ),
+            }
+        }
+        Test::OneOf {
+            strings: StringSet::new(strings),
+            numbers,
+        }
+    }
+
+    /// The substring operators: strings.
+    fn strings(&mut self, values_path: &str, c: &Condition) -> Vec<Box<str>> {
+        let mut out = Vec::with_capacity(c.values.len());
+        for (m, v) in c.values.iter().enumerate() {
+            match v {
+                Value::String(s) => out.push(fold(s, c)),
+                other => self.problem(
+                    format!("{values_path}[{m}]"),
+                    format!(
+                        "operator {} compares strings, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `matches`: regexes, bounded in length and compiled size.
+    fn regexes(&mut self, values_path: &str, c: &Condition) -> Vec<Regex> {
+        let mut regexes = Vec::with_capacity(c.values.len());
+        for (m, v) in c.values.iter().enumerate() {
+            let path = format!("{values_path}[{m}]");
+            match v {
+                Value::String(s) if s.len() > MAX_REGEX_LEN => self.problem(
+                    path,
+                    format!(
+                        "regex is {} bytes long, at most {MAX_REGEX_LEN} allowed",
+                        s.len()
+                    ),
+                ),
+                Value::String(s) => match RegexBuilder::new(s)
+                    .case_insensitive(c.case_insensitive)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    Ok(r) => regexes.push(r),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let msg = msg.lines().last().unwrap_or("").trim();
+                        let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
+                        self.problem(path, format!("invalid regex {s:?}: {msg}"));
+                    }
+                },
+                other => self.problem(
+                    path,
+                    format!(
+                        "operator matches takes regexes, got {}",
+                        json_type_name(other)
+                    ),
+                ),
+            }
+        }
+        regexes
+    }
+
+    /// `gt`, `gte`, `lt` and `lte`: one number.
+    fn compare(&mut self, values_path: &str, c: &Condition) -> Option<Test> {
+        let ord = match c.operator {
+            Operator::Gt => Ordering::Gt,
+            Operator::Gte => Ordering::Gte,
+            Operator::Lt => Ordering::Lt,
+            _ => Ordering::Lte,
+        };
+        match c.values.first() {
+            Some(Value::Number(n)) => Num::of(n).map(|x| Test::Compare(ord, x)),
+            Some(other) => {
+                self.problem(
+                    format!("{values_path}[0]"),
+                    format!(
+                        "operator {} compares numbers, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The `semver_*` operators: one SemVer version.
+    fn semver(&mut self, values_path: &str, c: &Condition) -> Option<Test> {
+        let ord = match c.operator {
+            Operator::SemverEq => Ordering::Eq,
+            Operator::SemverGt => Ordering::Gt,
+            Operator::SemverGte => Ordering::Gte,
+            Operator::SemverLt => Ordering::Lt,
+            _ => Ordering::Lte,
+        };
+        let s = self.one_string(values_path, c, "a SemVer version string")?;
+        match semver::Version::parse(s) {
+            Ok(v) => Some(Test::Semver(ord, v)),
+            Err(e) => {
+                self.problem(
+                    format!("{values_path}[0]"),
+                    format!("invalid SemVer version {s:?}: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `before` and `after`: one RFC 3339 timestamp.
+    fn time(&mut self, values_path: &str, c: &Condition) -> Option<Test> {
+        let s = self.one_string(values_path, c, "an RFC 3339 timestamp")?;
+        match s.parse::<Timestamp>() {
+            Ok(t) if c.operator == Operator::Before => Some(Test::Before(t)),
+            Ok(t) => Some(Test::After(t)),
+            Err(e) => {
+                self.problem(
+                    format!("{values_path}[0]"),
+                    format!("invalid RFC 3339 timestamp {s:?}: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The one value of an operator that takes a string (`what`).
+    fn one_string<'c>(
+        &mut self,
+        values_path: &str,
+        c: &'c Condition,
+        what: &str,
+    ) -> Option<&'c str> {
+        match c.values.first() {
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(other) => {
+                self.problem(
+                    format!("{values_path}[0]"),
+                    format!(
+                        "operator {} takes {what}, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `in_segment` and `not_in_segment`: segment keys, resolved to indices
+    /// (see [`Compiler::segment_reference`]).
+    fn segments_named(&mut self, values_path: &str, c: &Condition, owner: Owner) -> Vec<usize> {
+        let mut found = Vec::with_capacity(c.values.len());
+        for (m, v) in c.values.iter().enumerate() {
+            let path = format!("{values_path}[{m}]");
+            match v {
+                Value::String(s) => self.segment_reference(path, s, owner, &mut found),
+                other => self.problem(
+                    path,
+                    format!(
+                        "operator {} takes segment keys, got {}",
+                        c.operator.as_str(),
+                        json_type_name(other)
+                    ),
+                ),
+            }
+        }
+        found
+    }
+
+    /// `in_cidr`: CIDR blocks, or single addresses.
+    fn cidr_blocks(&mut self, values_path: &str, c: &Condition) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(c.values.len());
+        for (m, v) in c.values.iter().enumerate() {
+            let path = format!("{values_path}[{m}]");
+            match v {
+                Value::String(s) => match s.parse::<IpNet>() {
+                    Ok(net) => nets.push(net.trunc()),
+                    Err(_) => match s.parse::<std::net::IpAddr>() {
+                        Ok(addr) => nets.push(IpNet::from(addr)),
+                        Err(_) => self.problem(
                             path,
                             format!(
-                                "operator {} takes segment keys, got {}",
-                                op.as_str(),
-                                json_type_name(other)
+                                "invalid CIDR block {s:?}, expected e.g. 10.0.0.0/8 or 2001:db8::/32"
                             ),
                         ),
-                    }
-                }
-                Some(Test::InSegment(found))
+                    },
+                },
+                other => self.problem(
+                    path,
+                    format!(
+                        "operator in_cidr takes CIDR blocks, got {}",
+                        json_type_name(other)
+                    ),
+                ),
             }
-            Op::InCidr => {
-                let mut nets = Vec::with_capacity(count);
-                for (m, v) in c.values.iter().enumerate() {
-                    let path = format!("{values_path}[{m}]");
-                    match v {
-                        Value::String(s) => match s.parse::<IpNet>() {
-                            Ok(net) => nets.push(net.trunc()),
-                            Err(_) => match s.parse::<std::net::IpAddr>() {
-                                Ok(addr) => nets.push(IpNet::from(addr)),
-                                Err(_) => self.problem(
-                                    path,
-                                    format!("invalid CIDR block {s:?}, expected e.g. 10.0.0.0/8 or 2001:db8::/32"),
-                                ),
-                            },
-                        },
-                        other => self.problem(
-                            path,
-                            format!("operator in_cidr takes CIDR blocks, got {}", json_type_name(other)),
-                        ),
-                    }
-                }
-                Some(Test::InCidr(nets))
-            }
-        };
-
-        self.check_special_values(at, &attribute, c);
-
-        if self.problems.len() > before {
-            return None;
         }
-        let not_form = matches!(
-            op,
-            Op::Neq | Op::NotIn | Op::NotContains | Op::NotExists | Op::NotInSegment
-        );
-        Some(CompiledCondition {
-            attribute,
-            operator: op,
-            test: test?,
-            invert: c.negate ^ not_form,
-            negate: c.negate,
-            case_insensitive: ci,
-        })
+        nets
     }
 
     fn special_attribute(&mut self, at: &str, name: &str, c: &Condition) -> Attribute {
@@ -476,5 +509,14 @@ impl<'f> Compiler<'f> {
                 _ => {}
             }
         }
+    }
+}
+
+/// A string literal as compared: lowercased under `case_insensitive`.
+fn fold(s: &str, c: &Condition) -> Box<str> {
+    if c.case_insensitive {
+        s.to_lowercase().into()
+    } else {
+        s.into()
     }
 }

@@ -70,6 +70,35 @@ impl Compiler<'_> {
         prerequisites
     }
 
+    /// Resolves segment `key`, named at `path` by a condition of `owner`, and
+    /// adds it to `found` unless already there; a reference from a segment is
+    /// an edge of the segment graph, one from a flag counts towards its cost.
+    pub(super) fn segment_reference(
+        &mut self,
+        path: String,
+        key: &str,
+        owner: Owner,
+        found: &mut Vec<usize>,
+    ) {
+        let Some(&seg) = self.segment_index.get(key) else {
+            self.problem(path, format!("unknown segment {key:?}"));
+            return;
+        };
+        if found.contains(&seg) {
+            // Listed twice: evaluated once.
+            return;
+        }
+        match owner {
+            Owner::Segment(from) if from == seg => {
+                self.problem(path, format!("segment {key:?} cannot refer to itself"));
+                return;
+            }
+            Owner::Segment(from) => self.segment_edges[from].push((seg, path)),
+            Owner::Flag(flag) => self.flag_segments[flag].push(seg),
+        }
+        found.push(seg);
+    }
+
     /// Rejects cycles and over-long chains among prerequisites and among
     /// segments, reporting each at the reference that closes it.
     pub(super) fn check_chains(&mut self) {
