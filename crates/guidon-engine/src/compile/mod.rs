@@ -221,112 +221,20 @@ impl<'f> Compiler<'f> {
         });
     }
 
-    fn flag(&mut self, i: usize, flag: &'f Flag, version: Option<u64>) -> CompiledFlag {
+    fn flag(&mut self, i: usize, flag: &Flag, version: Option<u64>) -> CompiledFlag {
         let at = format!("flags[{i}]");
         let variants = self.variants(&at, flag);
-        let variant_ref = |c: &mut Compiler<'f>, path: String, key: &str| -> Option<usize> {
-            let found = flag.variants.iter().position(|v| v.key == key);
-            if found.is_none() {
-                let msg = if flag.variants.is_empty() {
-                    format!("variant {key:?} named, but the flag has no variants")
-                } else {
-                    format!("unknown variant {key:?}")
-                };
-                c.problem(path, msg);
-            }
-            found
-        };
         let off_variant = flag
             .off_variant
             .as_ref()
-            .and_then(|k| variant_ref(self, format!("{at}.off_variant"), k));
-
-        let serve = |c: &mut Compiler<'f>, path: String, s: &Serve| -> CompiledServe {
-            if let Some(p) = s.percentage {
-                if s.enabled {
-                    c.percentage(format!("{path}.percentage"), p);
-                } else {
-                    c.problem(
-                        format!("{path}.percentage"),
-                        "a percentage in a serve that is not enabled would be ignored",
-                    );
-                }
-            }
-            let variant = match &s.variant {
-                Some(k) if !s.enabled => {
-                    c.problem(
-                        format!("{path}.variant"),
-                        format!("variant {k:?} named in a serve that is not enabled"),
-                    );
-                    None
-                }
-                Some(k) => variant_ref(c, format!("{path}.variant"), k),
-                None => None,
-            };
-            CompiledServe {
-                enabled: s.enabled,
-                variant,
-                percentage: s.percentage,
-            }
-        };
-
+            .and_then(|k| self.variant_ref(flag, format!("{at}.off_variant"), k));
         let override_serve = flag
             .override_serve
             .as_ref()
-            .map(|s| serve(self, format!("{at}.override"), s));
-
+            .map(|s| self.serve(flag, format!("{at}.override"), s));
         let prerequisites = self.prerequisites(&at, i, flag);
-
-        let mut targets = Vec::with_capacity(flag.targets.len());
-        for (j, t) in flag.targets.iter().enumerate() {
-            let path = format!("{at}.targets[{j}]");
-            if let Some(a) = &t.attribute {
-                self.attribute_name(format!("{path}.attribute"), a);
-            }
-            if t.values.is_empty() {
-                self.problem(
-                    format!("{path}.values"),
-                    "a target must list at least one value",
-                );
-            }
-            let values = self.unit_set(&format!("{path}.values"), &t.values);
-            let served = serve(self, format!("{path}.serve"), &t.serve);
-            targets.push(CompiledTarget {
-                attribute: t.attribute.as_deref().map(UnitAttr::new),
-                values,
-                serve: served,
-            });
-        }
-
-        let mut rules = Vec::with_capacity(flag.rules.len());
-        let mut names: HashMap<String, usize> = HashMap::new();
-        for (j, r) in flag.rules.iter().enumerate() {
-            let path = format!("{at}.rules[{j}]");
-            let name = r.name.clone().unwrap_or_else(|| format!("rules[{j}]"));
-            if r.name.as_deref().is_some_and(is_default_rule_name) {
-                self.problem(
-                    format!("{path}.name"),
-                    format!("rule names of the form {name:?} are reserved for unnamed rules"),
-                );
-            } else if name.is_empty() {
-                self.problem(format!("{path}.name"), "a rule name cannot be empty");
-            } else if let Some(first) = names.get(&name) {
-                self.problem(
-                    format!("{path}.name"),
-                    format!("duplicate rule name {name:?} (first at rules[{first}])"),
-                );
-            } else {
-                names.insert(name.clone(), j);
-            }
-            let conditions = self.conditions(&path, &r.conditions, Owner::Flag(i));
-            let served = serve(self, format!("{path}.serve"), &r.serve);
-            rules.push(CompiledRule {
-                name: name.into(),
-                any: r.match_kind == Match::Any,
-                conditions,
-                serve: served,
-            });
-        }
+        let targets = self.targets(&at, flag);
+        let rules = self.rules(&at, i, flag);
 
         let (rollout, salt, bucket_by) = match &flag.rollout {
             Some(r) => {
@@ -367,6 +275,107 @@ impl<'f> Compiler<'f> {
             bucket_by: UnitAttr::new(bucket_by),
             fallthrough,
         }
+    }
+
+    /// The index of `flag`'s variant `key`, named at `path`.
+    fn variant_ref(&mut self, flag: &Flag, path: String, key: &str) -> Option<usize> {
+        let found = flag.variants.iter().position(|v| v.key == key);
+        if found.is_none() {
+            let msg = if flag.variants.is_empty() {
+                format!("variant {key:?} named, but the flag has no variants")
+            } else {
+                format!("unknown variant {key:?}")
+            };
+            self.problem(path, msg);
+        }
+        found
+    }
+
+    fn serve(&mut self, flag: &Flag, path: String, s: &Serve) -> CompiledServe {
+        if let Some(p) = s.percentage {
+            if s.enabled {
+                self.percentage(format!("{path}.percentage"), p);
+            } else {
+                self.problem(
+                    format!("{path}.percentage"),
+                    "a percentage in a serve that is not enabled would be ignored",
+                );
+            }
+        }
+        let variant = match &s.variant {
+            Some(k) if !s.enabled => {
+                self.problem(
+                    format!("{path}.variant"),
+                    format!("variant {k:?} named in a serve that is not enabled"),
+                );
+                None
+            }
+            Some(k) => self.variant_ref(flag, format!("{path}.variant"), k),
+            None => None,
+        };
+        CompiledServe {
+            enabled: s.enabled,
+            variant,
+            percentage: s.percentage,
+        }
+    }
+
+    fn targets(&mut self, at: &str, flag: &Flag) -> Vec<CompiledTarget> {
+        let mut targets = Vec::with_capacity(flag.targets.len());
+        for (j, t) in flag.targets.iter().enumerate() {
+            let path = format!("{at}.targets[{j}]");
+            if let Some(a) = &t.attribute {
+                self.attribute_name(format!("{path}.attribute"), a);
+            }
+            if t.values.is_empty() {
+                self.problem(
+                    format!("{path}.values"),
+                    "a target must list at least one value",
+                );
+            }
+            let values = self.unit_set(&format!("{path}.values"), &t.values);
+            let served = self.serve(flag, format!("{path}.serve"), &t.serve);
+            targets.push(CompiledTarget {
+                attribute: t.attribute.as_deref().map(UnitAttr::new),
+                values,
+                serve: served,
+            });
+        }
+        targets
+    }
+
+    /// The rules of flag `i`, named by position when unnamed.
+    fn rules(&mut self, at: &str, i: usize, flag: &Flag) -> Vec<CompiledRule> {
+        let mut rules = Vec::with_capacity(flag.rules.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (j, r) in flag.rules.iter().enumerate() {
+            let path = format!("{at}.rules[{j}]");
+            let name = r.name.clone().unwrap_or_else(|| format!("rules[{j}]"));
+            if r.name.as_deref().is_some_and(is_default_rule_name) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("rule names of the form {name:?} are reserved for unnamed rules"),
+                );
+            } else if name.is_empty() {
+                self.problem(format!("{path}.name"), "a rule name cannot be empty");
+            } else if let Some(first) = names.get(&name) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("duplicate rule name {name:?} (first at rules[{first}])"),
+                );
+            } else {
+                names.insert(name.clone(), j);
+            }
+            let conditions = self.conditions(&path, &r.conditions, Owner::Flag(i));
+            let served = self.serve(flag, format!("{path}.serve"), &r.serve);
+            rules.push(CompiledRule {
+                name: name.into(),
+                any: r.match_kind == Match::Any,
+                conditions,
+                serve: served,
+            });
+        }
+        rules
     }
 
     fn variants(&mut self, at: &str, flag: &Flag) -> Vec<CompiledVariant> {
