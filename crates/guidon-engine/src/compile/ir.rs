@@ -249,6 +249,7 @@ pub(crate) enum Test {
     InCidr(Vec<IpNet>),
 }
 
+/// The values of `$day_of_week`, indexed by the day's offset from Monday.
 pub(crate) const DAY_NAMES: [&str; 7] = [
     "monday",
     "tuesday",

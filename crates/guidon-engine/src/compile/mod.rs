@@ -125,6 +125,10 @@ impl Snapshot {
     }
 }
 
+/// One compilation in progress: the problems found so far, the keys of the
+/// file's flags and segments, and the references among them, which
+/// `graph.rs` checks once every flag and segment is compiled. Its methods
+/// are spread over this module, `condition.rs` and `graph.rs`.
 struct Compiler<'f> {
     file: &'f FlagFile,
     problems: Vec<Problem>,
