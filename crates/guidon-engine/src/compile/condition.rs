@@ -188,13 +188,11 @@ impl Compiler<'_> {
             Some(Value::Number(n)) => Num::of(n).map(|x| Test::Equals(Literal::Num(x))),
             Some(Value::Bool(b)) => Some(Test::Equals(Literal::Bool(*b))),
             Some(other) => {
-                self.problem(
+                self.wrong_type(
                     format!("{values_path}[0]"),
-                    format!(
-                        "operator {} compares a string, a number or a boolean, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
+                    c,
+                    "compares a string, a number or a boolean",
+                    other,
                 );
                 None
             }
@@ -210,13 +208,11 @@ impl Compiler<'_> {
             match v {
                 Value::String(s) => strings.push(fold(s, c)),
                 Value::Number(n) => numbers.extend(Num::of(n)),
-                other => self.problem(
+                other => self.wrong_type(
                     format!("{values_path}[{m}]"),
-                    format!(
-                        "operator {} takes strings or numbers, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
+                    c,
+                    "takes strings or numbers",
+                    other,
                 ),
             }
         }
@@ -229,58 +225,41 @@ impl Compiler<'_> {
     /// The substring operators: strings.
     fn strings(&mut self, values_path: &str, c: &Condition) -> Vec<Box<str>> {
         let mut out = Vec::with_capacity(c.values.len());
-        for (m, v) in c.values.iter().enumerate() {
-            match v {
-                Value::String(s) => out.push(fold(s, c)),
-                other => self.problem(
-                    format!("{values_path}[{m}]"),
-                    format!(
-                        "operator {} compares strings, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
-                ),
-            }
-        }
+        self.each_string(values_path, c, "compares strings", |_, _, s| {
+            out.push(fold(s, c));
+        });
         out
     }
 
     /// `matches`: regexes, bounded in length and compiled size.
     fn regexes(&mut self, values_path: &str, c: &Condition) -> Vec<Regex> {
         let mut regexes = Vec::with_capacity(c.values.len());
-        for (m, v) in c.values.iter().enumerate() {
-            let path = format!("{values_path}[{m}]");
-            match v {
-                Value::String(s) if s.len() > MAX_REGEX_LEN => self.problem(
+        self.each_string(values_path, c, "takes regexes", |this, path, s| {
+            if s.len() > MAX_REGEX_LEN {
+                this.problem(
                     path,
                     format!(
                         "regex is {} bytes long, at most {MAX_REGEX_LEN} allowed",
                         s.len()
                     ),
-                ),
-                Value::String(s) => match RegexBuilder::new(s)
-                    .case_insensitive(c.case_insensitive)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
-                    Ok(r) => regexes.push(r),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        let msg = msg.lines().last().unwrap_or("").trim();
-                        let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
-                        self.problem(path, format!("invalid regex {s:?}: {msg}"));
-                    }
-                },
-                other => self.problem(
-                    path,
-                    format!(
-                        "operator matches takes regexes, got {}",
-                        json_type_name(other)
-                    ),
-                ),
+                );
+                return;
             }
-        }
+            match RegexBuilder::new(s)
+                .case_insensitive(c.case_insensitive)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(r) => regexes.push(r),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let msg = msg.lines().last().unwrap_or("").trim();
+                    let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
+                    this.problem(path, format!("invalid regex {s:?}: {msg}"));
+                }
+            }
+        });
         regexes
     }
 
@@ -295,14 +274,7 @@ impl Compiler<'_> {
         match c.values.first() {
             Some(Value::Number(n)) => Num::of(n).map(|x| Test::Compare(ord, x)),
             Some(other) => {
-                self.problem(
-                    format!("{values_path}[0]"),
-                    format!(
-                        "operator {} compares numbers, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
-                );
+                self.wrong_type(format!("{values_path}[0]"), c, "compares numbers", other);
                 None
             }
             None => None,
@@ -357,13 +329,11 @@ impl Compiler<'_> {
         match c.values.first() {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(other) => {
-                self.problem(
+                self.wrong_type(
                     format!("{values_path}[0]"),
-                    format!(
-                        "operator {} takes {what}, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
+                    c,
+                    &format!("takes {what}"),
+                    other,
                 );
                 None
             }
@@ -375,51 +345,60 @@ impl Compiler<'_> {
     /// (see [`Compiler::segment_reference`]).
     fn segments_named(&mut self, values_path: &str, c: &Condition, owner: Owner) -> Vec<usize> {
         let mut found = Vec::with_capacity(c.values.len());
-        for (m, v) in c.values.iter().enumerate() {
-            let path = format!("{values_path}[{m}]");
-            match v {
-                Value::String(s) => self.segment_reference(path, s, owner, &mut found),
-                other => self.problem(
-                    path,
-                    format!(
-                        "operator {} takes segment keys, got {}",
-                        c.operator.as_str(),
-                        json_type_name(other)
-                    ),
-                ),
-            }
-        }
+        self.each_string(values_path, c, "takes segment keys", |this, path, s| {
+            this.segment_reference(path, s, owner, &mut found);
+        });
         found
     }
 
     /// `in_cidr`: CIDR blocks, or single addresses.
     fn cidr_blocks(&mut self, values_path: &str, c: &Condition) -> Vec<IpNet> {
         let mut nets = Vec::with_capacity(c.values.len());
+        self.each_string(values_path, c, "takes CIDR blocks", |this, path, s| match s
+            .parse::<IpNet>()
+        {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => match s.parse::<std::net::IpAddr>() {
+                Ok(addr) => nets.push(IpNet::from(addr)),
+                Err(_) => this.problem(
+                    path,
+                    format!("invalid CIDR block {s:?}, expected e.g. 10.0.0.0/8 or 2001:db8::/32"),
+                ),
+            },
+        });
+        nets
+    }
+
+    /// Calls `each` with the path and text of every value that is a string,
+    /// in order, and reports every other value as one the operator does not
+    /// take (see [`Compiler::wrong_type`]).
+    fn each_string<'c>(
+        &mut self,
+        values_path: &str,
+        c: &'c Condition,
+        wants: &str,
+        mut each: impl FnMut(&mut Self, String, &'c str),
+    ) {
         for (m, v) in c.values.iter().enumerate() {
             let path = format!("{values_path}[{m}]");
             match v {
-                Value::String(s) => match s.parse::<IpNet>() {
-                    Ok(net) => nets.push(net.trunc()),
-                    Err(_) => match s.parse::<std::net::IpAddr>() {
-                        Ok(addr) => nets.push(IpNet::from(addr)),
-                        Err(_) => self.problem(
-                            path,
-                            format!(
-                                "invalid CIDR block {s:?}, expected e.g. 10.0.0.0/8 or 2001:db8::/32"
-                            ),
-                        ),
-                    },
-                },
-                other => self.problem(
-                    path,
-                    format!(
-                        "operator in_cidr takes CIDR blocks, got {}",
-                        json_type_name(other)
-                    ),
-                ),
+                Value::String(s) => each(self, path, s),
+                other => self.wrong_type(path, c, wants, other),
             }
         }
-        nets
+    }
+
+    /// Reports a value at `path` of a JSON type the operator does not take;
+    /// `wants` says what it does ("compares numbers").
+    fn wrong_type(&mut self, path: String, c: &Condition, wants: &str, got: &Value) {
+        self.problem(
+            path,
+            format!(
+                "operator {} {wants}, got {}",
+                c.operator.as_str(),
+                json_type_name(got)
+            ),
+        );
     }
 
     fn special_attribute(&mut self, at: &str, name: &str, c: &Condition) -> Attribute {
