@@ -234,10 +234,10 @@ impl Compiler<'_> {
     /// `matches`: regexes, bounded in length and compiled size.
     fn regexes(&mut self, values_path: &str, c: &Condition) -> Vec<Regex> {
         let mut regexes = Vec::with_capacity(c.values.len());
-        self.each_string(values_path, c, "takes regexes", |this, path, s| {
+        self.each_string(values_path, c, "takes regexes", |this, m, s| {
             if s.len() > MAX_REGEX_LEN {
                 this.problem(
-                    path,
+                    format!("{values_path}[{m}]"),
                     format!(
                         "regex is {} bytes long, at most {MAX_REGEX_LEN} allowed",
                         s.len()
@@ -256,7 +256,10 @@ impl Compiler<'_> {
                     let msg = e.to_string();
                     let msg = msg.lines().last().unwrap_or("").trim();
                     let msg = msg.strip_prefix("error: ").unwrap_or(msg).to_owned();
-                    this.problem(path, format!("invalid regex {s:?}: {msg}"));
+                    this.problem(
+                        format!("{values_path}[{m}]"),
+                        format!("invalid regex {s:?}: {msg}"),
+                    );
                 }
             }
         });
@@ -345,8 +348,8 @@ impl Compiler<'_> {
     /// (see [`Compiler::segment_reference`]).
     fn segments_named(&mut self, values_path: &str, c: &Condition, owner: Owner) -> Vec<usize> {
         let mut found = Vec::with_capacity(c.values.len());
-        self.each_string(values_path, c, "takes segment keys", |this, path, s| {
-            this.segment_reference(path, s, owner, &mut found);
+        self.each_string(values_path, c, "takes segment keys", |this, m, s| {
+            this.segment_reference(format!("{values_path}[{m}]"), s, owner, &mut found);
         });
         found
     }
@@ -354,36 +357,36 @@ impl Compiler<'_> {
     /// `in_cidr`: CIDR blocks, or single addresses.
     fn cidr_blocks(&mut self, values_path: &str, c: &Condition) -> Vec<IpNet> {
         let mut nets = Vec::with_capacity(c.values.len());
-        self.each_string(values_path, c, "takes CIDR blocks", |this, path, s| match s
-            .parse::<IpNet>()
-        {
-            Ok(net) => nets.push(net.trunc()),
-            Err(_) => match s.parse::<std::net::IpAddr>() {
-                Ok(addr) => nets.push(IpNet::from(addr)),
-                Err(_) => this.problem(
-                    path,
+        self.each_string(values_path, c, "takes CIDR blocks", |this, m, s| {
+            if let Ok(net) = s.parse::<IpNet>() {
+                nets.push(net.trunc());
+            } else if let Ok(addr) = s.parse::<std::net::IpAddr>() {
+                nets.push(IpNet::from(addr));
+            } else {
+                this.problem(
+                    format!("{values_path}[{m}]"),
                     format!("invalid CIDR block {s:?}, expected e.g. 10.0.0.0/8 or 2001:db8::/32"),
-                ),
-            },
+                );
+            }
         });
         nets
     }
 
-    /// Calls `each` with the path and text of every value that is a string,
+    /// Calls `each` with the index and text of every value that is a string,
     /// in order, and reports every other value as one the operator does not
-    /// take (see [`Compiler::wrong_type`]).
+    /// take (see [`Compiler::wrong_type`]). A value's path is formatted only
+    /// where it is needed: most values of a valid file need none.
     fn each_string<'c>(
         &mut self,
         values_path: &str,
         c: &'c Condition,
         wants: &str,
-        mut each: impl FnMut(&mut Self, String, &'c str),
+        mut each: impl FnMut(&mut Self, usize, &'c str),
     ) {
         for (m, v) in c.values.iter().enumerate() {
-            let path = format!("{values_path}[{m}]");
             match v {
-                Value::String(s) => each(self, path, s),
-                other => self.wrong_type(path, c, wants, other),
+                Value::String(s) => each(self, m, s),
+                other => self.wrong_type(format!("{values_path}[{m}]"), c, wants, other),
             }
         }
     }
