@@ -184,8 +184,7 @@ impl Snapshot {
 
         for rule in &flag.rules {
             let matched = self.rule_matches(rule.any, &rule.conditions, ctx, now, t);
-            let conditions = t.take_conditions();
-            t.step(|| Step {
+            t.rule_step(|conditions| Step {
                 rule: Some(rule.name.to_string()),
                 conditions,
                 ..Step::new(
