@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::compile::{
-    Attribute, CompiledCondition, CompiledFlag, CompiledServe, DAY_NAMES, Literal, Num, Snapshot,
-    Test,
+use crate::compile::Snapshot;
+use crate::compile::ir::{
+    Attribute, CompiledCondition, CompiledFlag, CompiledServe, DAY_NAMES, Literal, Num, Test,
 };
 use crate::context::{Context, Unit};
 use crate::explain::{ConditionTrace, Explanation, NoTrace, Recorder, Step, Tracer};
@@ -184,8 +184,7 @@ impl Snapshot {
 
         for rule in &flag.rules {
             let matched = self.rule_matches(rule.any, &rule.conditions, ctx, now, t);
-            let conditions = t.take_conditions();
-            t.step(|| Step {
+            t.rule_step(|conditions| Step {
                 rule: Some(rule.name.to_string()),
                 conditions,
                 ..Step::new(

@@ -51,8 +51,8 @@ pub struct Explanation {
 pub(crate) trait Tracer {
     fn step(&mut self, make: impl FnOnce() -> Step);
     fn condition(&mut self, make: impl FnOnce() -> ConditionTrace);
-    /// Hands the conditions recorded since the last call to the caller.
-    fn take_conditions(&mut self) -> Vec<ConditionTrace>;
+    /// Records a step made from the conditions recorded since the last one.
+    fn rule_step(&mut self, make: impl FnOnce(Vec<ConditionTrace>) -> Step);
 }
 
 pub(crate) struct NoTrace;
@@ -63,9 +63,7 @@ impl Tracer for NoTrace {
     #[inline(always)]
     fn condition(&mut self, _: impl FnOnce() -> ConditionTrace) {}
     #[inline(always)]
-    fn take_conditions(&mut self) -> Vec<ConditionTrace> {
-        Vec::new()
-    }
+    fn rule_step(&mut self, _: impl FnOnce(Vec<ConditionTrace>) -> Step) {}
 }
 
 #[derive(Default)]
@@ -81,8 +79,9 @@ impl Tracer for Recorder {
     fn condition(&mut self, make: impl FnOnce() -> ConditionTrace) {
         self.pending.push(make());
     }
-    fn take_conditions(&mut self) -> Vec<ConditionTrace> {
-        std::mem::take(&mut self.pending)
+    fn rule_step(&mut self, make: impl FnOnce(Vec<ConditionTrace>) -> Step) {
+        let conditions = std::mem::take(&mut self.pending);
+        self.explanation.steps.push(make(conditions));
     }
 }
 
