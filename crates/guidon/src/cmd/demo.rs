@@ -1,6 +1,6 @@
 //! `guidon demo`: the seed's checkout experiment, end to end, on a
 //! throwaway database: a real server in this process on 127.0.0.1:0, the
-//! 50/50 `new_checkout` flag, 1,000 users `user_0`..`user_999`
+//! 50/50 `new_checkout_experiment` flag, 1,000 users `user_0`..`user_999`
 //! assigned by the engine exactly as an SDK would, their exposures and
 //! purchases sent through `POST /api/v1/events`, and the results
 //! endpoint's statistics, all through the admin client.
@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use crate::output::{Table, count, emit};
 use crate::remote::explain;
 
-const FLAG: &str = "new_checkout";
+/// The seed's experiment: `testdata/hashing/` holds its 1,000 assignments.
+const FLAG: &str = "new_checkout_experiment";
 const ENV: &str = "production";
 const USERS: usize = 1000;
 const PRICE: f64 = 99.99;
