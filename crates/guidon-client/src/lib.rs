@@ -23,6 +23,7 @@
 //! See [`sync`](crate::Transport) for how the client follows the server,
 //! and `ARCHITECTURE.md` for the guarantees.
 
+pub mod admin;
 mod client;
 mod error;
 mod events;

@@ -403,17 +403,51 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     );
 }
 
+/// The seed's experiment as `testdata/hashing/` computed it with Python's
+/// hashlib: per arm (control, treatment) the units assigned and the
+/// purchases of the seed's pattern (treatment when i % 4 == 0, control when
+/// i % 6 == 0). Read from the committed vectors, not from the demo's code.
+fn seed_experiment() -> (String, [u32; 2], [u32; 2]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/hashing/new_checkout_experiment.json");
+    let text = std::fs::read_to_string(&path).expect("the hashing vectors");
+    let vectors: Value = serde_json::from_str(&text).expect("vectors are JSON");
+    let units = vectors["units"].as_array().expect("units");
+    assert_eq!(units.len(), 1000);
+    let (mut exposures, mut purchases) = ([0_u32; 2], [0_u32; 2]);
+    for (i, unit) in units.iter().enumerate() {
+        assert_eq!(unit["unit"], format!("user_{i}"));
+        let treatment = match unit["variant"].as_str() {
+            Some("control") => false,
+            Some("treatment") => true,
+            other => panic!("unit {i}: variant {other:?}"),
+        };
+        let arm = usize::from(treatment);
+        exposures[arm] += 1;
+        if (treatment && i.is_multiple_of(4)) || (!treatment && i.is_multiple_of(6)) {
+            purchases[arm] += 1;
+        }
+    }
+    let flag = vectors["flag"].as_str().expect("flag").to_owned();
+    (flag, exposures, purchases)
+}
+
 /// `guidon demo`: the seed's experiment through a real server and the real
-/// ingestion path. The split is the SHA-256 buckets' (the same 469/531 the
-/// SDK's checkout example gets); the purchases follow the seed's pattern.
+/// ingestion path. The split is the SHA-256 buckets' of the seed's flag
+/// (the committed hashing vectors); the purchases follow the seed's pattern.
 #[test]
 fn demo_prints_the_seeds_numbers_and_the_statistics() {
+    let (flag, exposures, purchases) = seed_experiment();
     let out = guidon(&["demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("Experiment: {flag} ")),
+        "{stdout}"
     );
     let row = |name: &str| {
         stdout
@@ -422,15 +456,37 @@ fn demo_prints_the_seeds_numbers_and_the_statistics() {
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .unwrap_or_default()
     };
-    assert_eq!(row("control ")[1..4], ["469", "83", "17.70%"], "{stdout}");
-    assert_eq!(
-        row("treatment ")[1..4],
-        ["531", "128", "24.11%"],
+    let rate = |arm: usize| {
+        format!(
+            "{:.2}%",
+            f64::from(purchases[arm]) / f64::from(exposures[arm]) * 100.0
+        )
+    };
+    for (arm, name) in ["control ", "treatment "].into_iter().enumerate() {
+        assert_eq!(
+            row(name)[1..4],
+            [
+                exposures[arm].to_string(),
+                purchases[arm].to_string(),
+                rate(arm)
+            ],
+            "{stdout}"
+        );
+    }
+    let events = 1000 + purchases[0] + purchases[1];
+    assert!(
+        stdout.contains(&format!("{events} events accepted")),
         "{stdout}"
     );
-    assert!(stdout.contains("1211 events accepted"), "{stdout}");
     for column in ["LIFT (95% CI)", "P-VALUE", "CHANCE TO WIN"] {
         assert!(stdout.contains(column), "{column}: {stdout}");
     }
-    assert!(stdout.contains("+36.2%"), "{stdout}");
+    // The relative lift of the conversion rates.
+    let lift = (f64::from(purchases[1]) / f64::from(exposures[1]))
+        / (f64::from(purchases[0]) / f64::from(exposures[0]))
+        - 1.0;
+    assert!(
+        stdout.contains(&format!("{:+.1}%", lift * 100.0)),
+        "{stdout}"
+    );
 }

@@ -825,3 +825,94 @@ fn missing_or_unknown_token_is_one_line() {
         "guidon: missing or unknown token: send Authorization: Bearer TOKEN (401 unauthorized); check --token or GUIDON_TOKEN"
     );
 }
+
+/// `guidon experiments results` over events sent with the admin client: a
+/// table, or the answer as JSON, through any form of the server's URL.
+#[test]
+fn experiment_results_as_a_table_and_as_json() {
+    use guidon_client::admin::{AdminClient, Body};
+
+    let server = Server::start("results");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin = AdminClient::new(&server.url, ADMIN).expect("an admin client");
+    let send = |events: Vec<Value>| {
+        let n = events.len() as u64;
+        let receipt = runtime
+            .block_on(admin.send_events("production", &events))
+            .expect("events sent");
+        assert_eq!((receipt.accepted, receipt.rejected.len()), (n, 0));
+    };
+    let flag = json!({"key": "checkout", "enabled": true, "variants": [
+        {"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}]});
+    let body = Body::json(&flag).expect("encodes");
+    runtime
+        .block_on(admin.set_flag("production", "checkout", body, None))
+        .expect("flag created");
+    let exposure = |i: u32, variant: &str| {
+        json!({"type": "exposure", "event_id": format!("x-{i}"), "flag": "checkout",
+               "variant": variant, "context": {"user_id": format!("u{i}")},
+               "timestamp": "2026-11-24T12:00:00Z"})
+    };
+    let purchase = |i: u32| {
+        json!({"type": "conversion", "event_id": format!("p-{i}"), "metric": "purchase",
+               "value": 10.0, "context": {"user_id": format!("u{i}")},
+               "timestamp": "2026-11-24T12:05:00Z"})
+    };
+    let results = ["experiments", "results", "checkout", "--env", "production"];
+    let args = [&results[..], &["--metric", "purchase"]].concat();
+
+    // One unit: a noun that agrees with its count.
+    send(vec![exposure(0, "control")]);
+    let table = server.ok(&args);
+    assert!(table.contains("; 1 unit exposed, 0 in several"), "{table}");
+
+    send(vec![
+        exposure(1, "control"),
+        exposure(2, "control"),
+        exposure(3, "treatment"),
+        exposure(4, "treatment"),
+        purchase(1),
+        purchase(3),
+        purchase(4),
+    ]);
+    let table = server.ok(&args);
+    assert!(table.contains("; 5 units exposed, 0 in several"), "{table}");
+    let control: Vec<&str> = row(&table, "control").split_whitespace().collect();
+    assert_eq!(control[..4], ["control", "(control)", "3", "1"], "{table}");
+    let treatment: Vec<&str> = row(&table, "treatment").split_whitespace().collect();
+    assert_eq!(treatment[1..3], ["2", "2"], "{table}");
+
+    // The same results as JSON, through the API's own URL.
+    let api = format!("{}/api/v1/", server.url);
+    let with_api = [&args[..], &["--json", "--server", &api, "--token", ADMIN]].concat();
+    let value: Value = serde_json::from_str(&succeeded(&with_api, &guidon(&with_api, &[])))
+        .expect("--json prints JSON");
+    assert_eq!(value["flag"], "checkout");
+    assert_eq!(value["exposures"]["units"], 5);
+    assert_eq!(value["variants"][1]["conversions"], 2);
+
+    // Errors are one line, as for every admin command.
+    let err = server.fails(&[
+        "experiments",
+        "results",
+        "nope",
+        "--env",
+        "production",
+        "--metric",
+        "purchase",
+    ]);
+    assert!(err.contains("404 not_found"), "{err}");
+    let err = server.fails(&[
+        "experiments",
+        "results",
+        "checkout",
+        "--env",
+        "../x",
+        "--metric",
+        "purchase",
+    ]);
+    assert!(err.contains("invalid environment \"../x\""), "{err}");
+}

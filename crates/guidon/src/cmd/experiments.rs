@@ -2,16 +2,16 @@
 //! results from a server, as a table a product manager can read (variants
 //! as rows: units, conversions, rate, lift with its interval, p-value,
 //! chance to win), then the health checks and warnings. `--json` prints the
-//! server's answer as it was sent.
+//! server's answer as JSON.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use guidon_client::admin::ResultsQuery;
 use serde_json::Value;
 
-use crate::RemoteArgs;
+use crate::output::{Table, answer, clean, noun, thousands};
+use crate::remote::{RemoteArgs, block_on, explain};
 
 #[derive(clap::Args)]
 pub(crate) struct ExperimentsArgs {
@@ -52,6 +52,8 @@ pub(crate) enum ExperimentsCommand {
 
 /// Runs `guidon experiments …`.
 pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.remote.client()?;
+    let as_json = args.remote.json;
     match args.command {
         ExperimentsCommand::Results {
             flag,
@@ -61,117 +63,21 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             kind,
             correction,
             window_hours,
-        } => {
-            let mut query = vec![("metric", metric)];
-            if let Some(method) = method {
-                query.push(("method", method));
-            }
-            if let Some(kind) = kind {
-                query.push(("kind", kind));
-            }
-            if let Some(correction) = correction {
-                query.push(("correction", correction));
-            }
-            if let Some(hours) = window_hours {
-                query.push(("window_hours", hours.to_string()));
-            }
-            let (text, value) = fetch(
-                &args.remote,
-                &["envs", &env, "experiments", &flag, "results"],
-                &query,
-            )?;
-            let out = if args.remote.json {
-                match serde_json::to_string_pretty(&value) {
-                    Ok(pretty) => pretty + "\n",
-                    Err(_) => text,
-                }
-            } else {
-                render_results(&value)
+        } => block_on(async move {
+            let query = ResultsQuery {
+                metric,
+                method,
+                kind,
+                correction,
+                window_hours,
             };
-            print!("{out}");
-            Ok(ExitCode::SUCCESS)
-        }
+            let results = client
+                .experiment_results(&env, &flag, &query)
+                .await
+                .map_err(explain)?;
+            answer(as_json, &results, render_results)
+        }),
     }
-}
-
-/// GET `/api/v1/{segments…}?query` with the token; the answer's text and
-/// JSON, or the server's error as one line.
-fn fetch(
-    remote: &RemoteArgs,
-    segments: &[&str],
-    query: &[(&str, String)],
-) -> anyhow::Result<(String, Value)> {
-    let Some(token) = remote
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    else {
-        bail!("no token: give --token TOKEN or set GUIDON_TOKEN (results need an admin token)");
-    };
-    let server = match remote.server.trim() {
-        "" => "http://127.0.0.1:8080",
-        given => given,
-    };
-    let base = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    let mut url =
-        reqwest::Url::parse(&base).map_err(|e| anyhow!("--server {server:?} is not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        bail!("--server {server}: this guidon speaks only http://");
-    }
-    {
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| anyhow!("--server {server:?} cannot have a path"))?;
-        path.pop_if_empty();
-        path.extend(["api", "v1"]);
-        path.extend(segments);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .context("setting up the HTTP client")?;
-        let response = http
-            .get(url)
-            .query(query)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    anyhow!("cannot connect to the server at {server} (is it running? set --server or GUIDON_SERVER)")
-                } else {
-                    anyhow!("request to the server at {server} failed: {e}")
-                }
-            })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| anyhow!("reading the answer of {server}: {e}"))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = value["message"].as_str().map(clean).unwrap_or_else(|| {
-                status.canonical_reason().unwrap_or("error").to_owned()
-            });
-            let code = value["error"].as_str().map(clean).unwrap_or_default();
-            bail!("{message} ({} {code})", status.as_u16());
-        }
-        if value.is_null() {
-            bail!("unexpected answer from the server at {server}: not JSON");
-        }
-        Ok((text, value))
-    })
 }
 
 /// The results JSON of `GET /api/v1/envs/{env}/experiments/{flag}/results`
@@ -207,8 +113,9 @@ pub(crate) fn render_results(results: &Value) -> String {
     let exposures = &results["exposures"];
     let _ = writeln!(
         out,
-        "{method}, {level} intervals, {correction}, {window}; {} units exposed, {} in several variants (excluded)",
+        "{method}, {level} intervals, {correction}, {window}; {} {} exposed, {} in several variants (excluded)",
         count(&exposures["units"]),
+        noun(exposures["units"].as_u64().unwrap_or(0), "unit", "units"),
         count(&exposures["multiple_exposure_units"]),
     );
     out.push('\n');
@@ -237,7 +144,7 @@ pub(crate) fn render_results(results: &Value) -> String {
     let variants = results["variants"].as_array().unwrap_or(&empty);
     let comparisons = results["comparisons"].as_array().unwrap_or(&empty);
     let mut any_significant = false;
-    let mut rows = Vec::new();
+    let mut table = Table::new(&headers).right(&[1, 2]);
     for (i, v) in variants.iter().enumerate() {
         let key = text(&v["key"]);
         let rate = match (v["rate"].as_f64(), v["rate_interval"].as_object()) {
@@ -299,9 +206,9 @@ pub(crate) fn render_results(results: &Value) -> String {
                 }
             },
         }
-        rows.push(row);
+        table.row(row);
     }
-    out.push_str(&table(&headers, &rows));
+    out.push_str(&table.render());
     if any_significant {
         let rule = if method == "bayesian" {
             format!(
@@ -342,42 +249,6 @@ pub(crate) fn render_results(results: &Value) -> String {
     out
 }
 
-/// Columns separated by two spaces, numbers right-aligned, the last column
-/// not padded.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let right = |i: usize| i == 1 || i == 2;
-    let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            if right(i) {
-                let _ = write!(line, "{cell:>width$}");
-            } else {
-                let _ = write!(line, "{cell:<width$}");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => clean(s),
@@ -386,20 +257,9 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// An integer with thousands separators: `1,234,567`.
+/// A count from the answer with thousands separators, `—` when absent.
 fn count(value: &Value) -> String {
-    let Some(n) = value.as_u64() else {
-        return "—".to_owned();
-    };
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    value.as_u64().map_or_else(|| "—".to_owned(), thousands)
 }
 
 /// `x` with at most `decimals` decimals, trailing zeros dropped.

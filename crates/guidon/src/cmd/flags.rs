@@ -1,0 +1,456 @@
+//! `guidon flags …`: read and change the flags of an environment on a
+//! server. Each command is one or two admin calls; `--json` prints the
+//! answer as JSON instead of a summary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+use guidon_client::admin::{AdminClient, Body};
+use guidon_engine::Format;
+use guidon_engine::model::Flag;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::input::Input;
+use crate::output::{Table, answer, clean, count, date_ms, emit, json, quoted, shorten};
+use crate::remote::{RemoteArgs, block_on, explain};
+
+#[derive(clap::Args)]
+pub(crate) struct FlagsArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    command: FlagsCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FlagsCommand {
+    /// List the flags of an environment.
+    List {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
+    /// Show one flag with its version.
+    Get {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
+    /// Create or replace one flag from a file holding one flag object.
+    Set {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The flag (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Only if the flag is still at this version (0: only if it does not exist yet).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Delete a flag.
+    Delete {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Only if the flag is still at this version.
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Turn a flag on if it is off, off if it is on; refused if it changed
+    /// meanwhile.
+    Toggle {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Only if the flag is still at this version (default: the version just read).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Every change of a flag: version, revision, who, when, what.
+    History {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
+    /// Make a flag what it was at an earlier version (a new version).
+    Revert {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The version to go back to.
+        #[arg(long)]
+        version: u64,
+    },
+    /// Print the environment's whole flag file (flags and segments).
+    Export {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+    },
+    /// Replace the environment's flags and segments with a flag file's, in
+    /// one revision (whatever the file lacks is deleted).
+    Import {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+}
+
+pub(crate) fn run(args: FlagsArgs) -> anyhow::Result<ExitCode> {
+    let out = Out {
+        client: args.remote.client()?,
+        json: args.remote.json,
+    };
+    let command = args.command;
+    block_on(async move {
+        match command {
+            FlagsCommand::List { env } => out.list(&env).await,
+            FlagsCommand::Get { key, env } => out.get(&env, &key).await,
+            FlagsCommand::Set {
+                env,
+                file,
+                if_version,
+            } => out.set(&env, &file, if_version).await,
+            FlagsCommand::Delete {
+                key,
+                env,
+                if_version,
+            } => out.delete(&env, &key, if_version).await,
+            FlagsCommand::Toggle {
+                key,
+                env,
+                if_version,
+            } => out.toggle(&env, &key, if_version).await,
+            FlagsCommand::History { key, env } => out.history(&env, &key).await,
+            FlagsCommand::Revert { key, env, version } => out.revert(&env, &key, version).await,
+            FlagsCommand::Export { env, yaml } => out.export(&env, yaml).await,
+            FlagsCommand::Import { env, file } => out.import(&env, &file).await,
+        }
+    })
+}
+
+/// The client, and whether to print JSON.
+struct Out {
+    client: AdminClient,
+    json: bool,
+}
+
+impl Out {
+    /// The answer as JSON with `--json`, else its summary.
+    fn answer<T: Serialize>(
+        &self,
+        value: &T,
+        summary: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        answer(self.json, value, summary)
+    }
+
+    async fn list(&self, env: &str) -> anyhow::Result<()> {
+        let export = self.client.export(env).await.map_err(explain)?;
+        self.answer(&export.file, |file| {
+            let mut table = Table::new(&[
+                "KEY",
+                "ENABLED",
+                "VARIANTS",
+                "RULES",
+                "ROLLOUT",
+                "DESCRIPTION",
+            ]);
+            for f in &file.flags {
+                table.row(vec![
+                    clean(&f.key),
+                    on_off(f.enabled).to_owned(),
+                    variant_keys(f),
+                    f.rules.len().to_string(),
+                    f.rollout
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |r| format!("{}%", r.percentage)),
+                    shorten(&f.description, 60),
+                ]);
+            }
+            let mut out = if table.is_empty() {
+                String::new()
+            } else {
+                table.render()
+            };
+            let revision = export
+                .revision
+                .map(|r| format!(" at revision {r}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{} and {} in {}{revision}\n",
+                count(file.flags.len(), "flag", "flags"),
+                count(file.segments.len(), "segment", "segments"),
+                quoted(env),
+            ));
+            out
+        })
+    }
+
+    async fn get(&self, env: &str, key: &str) -> anyhow::Result<()> {
+        let got = self.client.flag(env, key).await.map_err(explain)?;
+        // The definition, its fields in the model's order.
+        let definition = json(&got.flag)?;
+        self.answer(&got, |got| {
+            format!(
+                "flag {} in {}: {}, version {}, revision {}\n{definition}",
+                quoted(key),
+                quoted(env),
+                on_off(got.flag.enabled),
+                got.version,
+                got.revision,
+            )
+        })
+    }
+
+    async fn set(&self, env: &str, file: &Path, if_version: Option<u64>) -> anyhow::Result<()> {
+        let input = Input::read(file)?;
+        let parsed = input.value()?;
+        let key = match parsed.get("key") {
+            Some(Value::String(key)) => key.clone(),
+            Some(other) => bail!("{}: \"key\" must be a string, not {other}", file.display()),
+            None if parsed.get("flags").is_some() => bail!(
+                "{} is a flag file (it has \"flags\"), not one flag: use `guidon flags import` to replace a whole environment",
+                file.display()
+            ),
+            None if !parsed.is_object() => bail!("{} must hold one flag object", file.display()),
+            None => bail!("{}: the flag has no \"key\"", file.display()),
+        };
+        // The file as written: the server names what is wrong in it.
+        let body = Body::text(input.text, input.format);
+        let written = self
+            .client
+            .set_flag(env, &key, body, if_version)
+            .await
+            .map_err(explain)?;
+        self.answer(&written, |w| {
+            format!(
+                "{} flag {} in {}: version {}, revision {}\n",
+                if w.created { "created" } else { "updated" },
+                quoted(&key),
+                quoted(env),
+                w.version,
+                w.revision,
+            )
+        })
+    }
+
+    async fn delete(&self, env: &str, key: &str, if_version: Option<u64>) -> anyhow::Result<()> {
+        let deleted = self
+            .client
+            .delete_flag(env, key, if_version)
+            .await
+            .map_err(explain)?;
+        self.answer(&deleted, |d| {
+            format!(
+                "deleted flag {} from {} (it was version {}), revision {}\n",
+                quoted(key),
+                quoted(env),
+                d.version,
+                d.revision,
+            )
+        })
+    }
+
+    async fn toggle(&self, env: &str, key: &str, if_version: Option<u64>) -> anyhow::Result<()> {
+        let toggled = self
+            .client
+            .toggle_flag(env, key, if_version)
+            .await
+            .map_err(explain)?;
+        self.answer(&toggled, |t| {
+            format!(
+                "flag {} in {} is now {}: version {}, revision {}\n",
+                quoted(key),
+                quoted(env),
+                on_off(t.flag.enabled),
+                t.version,
+                t.revision,
+            )
+        })
+    }
+
+    async fn history(&self, env: &str, key: &str) -> anyhow::Result<()> {
+        let history = self.client.flag_history(env, key).await.map_err(explain)?;
+        self.answer(&history, |h| {
+            if h.history.is_empty() {
+                return format!("flag {} in {} has no history\n", quoted(key), quoted(env));
+            }
+            let mut table = Table::new(&["VERSION", "REVISION", "OP", "ACTOR", "AT", "CHANGE"]);
+            for e in &h.history {
+                table.row(vec![
+                    e.version.to_string(),
+                    e.revision.to_string(),
+                    e.op.as_str().to_owned(),
+                    shorten(&e.actor, 40),
+                    date_ms(e.at_ms),
+                    what_changed(e.before.as_ref(), e.after.as_ref()),
+                ]);
+            }
+            table.render()
+        })
+    }
+
+    async fn revert(&self, env: &str, key: &str, version: u64) -> anyhow::Result<()> {
+        let reverted = self
+            .client
+            .revert_flag(env, key, version)
+            .await
+            .map_err(explain)?;
+        self.answer(&reverted, |r| {
+            format!(
+                "reverted flag {} in {} to its version {version}: now version {}, revision {}\n",
+                quoted(key),
+                quoted(env),
+                r.version,
+                r.revision,
+            )
+        })
+    }
+
+    async fn export(&self, env: &str, yaml: bool) -> anyhow::Result<()> {
+        if yaml && self.json {
+            bail!("--yaml and --json cannot be used together");
+        }
+        if yaml {
+            let text = self
+                .client
+                .export_text(env, Format::Yaml)
+                .await
+                .map_err(explain)?;
+            if !text.ends_with('\n') {
+                return emit(&format!("{text}\n"));
+            }
+            return emit(&text);
+        }
+        let export = self.client.export(env).await.map_err(explain)?;
+        emit(&json(&export.file)?)
+    }
+
+    async fn import(&self, env: &str, file: &Path) -> anyhow::Result<()> {
+        let input = Input::read(file)?;
+        // A file that is not even JSON/YAML is named here, not by the server.
+        let parsed = input.value()?;
+        if parsed.get("key").is_some() && parsed.get("flags").is_none() {
+            bail!(
+                "{} holds one flag, not a flag file: use `guidon flags set` for one flag (import would delete every other flag)",
+                file.display()
+            );
+        }
+        let imported = self
+            .client
+            .import(env, Body::text(input.text, input.format))
+            .await
+            .map_err(explain)?;
+        self.answer(&imported, |i| {
+            let revision = i.revision;
+            if i.changes.is_empty() {
+                return format!(
+                    "nothing to change in {}: it already holds this file (revision {revision})\n",
+                    quoted(env)
+                );
+            }
+            let mut out = format!(
+                "imported into {}: revision {revision}, {}\n",
+                quoted(env),
+                count(i.changes.len(), "change", "changes")
+            );
+            let mut table = Table::new(&["OP", "KIND", "KEY", "VERSION"]);
+            for c in &i.changes {
+                table.row(vec![
+                    c.op.as_str().to_owned(),
+                    c.kind.as_str().to_owned(),
+                    clean(&c.key),
+                    format!("version {}", c.version),
+                ]);
+            }
+            // The changes, indented under the summary, without the header.
+            for line in table.render().lines().skip(1) {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        })
+    }
+}
+
+fn on_off(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
+}
+
+fn variant_keys(flag: &Flag) -> String {
+    let keys: Vec<String> = flag.variants.iter().map(|v| clean(&v.key)).collect();
+    if keys.is_empty() {
+        "-".to_owned()
+    } else {
+        shorten(&keys.join(","), 40)
+    }
+}
+
+/// What one history entry changed: created, deleted, or the top-level
+/// fields that differ (with `enabled`'s old and new value).
+fn what_changed(before: Option<&Value>, after: Option<&Value>) -> String {
+    fn present(v: Option<&Value>) -> Option<&Value> {
+        v.filter(|v| !v.is_null())
+    }
+    fn switch(v: Option<&Value>) -> &'static str {
+        match v {
+            Some(Value::Bool(b)) => on_off(*b),
+            _ => "?",
+        }
+    }
+    match (present(before), present(after)) {
+        (None, Some(_)) => "created".to_owned(),
+        (Some(_), None) => "deleted".to_owned(),
+        (None, None) => "-".to_owned(),
+        (Some(before), Some(after)) => {
+            let empty = serde_json::Map::new();
+            let b = before.as_object().unwrap_or(&empty);
+            let a = after.as_object().unwrap_or(&empty);
+            let mut fields: Vec<&String> = b.keys().chain(a.keys()).collect();
+            fields.sort();
+            fields.dedup();
+            let changed: Vec<String> = fields
+                .into_iter()
+                .filter(|f| b.get(*f) != a.get(*f))
+                .map(|f| {
+                    if f == "enabled" {
+                        format!(
+                            "enabled {}→{}",
+                            switch(b.get("enabled")),
+                            switch(a.get("enabled"))
+                        )
+                    } else {
+                        clean(f)
+                    }
+                })
+                .collect();
+            if changed.is_empty() {
+                "no change".to_owned()
+            } else {
+                changed.join(", ")
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `guidon serve`: the server (admin API, evaluation API, live streams,
+//! metrics) until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GUIDON_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// sqlite://PATH (created on first start) or postgres://…
+    #[arg(
+        long,
+        env = "GUIDON_DATABASE_URL",
+        default_value = "sqlite://guidon.db"
+    )]
+    database_url: String,
+    /// A secret that becomes an admin token (otherwise one is generated on
+    /// first start and printed once).
+    #[arg(long, env = "GUIDON_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Seconds between stream heartbeats.
+    #[arg(long, env = "GUIDON_HEARTBEAT_SECS", default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// Cache remote evaluation results (see BENCHMARKS.md for why it is off by default).
+    #[arg(long, env = "GUIDON_EVAL_CACHE")]
+    eval_cache: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "GUIDON_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Milliseconds between polls of the database for other instances' changes.
+    #[arg(long, env = "GUIDON_POLL_MS", default_value_t = 250)]
+    poll_ms: u64,
+    /// Log format.
+    #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUIDON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let config = guidon_server::Config {
+        listen: args.listen,
+        database_url: args.database_url,
+        admin_token: args.admin_token,
+        heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
+        eval_cache: args.eval_cache,
+        max_body: args.max_body_bytes,
+        poll_interval: std::time::Duration::from_millis(args.poll_ms.max(10)),
+        ..guidon_server::Config::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let running = guidon_server::start(config).await?;
+        if let Some(token) = &running.generated_admin_token {
+            println!(
+                "guidon: created an admin token (shown once, keep it): {token}\n\
+                 guidon: use it as  Authorization: Bearer {token}"
+            );
+        }
+        println!("guidon: listening on http://{}", running.addr);
+        let stop = running.stopper();
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            stop();
+            let _ = stopping_tx.send(());
+        });
+        // A graceful shutdown waits for connections to finish; a client
+        // that stopped reading could hold it forever, so it has a deadline.
+        let deadline = async {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = running.wait() => result?,
+            () = deadline => tracing::warn!(
+                "connections still open {SHUTDOWN_DEADLINE:?} after shutdown began; exiting"
+            ),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long a graceful shutdown may wait for open connections.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
