@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use guidon_engine::FlagFile;
+use guidon_engine::{FlagFile, Format};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -21,30 +21,21 @@ pub(crate) fn read_document(path: &Path) -> Result<Document, ClientError> {
         source,
     })?;
     let origin = path.display().to_string();
-    parse_document(&text, is_yaml(path), &origin)
-}
-
-fn is_yaml(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+    parse_document(&text, Format::of_path(path), &origin)
 }
 
 pub(crate) fn parse_document(
     text: &str,
-    yaml: bool,
+    format: Format,
     origin: &str,
 ) -> Result<Document, ClientError> {
     let parse_error = |message: String| ClientError::Parse {
         origin: origin.to_owned(),
         message,
     };
-    if yaml {
-        let file = FlagFile::from_yaml_str(text).map_err(|e| parse_error(e.to_string()))?;
-        return Ok(Document {
-            file,
-            ..Document::default()
-        });
+    if format == Format::Yaml {
+        let file = FlagFile::parse(text, format).map_err(|e| parse_error(e.to_string()))?;
+        return Ok(Document::from_file(file));
     }
     let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
     let is_document = value
@@ -107,22 +98,26 @@ mod tests {
 
     #[test]
     fn flag_files_and_documents() {
-        let file = parse_document(r#"{"flags": [{"key": "a", "enabled": true}]}"#, false, "t")
-            .expect("flag file");
+        let file = parse_document(
+            r#"{"flags": [{"key": "a", "enabled": true}]}"#,
+            Format::Json,
+            "t",
+        )
+        .expect("flag file");
         assert_eq!(file.revision, None);
         assert_eq!(file.file.flags.len(), 1);
         let doc = parse_document(
             r#"{"revision": 7, "versions": {"a": 2}, "flags": [{"key": "a", "enabled": true}], "segments": []}"#,
-            false,
+            Format::Json,
             "t",
         )
         .expect("document");
         assert_eq!(doc.revision, Some(7));
         assert_eq!(doc.versions["a"], 2);
-        let yaml =
-            parse_document("flags:\n  - key: a\n    enabled: true\n", true, "t").expect("yaml");
+        let yaml = parse_document("flags:\n  - key: a\n    enabled: true\n", Format::Yaml, "t")
+            .expect("yaml");
         assert_eq!(yaml.file.flags[0].key, "a");
-        assert!(parse_document(r#"{"flags": [{"key": "a"}]}"#, false, "t").is_err());
-        assert!(parse_document("{", false, "t").is_err());
+        assert!(parse_document(r#"{"flags": [{"key": "a"}]}"#, Format::Json, "t").is_err());
+        assert!(parse_document("{", Format::Json, "t").is_err());
     }
 }

@@ -69,7 +69,7 @@ impl Format {
                 let value = with_path(&mut de)?;
                 de.end().map_err(|e| ParseError {
                     path: String::new(),
-                    message: e.to_string(),
+                    message: format!("invalid JSON: {e}"),
                 })?;
                 Ok(value)
             }

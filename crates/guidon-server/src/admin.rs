@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use guidon_engine::model::{Flag, Segment};
-use guidon_engine::{FlagFile, is_valid_key};
+use guidon_engine::{FlagFile, Format, is_valid_key};
 use guidon_protocol::Kind;
 use guidon_protocol::api::Role;
 use guidon_store::Committed;
@@ -88,16 +88,20 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
+/// `Accept` names a YAML type among its choices.
 fn wants_yaml(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("yaml"))
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|t| Format::of_media_type(t) == Some(Format::Yaml))
+        })
 }
 
 fn yaml_response(value: &impl serde::Serialize) -> ApiResult<Response> {
     let text = serde_yaml_ng::to_string(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, Format::Yaml.media_type())], text).into_response())
 }
 
 /// Answers `body` with `status` once this instance serves the write's

@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use guidon_engine::Format;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
@@ -78,12 +79,6 @@ where
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    Json,
-    Yaml,
-}
-
 /// The body's format from `Content-Type`: JSON (also when absent), or YAML
 /// where `yaml_ok`; anything else is a 415.
 pub(crate) fn format(headers: &HeaderMap, yaml_ok: bool) -> Result<Format, ApiError> {
@@ -91,30 +86,17 @@ pub(crate) fn format(headers: &HeaderMap, yaml_ok: bool) -> Result<Format, ApiEr
         return Ok(Format::Json);
     };
     let text = value.to_str().unwrap_or("");
-    let mime = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") {
-        Ok(Format::Json)
-    } else if yaml_ok
-        && matches!(
-            mime.as_str(),
-            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
-        )
-    {
-        Ok(Format::Yaml)
-    } else {
-        Err(ApiError::UnsupportedMediaType {
+    match Format::of_media_type(text) {
+        Some(Format::Json) => Ok(Format::Json),
+        Some(Format::Yaml) if yaml_ok => Ok(Format::Yaml),
+        _ => Err(ApiError::UnsupportedMediaType {
             given: text.to_owned(),
             accepted: if yaml_ok {
                 "application/json or application/yaml"
             } else {
                 "application/json"
             },
-        })
+        }),
     }
 }
 
@@ -140,34 +122,27 @@ fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError
             message: "the request body is empty".into(),
         });
     }
-    match format {
-        Format::Json => {
-            // Every body is an object. serde would also fill a struct from
-            // an array, by position: `[]` would be an empty flag file (a
-            // bulk PUT deleting everything), `["qa"]` an environment.
-            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                return Err(ApiError::InvalidBody {
-                    path: String::new(),
-                    message: "the body must be a JSON object".into(),
-                });
-            }
-            let mut de = serde_json::Deserializer::from_slice(body);
-            let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid(&e))?;
-            de.end().map_err(|e| ApiError::InvalidBody {
-                path: String::new(),
-                message: format!("invalid JSON: {e}"),
-            })?;
-            Ok(value)
-        }
-        Format::Yaml => {
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidBody {
-                path: String::new(),
-                message: "YAML body is not UTF-8".into(),
-            })?;
-            let de = serde_yaml_ng::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| invalid(&e))
-        }
+    // Every body is an object. serde would also fill a struct from an
+    // array, by position: `[]` would be an empty flag file (a bulk PUT
+    // deleting everything), `["qa"]` an environment.
+    if format == Format::Json && body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidBody {
+            path: String::new(),
+            message: "the body must be a JSON object".into(),
+        });
     }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidBody {
+        path: String::new(),
+        message: format!("the {format} body is not UTF-8"),
+    })?;
+    format.parse(text).map_err(|e| ApiError::InvalidBody {
+        message: if e.path.is_empty() {
+            format!("invalid body: {}", e.message)
+        } else {
+            format!("{}: {}", e.path, e.message)
+        },
+        path: e.path,
+    })
 }
 
 /// A deserialization error as a 400 naming the field (no `path` for the
