@@ -28,7 +28,6 @@ mod client;
 mod error;
 mod events;
 mod offline;
-pub mod sse;
 mod state;
 mod sync;
 mod transport;

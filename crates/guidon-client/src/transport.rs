@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use guidon_protocol::sse::{Item, SseParser};
 use guidon_protocol::{Event, StreamMessage};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::error::SyncError;
-use crate::sse::{Item, SseParser};
 
 /// What a live stream yields: a message, or `None` for a heartbeat or any
 /// other sign that the connection is alive.

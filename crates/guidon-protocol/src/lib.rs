@@ -15,18 +15,21 @@
 //!   versions. Every process does both through these two functions.
 //! - [`api`]: the admin API's shapes (environments, history, tokens, the
 //!   error body).
+//! - [`sse`]: the parser of the SSE stream's framing (bytes in, events
+//!   out), which every reader of the stream uses.
 //!
 //! Every message carries `protocol` ([`PROTOCOL_VERSION`]). A reader that
 //! meets a newer protocol than it speaks fails with
 //! [`DecodeError::Protocol`], which says which side to upgrade, rather
 //! than with whatever field it could not read.
 //!
-//! The crate is serde only: no I/O, no clock, no HTTP.
+//! The crate is serde and parsing only: no I/O, no clock, no HTTP.
 
 pub mod api;
 mod change;
 mod document;
 mod message;
+pub mod sse;
 
 pub use change::{Change, Changes, Definition, Edit, Kind, Op};
 pub use document::Document;

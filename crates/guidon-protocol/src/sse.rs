@@ -3,8 +3,9 @@
 //! blank line, so an event cut off mid-way by a dropped connection is never
 //! dispatched. Comments (`: heartbeat`) are reported as activity.
 //!
-//! Public so that every reader of Guidon's streams (tests, the load
-//! generator, relays) parses them the same way.
+//! Pure, as the rest of this crate: the caller reads the bytes (the SDK's
+//! SSE transport, the server's test support) and feeds them in, so every
+//! reader of Guidon's streams parses them the same way.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
