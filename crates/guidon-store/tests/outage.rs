@@ -10,7 +10,6 @@
 //! it; a shared server is never touched. Without the PostgreSQL binaries it
 //! prints why it is skipped and passes.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,7 +85,7 @@ impl PrivatePostgres {
         let pg = PrivatePostgres {
             bin,
             dir,
-            port: free_port(),
+            port: guidon_testkit::free_port(),
             as_postgres,
         };
         if pg.as_postgres.is_some() {
@@ -248,14 +247,6 @@ fn is_root() -> bool {
 
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|out| out.status.success())
-}
-
-/// A port nobody listens on: the kernel's pick, released at once.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
 }
 
 fn sh_quote(path: &Path) -> String {

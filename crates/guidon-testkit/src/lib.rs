@@ -1,8 +1,17 @@
-//! The backends every store and server test runs against: SQLite always, PostgreSQL
-//! when `GUIDON_TEST_DATABASE_URL` names a server. Each store gets a fresh
-//! SQLite file, or a fresh PostgreSQL schema, so runs never collide.
+//! Test support shared by every crate's tests, below the server (so the
+//! store's tests can use it too):
+//!
+//! - [`databases`]: the backends every store and server test runs against:
+//!   SQLite always, PostgreSQL when `GUIDON_TEST_DATABASE_URL` names a
+//!   server. Each store gets a fresh SQLite file, or a fresh PostgreSQL
+//!   schema, so runs never collide; [`sqlite`] for one SQLite file alone.
+//! - [`TempDir`]: a fresh directory, removed on drop.
+//! - [`free_port`]: a port nothing listens on.
+//!
+//! The server's own test support (`guidon_server::testing`, behind its
+//! `test-support` feature) builds on these and re-exports them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::AnyPool;
@@ -12,16 +21,15 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct TestDb {
     pub name: &'static str,
     pub url: String,
-    dir: Option<PathBuf>,
+    /// The SQLite file's directory (removed when the field drops, after
+    /// `drop` below).
+    _dir: Option<TempDir>,
     /// (server URL, schema) to drop when done.
     schema: Option<(String, String)>,
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
         if let Some((base, schema)) = self.schema.take() {
             // Drop runs inside the test's runtime: clean up from a thread
             // with a runtime of its own.
@@ -52,16 +60,67 @@ fn unique(label: &str) -> String {
     )
 }
 
-/// Fresh, empty databases, one per available backend.
-pub async fn databases(label: &str) -> Vec<TestDb> {
-    let dir = std::env::temp_dir().join(format!("guidon-store-{}", unique(label)));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut dbs = vec![TestDb {
+/// A fresh, empty directory under the system's temporary directory,
+/// removed (with everything in it) on drop. Its name holds the label, the
+/// process id and a counter, so tests running at once never share one.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("guidon-{}", unique(label)));
+        // A directory left by an earlier process of the same id.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `contents` to the file `name` inside the directory; its path,
+    /// as a string for a command line.
+    pub fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write a temp file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nothing listens on (yet): the kernel's pick, released at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// A fresh SQLite file (for tests that need one database, not every backend).
+pub fn sqlite(label: &str) -> TestDb {
+    let dir = TempDir::new(&format!("store-{label}"));
+    TestDb {
         name: "sqlite",
         url: format!("sqlite://{}", dir.join("guidon.db").display()),
-        dir: Some(dir),
+        _dir: Some(dir),
         schema: None,
-    }];
+    }
+}
+
+/// Fresh, empty databases, one per available backend.
+pub async fn databases(label: &str) -> Vec<TestDb> {
+    let mut dbs = vec![sqlite(label)];
     match std::env::var("GUIDON_TEST_DATABASE_URL") {
         Ok(base) if !base.is_empty() => {
             let schema = format!("guidon_test_{}", unique(label)).to_lowercase();
@@ -77,7 +136,7 @@ pub async fn databases(label: &str) -> Vec<TestDb> {
             dbs.push(TestDb {
                 name: "postgres",
                 url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-                dir: None,
+                _dir: None,
                 schema: Some((base.clone(), schema)),
             });
         }
