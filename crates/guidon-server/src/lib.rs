@@ -12,7 +12,9 @@
 //! served; no HTTP), `tokens`, `cache`, `metrics`, `shutdown`; then `app`
 //! (what handlers are given) and `error`; then `auth` and `body` (request
 //! extractors); then the handlers (`admin`, `eval`, `sdk`, `experiments`)
-//! and `openapi`; this file wires them.
+//! and `openapi`; this file wires them. `testing` (the `test-support`
+//! feature) is the test harness the server's, the SDK's and the CLI's tests
+//! share; it is never part of `guidon serve`.
 
 mod admin;
 mod app;
@@ -27,6 +29,8 @@ mod metrics;
 mod openapi;
 mod sdk;
 mod shutdown;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod tokens;
 
 use std::net::SocketAddr;

@@ -4,10 +4,8 @@
 //! state, every environment's revision and flags and the tokens, is the
 //! same before and after).
 
-mod common;
-
-use common::{ADMIN, TestServer};
 use guidon_server::Config;
+use guidon_server::testing::{self, ADMIN, TestServer};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -556,7 +554,7 @@ fn details_problem(body: &Value) -> Option<String> {
 
 #[tokio::test]
 async fn bad_requests_answer_json_errors_and_store_nothing() {
-    for (db, server) in common::servers("errors").await {
+    for (db, server) in testing::servers("errors").await {
         let n = db.name;
         let sdk = fixture(&server).await;
         let cases = cases(&sdk);
@@ -607,7 +605,7 @@ async fn bad_requests_answer_json_errors_and_store_nothing() {
 /// Validation problems name the field of the flag that is wrong.
 #[tokio::test]
 async fn validation_details_name_the_field() {
-    for (db, server) in common::servers("details").await {
+    for (db, server) in testing::servers("details").await {
         let n = db.name;
         let response = server
             .admin(Method::PUT, "/api/v1/envs/production/flags/pct")
@@ -641,11 +639,11 @@ async fn validation_details_name_the_field() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
-    for db in guidon_testkit::databases("limit").await {
+    for db in testing::databases("limit").await {
         let n = db.name;
         let server = TestServer::start_with(Config {
             max_body: 1024,
-            ..common::config(&db.url)
+            ..testing::config(&db.url)
         })
         .await;
         let description = "x".repeat(2000);
@@ -714,7 +712,7 @@ async fn a_body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn missing_unknown_and_malformed_credentials_are_401() {
-    for (db, server) in common::servers("auth401").await {
+    for (db, server) in testing::servers("auth401").await {
         let n = db.name;
         let before = fingerprint(&server).await;
         let put = |name: &'static str| {
@@ -777,7 +775,7 @@ async fn missing_unknown_and_malformed_credentials_are_401() {
 
 #[tokio::test]
 async fn a_revoked_token_is_refused_at_once() {
-    for (db, server) in common::servers("revoke").await {
+    for (db, server) in testing::servers("revoke").await {
         let n = db.name;
         let token = server.sdk_token("doomed", "production").await;
         let ofrep = || {
@@ -831,7 +829,7 @@ async fn a_revoked_token_is_refused_at_once() {
 
 #[tokio::test]
 async fn sdk_tokens_cannot_administer_or_cross_environments() {
-    for (db, server) in common::servers("auth403").await {
+    for (db, server) in testing::servers("auth403").await {
         let n = db.name;
         server
             .put_flag("development", json!({"key": "dev_only", "enabled": true}))
@@ -964,7 +962,7 @@ async fn sdk_tokens_cannot_administer_or_cross_environments() {
 
 #[tokio::test]
 async fn ofrep_takes_the_environment_from_the_token_or_the_header() {
-    for (db, server) in common::servers("ofrepenv").await {
+    for (db, server) in testing::servers("ofrepenv").await {
         let n = db.name;
         server
             .put_flag("production", json!({"key": "banner", "enabled": true}))

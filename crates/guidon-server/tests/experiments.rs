@@ -3,9 +3,7 @@
 //! `GET /api/v1/envs/{env}/experiments/{flag}/results`, checked against
 //! `guidon-stats` computed here from what the test itself sent.
 
-mod common;
-
-use common::{ADMIN, TestServer};
+use guidon_server::testing::{self, ADMIN, TestServer};
 use guidon_stats::{AnalysisOptions, Correction, MetricKind, VariantStats, analyze};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -86,7 +84,7 @@ fn close(a: &Value, b: f64, what: &str) {
 
 #[tokio::test]
 async fn a_batch_with_bad_events_stores_the_rest_and_names_each_bad_one() {
-    for (db, server) in common::servers("exp_batch").await {
+    for (db, server) in testing::servers("exp_batch").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         server
@@ -214,7 +212,7 @@ async fn a_batch_with_bad_events_stores_the_rest_and_names_each_bad_one() {
 
 #[tokio::test]
 async fn a_retried_batch_counts_once() {
-    for (db, server) in common::servers("exp_retry").await {
+    for (db, server) in testing::servers("exp_retry").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         let batch = json!({"events": [
@@ -254,7 +252,7 @@ async fn a_retried_batch_counts_once() {
 /// must be guidon-stats' on the counts this test saw.
 #[tokio::test]
 async fn results_are_the_statistics_of_what_was_sent() {
-    for (db, server) in common::servers("exp_seed").await {
+    for (db, server) in testing::servers("exp_seed").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         let sdk = server.sdk_token("checkout", "production").await;
@@ -434,7 +432,7 @@ async fn results_are_the_statistics_of_what_was_sent() {
 
 #[tokio::test]
 async fn a_skewed_split_and_multiple_exposures_are_flagged() {
-    for (db, server) in common::servers("exp_health").await {
+    for (db, server) in testing::servers("exp_health").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         // 1,000 in control, 1,200 in treatment, against a 50/50 split
@@ -526,7 +524,7 @@ async fn a_skewed_split_and_multiple_exposures_are_flagged() {
 
 #[tokio::test]
 async fn who_may_send_events_and_read_results() {
-    for (db, server) in common::servers("exp_auth").await {
+    for (db, server) in testing::servers("exp_auth").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         server.put_flag("development", checkout_flag()).await;
@@ -623,7 +621,7 @@ async fn who_may_send_events_and_read_results() {
 /// sample-ratio mismatch.
 #[tokio::test]
 async fn zero_conversions_and_an_empty_variant_still_answer() {
-    for (db, server) in common::servers("exp_degenerate").await {
+    for (db, server) in testing::servers("exp_degenerate").await {
         let n = db.name;
         server.put_flag("production", checkout_flag()).await;
         let events: Vec<Value> = (0..300)

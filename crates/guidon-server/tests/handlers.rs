@@ -1,11 +1,10 @@
 //! Handler tests: the application as a `tower` service, without a listener,
 //! one request at a time with `oneshot`, on every backend.
 
-mod common;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use guidon_server::testing;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -49,9 +48,9 @@ const AUTH: (&str, &str) = ("authorization", "Bearer test-admin-secret");
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    for db in guidon_testkit::databases("h_health").await {
+    for db in testing::databases("h_health").await {
         let n = db.name;
-        let app = guidon_server::app(common::config(&db.url))
+        let app = guidon_server::app(testing::config(&db.url))
             .await
             .expect("app");
         let (status, _, text) = call(&app, "GET", "/healthz", &[], None).await;
@@ -105,9 +104,9 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn put_then_get_a_flag_with_versions_and_etags() {
-    for db in guidon_testkit::databases("h_flag").await {
+    for db in testing::databases("h_flag").await {
         let n = db.name;
-        let app = guidon_server::app(common::config(&db.url))
+        let app = guidon_server::app(testing::config(&db.url))
             .await
             .expect("app");
         let uri = "/api/v1/envs/production/flags/new_checkout";
@@ -197,9 +196,9 @@ fn check_result_shape(label: &str, result: &Value) {
 
 #[tokio::test]
 async fn evaluate_returns_the_result_object() {
-    for db in guidon_testkit::databases("h_eval").await {
+    for db in testing::databases("h_eval").await {
         let n = db.name;
-        let app = guidon_server::app(common::config(&db.url))
+        let app = guidon_server::app(testing::config(&db.url))
             .await
             .expect("app");
         let flag = json!({
@@ -278,9 +277,9 @@ async fn evaluate_returns_the_result_object() {
 /// authentication, not the fallback's 404 or 405.
 #[tokio::test]
 async fn the_openapi_document_lists_only_routed_operations() {
-    for db in guidon_testkit::databases("openapi").await {
+    for db in testing::databases("openapi").await {
         let n = db.name;
-        let app = guidon_server::app(common::config(&db.url))
+        let app = guidon_server::app(testing::config(&db.url))
             .await
             .expect("app");
         let response = app

@@ -2,9 +2,7 @@
 //! of `/work/shared/specs/ofrep/openapi.yaml` driven as an OFREP provider
 //! drives them, against a real server on every backend.
 
-mod common;
-
-use common::TestServer;
+use guidon_server::testing::{self, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -184,7 +182,7 @@ async fn evaluate_one(server: &TestServer, token: &str, key: &str, context: Valu
 
 #[tokio::test]
 async fn single_flag_successes_follow_the_spec() {
-    for (db, server) in common::servers("ofrep_one").await {
+    for (db, server) in testing::servers("ofrep_one").await {
         let n = db.name;
         let token = setup(&server).await;
         let user = json!({"targetingKey": "user-123", "country": "FR"});
@@ -256,7 +254,7 @@ async fn single_flag_successes_follow_the_spec() {
 
 #[tokio::test]
 async fn splits_are_deterministic_and_use_the_targeting_key() {
-    for (db, server) in common::servers("ofrep_split").await {
+    for (db, server) in testing::servers("ofrep_split").await {
         let n = db.name;
         let token = setup(&server).await;
         let mut seen = std::collections::BTreeMap::new();
@@ -296,7 +294,7 @@ async fn splits_are_deterministic_and_use_the_targeting_key() {
 
 #[tokio::test]
 async fn single_flag_failures_follow_the_spec() {
-    for (db, server) in common::servers("ofrep_fail").await {
+    for (db, server) in testing::servers("ofrep_fail").await {
         let n = db.name;
         let token = setup(&server).await;
 
@@ -425,7 +423,7 @@ async fn bulk(
 
 #[tokio::test]
 async fn bulk_evaluation_and_etags() {
-    for (db, server) in common::servers("ofrep_bulk").await {
+    for (db, server) in testing::servers("ofrep_bulk").await {
         let n = db.name;
         let token = setup(&server).await;
         let user = json!({"targetingKey": "user-456", "country": "CA"});
@@ -513,7 +511,7 @@ async fn bulk_evaluation_and_etags() {
 
 #[tokio::test]
 async fn bulk_failures_have_no_key() {
-    for (db, server) in common::servers("ofrep_bulkfail").await {
+    for (db, server) in testing::servers("ofrep_bulkfail").await {
         let n = db.name;
         let token = setup(&server).await;
         for (label, request) in [
@@ -574,7 +572,7 @@ async fn bulk_failures_have_no_key() {
 /// If-None-Match never gives a 304 for them.
 #[tokio::test]
 async fn clock_reading_flags_get_no_etag() {
-    for (db, server) in common::servers("ofrep_clock").await {
+    for (db, server) in testing::servers("ofrep_clock").await {
         let n = db.name;
         server
             .put_flag(
@@ -600,7 +598,7 @@ async fn clock_reading_flags_get_no_etag() {
 /// ETag of the old one must not match the new one's different flags.
 #[tokio::test]
 async fn an_etag_does_not_survive_recreating_the_environment() {
-    for (db, server) in common::servers("ofrep_recreate").await {
+    for (db, server) in testing::servers("ofrep_recreate").await {
         let n = db.name;
         let create = server
             .admin(Method::POST, "/api/v1/envs")

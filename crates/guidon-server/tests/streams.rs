@@ -1,12 +1,10 @@
 //! Live updates end to end: real servers on 127.0.0.1:0, real SSE and
 //! WebSocket clients, every backend.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SseReader, TestServer};
 use futures_util::StreamExt;
+use guidon_server::testing::{self, SseEventJson, SseReader, TestServer};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -35,7 +33,7 @@ async fn open_sse(server: &TestServer, token: &str, last_event_id: Option<u64>) 
 
 #[tokio::test]
 async fn a_put_reaches_sse_and_websocket_clients() {
-    for (db, server) in common::servers("reach").await {
+    for (db, server) in testing::servers("reach").await {
         let n = db.name;
         server
             .put_flag("production", json!({"key": "banner", "enabled": false}))
@@ -124,7 +122,7 @@ where
 
 #[tokio::test]
 async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
-    for (db, server) in common::servers("resume").await {
+    for (db, server) in testing::servers("resume").await {
         let n = db.name;
         for i in 0..3 {
             server
@@ -227,7 +225,7 @@ async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
 
 #[tokio::test]
 async fn sdk_flags_and_changes_endpoints() {
-    for (db, server) in common::servers("sdkflags").await {
+    for (db, server) in testing::servers("sdkflags").await {
         let n = db.name;
         server
             .put_flag("production", json!({"key": "a", "enabled": true}))
@@ -283,11 +281,11 @@ async fn sdk_flags_and_changes_endpoints() {
 /// and a stream resuming from there gets a snapshot.
 #[tokio::test]
 async fn changes_past_retention_are_gone() {
-    for db in guidon_testkit::databases("gone").await {
+    for db in testing::databases("gone").await {
         let n = db.name;
         let server = TestServer::start_with(guidon_server::Config {
             catch_up_horizon: 2,
-            ..common::config(&db.url)
+            ..testing::config(&db.url)
         })
         .await;
         let token = server.sdk_token("svc", "development").await;
@@ -328,9 +326,9 @@ async fn changes_past_retention_are_gone() {
 
 #[tokio::test]
 async fn a_change_through_one_instance_reaches_streams_of_another() {
-    for (db, a) in common::servers("instances").await {
+    for (db, a) in testing::servers("instances").await {
         let n = db.name;
-        let b = TestServer::start(&a.url).await;
+        let b = TestServer::start(&a.database_url).await;
         let token = a.sdk_token("svc", "production").await;
         // b learns of tokens created through a within its refresh interval.
         let mut sse = None;
@@ -378,15 +376,7 @@ async fn a_change_through_one_instance_reaches_streams_of_another() {
 
 /// `guidon_syncs_total{how}` as the server reports it.
 async fn syncs(server: &TestServer, how: &str) -> u64 {
-    let text = server
-        .http
-        .get(server.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = server.metrics().await;
     let prefix = format!("guidon_syncs_total{{how=\"{how}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -398,9 +388,9 @@ async fn syncs(server: &TestServer, how: &str) -> u64 {
 /// answers once it serves them; another instance catches up from the log.
 #[tokio::test]
 async fn own_commits_are_served_as_committed_and_others_caught_up() {
-    for (db, a) in common::servers("write_path").await {
+    for (db, a) in testing::servers("write_path").await {
         let n = db.name;
-        let b = TestServer::start(&a.url).await;
+        let b = TestServer::start(&a.database_url).await;
         let token = a.sdk_token("reader", "production").await;
         for i in 0..5 {
             let body = a
@@ -455,7 +445,7 @@ async fn own_commits_are_served_as_committed_and_others_caught_up() {
 
 #[tokio::test]
 async fn shutdown_closes_streams_cleanly() {
-    for (db, server) in common::servers("shutdown").await {
+    for (db, server) in testing::servers("shutdown").await {
         let n = db.name;
         let token = server.sdk_token("svc", "production").await;
         let mut sse = open_sse(&server, &token, None).await;
@@ -473,7 +463,7 @@ async fn shutdown_closes_streams_cleanly() {
 /// nobody else is slowed: a reading client sees every revision.
 #[tokio::test]
 async fn a_slow_client_is_disconnected_and_others_keep_up() {
-    for (db, server) in common::servers("slow").await {
+    for (db, server) in testing::servers("slow").await {
         let n = db.name;
         let token = server.sdk_token("svc", "development").await;
         let mut reader = open_sse(&server, &token, None).await;
@@ -511,15 +501,7 @@ async fn a_slow_client_is_disconnected_and_others_keep_up() {
         }
         assert!(stalled.closed, "{n}: the stalled client was disconnected");
         assert!(received < writes, "{n}: it did not get everything");
-        let metrics = server
-            .http
-            .get(server.at("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = server.metrics().await;
         assert!(
             metrics
                 .lines()
@@ -534,7 +516,7 @@ async fn a_slow_client_is_disconnected_and_others_keep_up() {
 /// A revoked token's stream ends within a heartbeat or so.
 #[tokio::test]
 async fn a_revoked_tokens_stream_ends() {
-    for (db, server) in common::servers("revoked").await {
+    for (db, server) in testing::servers("revoked").await {
         let n = db.name;
         let token = server.sdk_token("leaving", "production").await;
         let mut sse = open_sse(&server, &token, None).await;
@@ -555,9 +537,9 @@ async fn a_revoked_tokens_stream_ends() {
 /// ends its streams and serves the new environment, not a mix of the two.
 #[tokio::test]
 async fn another_instance_notices_a_recreated_environment() {
-    for (db, a) in common::servers("recreate").await {
+    for (db, a) in testing::servers("recreate").await {
         let n = db.name;
-        let b = TestServer::start(&a.url).await;
+        let b = TestServer::start(&a.database_url).await;
         let created = a
             .admin(reqwest::Method::POST, "/api/v1/envs")
             .json(&json!({"name": "qa"}))
