@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use guidon_client::{Client, Context, EventOptions, FlagFile};
+use guidon_server::Config;
+use guidon_server::testing::{ADMIN, ENV, TestServer, config, sqlite};
 use serde_json::{Value, json};
 
 fn flags_path() -> std::path::PathBuf {
@@ -66,21 +68,11 @@ fn local(c: &mut Criterion) {
     g.finish();
 }
 
-const ADMIN: &str = "bench-admin-secret";
-
-async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> u64 {
-    let key = flag["key"].as_str().unwrap();
-    let answer: Value = http
-        .put(format!("{base}/api/v1/envs/production/flags/{key}"))
-        .bearer_auth(ADMIN)
-        .json(flag)
-        .send()
-        .await
+/// PUTs a flag in `production`; the revision it made.
+async fn put_flag(server: &TestServer, flag: Value) -> u64 {
+    server.put_flag(ENV, flag).await["revision"]
+        .as_u64()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["revision"].as_u64().unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -96,31 +88,18 @@ fn live() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let db = guidon_testkit::databases("client_bench").await.remove(0);
-        let server = guidon_server::start(guidon_server::Config {
-            listen: "127.0.0.1:0".into(),
-            database_url: db.url.clone(),
-            admin_token: Some(ADMIN.into()),
-            heartbeat: Duration::from_secs(1),
-            ..guidon_server::Config::default()
+        let db = sqlite("client_bench");
+        // The store's own poll interval, not the tests' 100 ms.
+        let server = TestServer::start_with(Config {
+            poll_interval: Config::default().poll_interval,
+            ..config(&db.url)
         })
-        .await
-        .unwrap();
-        let base = format!("http://{}", server.addr);
-        let http = reqwest::Client::new();
+        .await;
         let file: Value =
             serde_json::from_str(&std::fs::read_to_string(flags_path()).unwrap()).unwrap();
-        let status = http
-            .put(format!("{base}/api/v1/envs/production/flags"))
-            .bearer_auth(ADMIN)
-            .json(&file)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
-        let client = Client::builder(&base, ADMIN)
-            .environment("production")
+        server.put(&format!("/api/v1/envs/{ENV}/flags"), file).await;
+        let client = Client::builder(&server.base, ADMIN)
+            .environment(ENV)
             .events(EventOptions {
                 enabled: false,
                 ..EventOptions::default()
@@ -157,9 +136,8 @@ fn live() {
         while started.elapsed() < window {
             i += 1;
             put_flag(
-                &http,
-                &base,
-                &json!({"key": "dark_mode", "enabled": true, "rollout": {"percentage": i % 100}}),
+                &server,
+                json!({"key": "dark_mode", "enabled": true, "rollout": {"percentage": i % 100}}),
             )
             .await;
         }
@@ -189,9 +167,8 @@ fn live() {
         for i in 0..200 {
             let sent = Instant::now();
             let revision = put_flag(
-                &http,
-                &base,
-                &json!({"key": "dark_mode", "enabled": true, "description": format!("p{i}"),
+                &server,
+                json!({"key": "dark_mode", "enabled": true, "description": format!("p{i}"),
                         "rollout": {"percentage": i % 100 + 1}}),
             )
             .await;
@@ -213,7 +190,7 @@ fn live() {
             latencies[latencies.len() - 1].as_secs_f64() * 1e3
         );
         client.close().await.unwrap();
-        server.shutdown().await.unwrap();
+        server.stop().await;
     });
 }
 

@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use guidon_client::openfeature::GuidonProvider;
 use guidon_client::{Client, ClientError, Context, ErrorCode, Reason, Status};
+use guidon_server::testing::TempDir;
 use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, OpenFeature};
 use serde_json::json;
 
@@ -28,7 +27,7 @@ const FLAGS: &str = r#"{
 }"#;
 
 fn client() -> Client {
-    let dir = common::temp_path("api");
+    let dir = TempDir::new("client-api");
     let path = dir.join("flags.json");
     std::fs::write(&path, FLAGS).unwrap();
     Client::from_file(&path).unwrap()
@@ -79,7 +78,7 @@ fn typed_helpers_and_defaults() {
 
 #[test]
 fn yaml_files_and_bad_files() {
-    let dir = common::temp_path("yaml");
+    let dir = TempDir::new("client-yaml");
     let yaml = dir.join("flags.yaml");
     std::fs::write(&yaml, "flags:\n  - key: on\n    enabled: true\n").unwrap();
     let c = Client::from_file(&yaml).unwrap();

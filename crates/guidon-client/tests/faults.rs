@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use guidon_client::{Client, EventOptions, Transport};
+use guidon_server::testing::{
+    ENV, Faults, Proxy, Rng, TestServer, canonical, config, eventually, sqlite, valued_flag,
+};
 use serde_json::{Value, json};
 
 const CHANGES: u64 = 500;
@@ -66,21 +66,27 @@ async fn change(server: &TestServer, i: u64, rng: &mut Rng) {
         }
         1 => {
             server
-                .put_segment(json!({"key": format!("s{}", rng.below(3)),
-                                    "included": [format!("u{i}")]}))
+                .put_segment(
+                    ENV,
+                    json!({"key": format!("s{}", rng.below(3)),
+                                    "included": [format!("u{i}")]}),
+                )
                 .await;
         }
         2 => {
             server
-                .put_flag(json!({"key": flag, "enabled": true,
+                .put_flag(
+                    ENV,
+                    json!({"key": flag, "enabled": true,
                     "rules": [{"conditions": [{"operator": "in_segment",
                         "values": [format!("s{}", rng.below(3))]}],
                         "serve": {"enabled": true, "variant": "v"}}],
-                    "variants": [{"key": "v", "weight": 100, "value": i}]}))
+                    "variants": [{"key": "v", "weight": 100, "value": i}]}),
+                )
                 .await;
         }
         _ => {
-            server.put_flag(valued_flag(&flag, json!(i))).await;
+            server.put_flag(ENV, valued_flag(&flag, json!(i))).await;
         }
     }
 }
@@ -89,7 +95,7 @@ async fn write_changes(server: &TestServer, range: std::ops::Range<u64>, rng: &m
     // Segments exist before any rule refers to them.
     for s in 0..3 {
         server
-            .put_segment(json!({"key": format!("s{s}"), "included": ["u"]}))
+            .put_segment(ENV, json!({"key": format!("s{s}"), "included": ["u"]}))
             .await;
     }
     for i in range {
@@ -100,7 +106,7 @@ async fn write_changes(server: &TestServer, range: std::ops::Range<u64>, rng: &m
 /// Waits until every SDK holds the server's document; panics with the
 /// differences otherwise.
 async fn assert_converged(server: &TestServer, clients: &[Client], label: &str) {
-    let want = server.document().await;
+    let want = server.document(ENV).await;
     let revision = want["revision"].as_u64().unwrap();
     let want = canonical(&want);
     let start = Instant::now();
@@ -136,9 +142,9 @@ fn flags_count(doc: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdks_converge_through_a_faulty_network() {
-    let db = guidon_testkit::databases("client_faults").await.remove(0);
-    let server = TestServer::start(config(&db.url)).await;
-    let token = server.sdk_token("faults").await;
+    let db = sqlite("client_faults");
+    let server = TestServer::start(&db.url).await;
+    let token = server.sdk_token("faults", ENV).await;
     let proxy = Proxy::start(server.addr, 42).await;
     let clients = sdks(&proxy, &token).await;
     proxy.set_faults(Faults {
@@ -152,7 +158,7 @@ async fn sdks_converge_through_a_faulty_network() {
     println!(
         "  proxy cut {} connections; server has {} flags",
         proxy.cuts.load(std::sync::atomic::Ordering::Relaxed),
-        flags_count(&server.document().await)
+        flags_count(&server.document(ENV).await)
     );
     for c in &clients {
         c.close().await.unwrap();
@@ -162,9 +168,9 @@ async fn sdks_converge_through_a_faulty_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdks_converge_across_a_server_restart() {
-    let db = guidon_testkit::databases("client_restart").await.remove(0);
-    let server = TestServer::start(config(&db.url)).await;
-    let token = server.sdk_token("restart").await;
+    let db = sqlite("client_restart");
+    let server = TestServer::start(&db.url).await;
+    let token = server.sdk_token("restart", ENV).await;
     let proxy = Proxy::start(server.addr, 43).await;
     let clients = sdks(&proxy, &token).await;
     proxy.set_faults(Faults {
@@ -178,7 +184,7 @@ async fn sdks_converge_across_a_server_restart() {
     server.stop().await;
     proxy.cut_all();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = TestServer::start(config(&db.url)).await;
+    let server = TestServer::start(&db.url).await;
     proxy.set_upstream(server.addr);
     write_changes(&server, CHANGES / 2..CHANGES, &mut rng).await;
     assert_converged(&server, &clients, "restart").await;
@@ -190,15 +196,13 @@ async fn sdks_converge_across_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdks_converge_after_changes_made_while_disconnected() {
-    let db = guidon_testkit::databases("client_disconnected")
-        .await
-        .remove(0);
+    let db = sqlite("client_disconnected");
     // A short catch-up horizon, so resuming from far behind takes the
     // whole document (410 / snapshot) rather than the changes.
     let mut cfg = config(&db.url);
     cfg.catch_up_horizon = 50;
-    let server = TestServer::start(cfg).await;
-    let token = server.sdk_token("offline").await;
+    let server = TestServer::start_with(cfg).await;
+    let token = server.sdk_token("offline", ENV).await;
     let proxy = Proxy::start(server.addr, 44).await;
     let clients = sdks(&proxy, &token).await;
     let mut rng = Rng::new(9);

@@ -3,21 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use guidon_client::{Client, Context, EventOptions, Reason, Status, Transport};
+use guidon_server::testing::{
+    ADMIN, ENV, FakeServer, Faults, Handler, Proxy, Reply, Seen, TempDir, TestServer, config,
+    eventually, free_port, sqlite, sse_event, valued_flag,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn sqlite(label: &str) -> guidon_testkit::TestDb {
-    guidon_testkit::databases(label).await.remove(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -26,10 +23,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_change_reaches_evaluate_within_milliseconds() {
-    let db = sqlite("client_latency").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(valued_flag("price", json!(0))).await;
-    let token = server.sdk_token("latency").await;
+    let db = sqlite("client_latency");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, valued_flag("price", json!(0))).await;
+    let token = server.sdk_token("latency", ENV).await;
     for (n, transport) in [Transport::Sse, Transport::WebSocket]
         .into_iter()
         .enumerate()
@@ -47,7 +44,9 @@ async fn an_admin_change_reaches_evaluate_within_milliseconds() {
         for i in 1..=30 {
             let value = base + i;
             let start = Instant::now();
-            server.put_flag(valued_flag("price", json!(value))).await;
+            server
+                .put_flag(ENV, valued_flag("price", json!(value)))
+                .await;
             let seen = eventually(WAIT, || {
                 client.number_value("price", &ctx, -1.0) == value as f64
             })
@@ -63,7 +62,7 @@ async fn an_admin_change_reaches_evaluate_within_milliseconds() {
         );
         let r = client.evaluate("price", &ctx);
         assert_eq!(r.reason, Reason::Static);
-        assert_eq!(r.revision, server.document().await["revision"].as_u64());
+        assert_eq!(r.revision, server.document(ENV).await["revision"].as_u64());
         client.close().await.unwrap();
     }
     server.stop().await;
@@ -223,7 +222,7 @@ async fn a_newer_protocol_is_refused_with_a_clear_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_with_a_bootstrap_file_starts_stale_then_converges() {
-    let dir = temp_path("bootstrap");
+    let dir = TempDir::new("client-bootstrap");
     let bootstrap = dir.join("flags.json");
     std::fs::write(
         &bootstrap,
@@ -250,11 +249,11 @@ async fn an_unreachable_server_with_a_bootstrap_file_starts_stale_then_converges
     assert_eq!((r.reason, r.value.clone()), (Reason::Stale, Some(json!(1))));
     assert_eq!(r.revision, None);
     // The server appears, with other flags.
-    let db = sqlite("client_bootstrap").await;
+    let db = sqlite("client_bootstrap");
     let mut cfg = config(&db.url);
     cfg.listen = format!("127.0.0.1:{port}");
-    let server = TestServer::start(cfg).await;
-    server.put_flag(valued_flag("price", json!(2))).await;
+    let server = TestServer::start_with(cfg).await;
+    server.put_flag(ENV, valued_flag("price", json!(2))).await;
     let converged = eventually(WAIT, || {
         client.status() == Status::Ready && client.number_value("price", &ctx, -1.0) == 2.0
     })
@@ -263,7 +262,7 @@ async fn an_unreachable_server_with_a_bootstrap_file_starts_stale_then_converges
     assert_eq!(client.evaluate("price", &ctx).reason, Reason::Static);
     assert_eq!(
         client.revision(),
-        server.document().await["revision"].as_u64()
+        server.document(ENV).await["revision"].as_u64()
     );
     client.close().await.unwrap();
     server.stop().await;
@@ -271,14 +270,14 @@ async fn an_unreachable_server_with_a_bootstrap_file_starts_stale_then_converges
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saved_snapshot_serves_while_the_server_is_down() {
-    let db = sqlite("client_saved").await;
-    let port = free_port();
-    let mut cfg = config(&db.url);
-    cfg.listen = format!("127.0.0.1:{port}");
-    let server = TestServer::start(cfg.clone()).await;
-    server.put_flag(valued_flag("price", json!(7))).await;
-    let token = server.sdk_token("saved").await;
-    let dir = temp_path("saved");
+    let db = sqlite("client_saved");
+    let server = TestServer::start(&db.url).await;
+    // Started again later on the same port, as a restarted server.
+    let again = server.same_address();
+    let base = server.base.clone();
+    server.put_flag(ENV, valued_flag("price", json!(7))).await;
+    let token = server.sdk_token("saved", ENV).await;
+    let dir = TempDir::new("client-saved");
     let saved = dir.join("last.json");
     let ctx = Context::new().with("user_id", "u1");
     let first = Client::builder(&server.base, &token)
@@ -293,7 +292,7 @@ async fn the_saved_snapshot_serves_while_the_server_is_down() {
     server.stop().await;
 
     // Server down: the saved copy, marked stale, at its revision.
-    let second = Client::builder(&format!("http://127.0.0.1:{port}"), &token)
+    let second = Client::builder(&base, &token)
         .snapshot_path(&saved)
         .backoff(Duration::from_millis(50), Duration::from_millis(300))
         .heartbeat(Duration::from_secs(1))
@@ -307,8 +306,8 @@ async fn the_saved_snapshot_serves_while_the_server_is_down() {
 
     // Back, with a change made meanwhile (through a second server on the
     // same database file): resumed from the saved revision.
-    let server = TestServer::start(cfg).await;
-    server.put_flag(valued_flag("price", json!(8))).await;
+    let server = TestServer::start_with(again).await;
+    server.put_flag(ENV, valued_flag("price", json!(8))).await;
     assert!(
         eventually(WAIT, || second.number_value("price", &ctx, -1.0) == 8.0
             && second.status() == Status::Ready)
@@ -322,10 +321,10 @@ async fn the_saved_snapshot_serves_while_the_server_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_follows_changes_with_etags() {
-    let db = sqlite("client_polling").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(valued_flag("price", json!(1))).await;
-    let token = server.sdk_token("poller").await;
+    let db = sqlite("client_polling");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, valued_flag("price", json!(1))).await;
+    let token = server.sdk_token("poller", ENV).await;
     let client = Client::builder(&server.base, &token)
         .transport(Transport::Polling)
         .poll_interval(Duration::from_millis(100))
@@ -335,7 +334,7 @@ async fn polling_follows_changes_with_etags() {
     let ctx = Context::new();
     assert_eq!(client.status(), Status::Ready);
     assert_eq!(client.number_value("price", &ctx, -1.0), 1.0);
-    server.put_flag(valued_flag("price", json!(2))).await;
+    server.put_flag(ENV, valued_flag("price", json!(2))).await;
     assert!(
         eventually(WAIT, || client.number_value("price", &ctx, -1.0) == 2.0)
             .await
@@ -353,10 +352,10 @@ async fn polling_follows_changes_with_etags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_streams_fall_back_to_polling_and_come_back() {
-    let db = sqlite("client_fallback").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(valued_flag("price", json!(1))).await;
-    let token = server.sdk_token("fallback").await;
+    let db = sqlite("client_fallback");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, valued_flag("price", json!(1))).await;
+    let token = server.sdk_token("fallback", ENV).await;
     let proxy = Proxy::start(server.addr, 1).await;
     proxy.set_faults(Faults {
         block_streams: true,
@@ -372,7 +371,7 @@ async fn blocked_streams_fall_back_to_polling_and_come_back() {
         .unwrap();
     let ctx = Context::new();
     assert!(client.wait_ready(WAIT).await);
-    server.put_flag(valued_flag("price", json!(2))).await;
+    server.put_flag(ENV, valued_flag("price", json!(2))).await;
     assert!(
         eventually(WAIT, || client.number_value("price", &ctx, -1.0) == 2.0)
             .await
@@ -389,7 +388,7 @@ async fn blocked_streams_fall_back_to_polling_and_come_back() {
             .is_some()
     );
     let polls = client.sync_stats().polls;
-    server.put_flag(valued_flag("price", json!(3))).await;
+    server.put_flag(ENV, valued_flag("price", json!(3))).await;
     assert!(
         eventually(WAIT, || client.number_value("price", &ctx, -1.0) == 3.0)
             .await
@@ -403,10 +402,10 @@ async fn blocked_streams_fall_back_to_polling_and_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_stream_is_declared_dead_and_replaced() {
-    let db = sqlite("client_dead").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(valued_flag("price", json!(1))).await;
-    let token = server.sdk_token("dead").await;
+    let db = sqlite("client_dead");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, valued_flag("price", json!(1))).await;
+    let token = server.sdk_token("dead", ENV).await;
     let proxy = Proxy::start(server.addr, 2).await;
     let statuses = Arc::new(Mutex::new(Vec::new()));
     let client = Client::builder(&proxy.base(), &token)
@@ -436,7 +435,7 @@ async fn a_silent_stream_is_declared_dead_and_replaced() {
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert!(statuses.lock().unwrap().contains(&Status::Stale));
     proxy.set_faults(Faults::default());
-    server.put_flag(valued_flag("price", json!(2))).await;
+    server.put_flag(ENV, valued_flag("price", json!(2))).await;
     let ctx = Context::new();
     assert!(
         eventually(WAIT, || client.number_value("price", &ctx, -1.0) == 2.0
@@ -450,28 +449,28 @@ async fn a_silent_stream_is_declared_dead_and_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_hear_which_flags_changed() {
-    let db = sqlite("client_listeners").await;
-    let server = TestServer::start(config(&db.url)).await;
+    let db = sqlite("client_listeners");
+    let server = TestServer::start(&db.url).await;
     server
-        .put_segment(json!({"key": "beta", "included": ["u1"]}))
+        .put_segment(ENV, json!({"key": "beta", "included": ["u1"]}))
         .await;
     server
-        .put_flag(json!({"key": "plain", "enabled": true}))
+        .put_flag(ENV, json!({"key": "plain", "enabled": true}))
         .await;
     server
-        .put_flag(json!({"key": "gated", "enabled": true, "rules": [
+        .put_flag(ENV, json!({"key": "gated", "enabled": true, "rules": [
             {"conditions": [{"operator": "in_segment", "values": ["beta"]}], "serve": {"enabled": false}}]}))
         .await;
-    let token = server.sdk_token("listen").await;
+    let token = server.sdk_token("listen", ENV).await;
     let client = Client::builder(&server.base, &token).build().await.unwrap();
     let heard: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let h = heard.clone();
     client.on_change(move |keys| h.lock().unwrap().push(keys.to_vec()));
     server
-        .put_flag(json!({"key": "plain", "enabled": false}))
+        .put_flag(ENV, json!({"key": "plain", "enabled": false}))
         .await;
     server
-        .put_segment(json!({"key": "beta", "included": ["u1", "u2"]}))
+        .put_segment(ENV, json!({"key": "beta", "included": ["u1", "u2"]}))
         .await;
     server
         .delete(&format!("/api/v1/envs/{ENV}/flags/plain"))
@@ -498,15 +497,15 @@ async fn listeners_hear_which_flags_changed() {
 /// a mix of two revisions would show a value other than its revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_evaluations_never_see_a_torn_revision() {
-    let db = sqlite("client_concurrency").await;
-    let server = TestServer::start(config(&db.url)).await;
+    let db = sqlite("client_concurrency");
+    let server = TestServer::start(&db.url).await;
     let file = |value: u64| json!({"flags": (0..10).map(|i| valued_flag(&format!("r{i}"), json!(value))).collect::<Vec<_>>()});
     let path = format!("/api/v1/envs/{ENV}/flags");
-    let mut revision = server.document().await["revision"].as_u64().unwrap();
+    let mut revision = server.document(ENV).await["revision"].as_u64().unwrap();
     let answer = server.put(&path, file(revision + 1)).await;
     revision += 1;
     assert_eq!(answer["revision"].as_u64(), Some(revision), "{answer}");
-    let token = server.sdk_token("torn").await;
+    let token = server.sdk_token("torn", ENV).await;
     let client = Client::builder(&server.base, &token).build().await.unwrap();
     assert_eq!(client.revision(), Some(revision));
 
@@ -609,10 +608,10 @@ async fn exposed_units(server: &TestServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposures_and_conversions_reach_the_server_in_batches() {
-    let db = sqlite("client_events").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(checkout_flag()).await;
-    let token = server.sdk_token("events").await;
+    let db = sqlite("client_events");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, checkout_flag()).await;
+    let token = server.sdk_token("events", ENV).await;
     let manual = EventOptions {
         flush_interval: Duration::from_secs(3600),
         batch_size: 100,
@@ -717,10 +716,10 @@ async fn exposures_and_conversions_reach_the_server_in_batches() {
 /// The README's example, against a real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_example_works() {
-    let db = sqlite("client_readme").await;
-    let server = TestServer::start(config(&db.url)).await;
-    server.put_flag(checkout_flag()).await;
-    let token = server.sdk_token("readme").await;
+    let db = sqlite("client_readme");
+    let server = TestServer::start(&db.url).await;
+    server.put_flag(ENV, checkout_flag()).await;
+    let token = server.sdk_token("readme", ENV).await;
     let run = async {
         let client = Client::builder(&server.base, &token).build().await?; // an sdk token
         let user = Context::new()
