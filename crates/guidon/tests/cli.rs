@@ -2,9 +2,10 @@
 //! the result objects it prints.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use guidon_server::testing::TempDir;
 use serde_json::Value;
 
 fn guidon(args: &[&str]) -> Output {
@@ -37,27 +38,6 @@ fn example() -> String {
         .join("../../examples/flags.json")
         .to_string_lossy()
         .into_owned()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("guidon-cli-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn file(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        path.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs `guidon eval` on the example file; it must succeed with one JSON line.

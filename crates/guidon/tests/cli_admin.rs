@@ -2,61 +2,27 @@
 //! against a real server started in this process over a fresh SQLite file:
 //! what they print, the JSON of `--json`, and one-line errors.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
+use guidon_server::testing::{ADMIN, BlockingServer, TempDir, free_port};
 use serde_json::{Value, json};
 
-const ADMIN: &str = "cli-admin-test-secret";
-
-/// `guidon serve` on 127.0.0.1:0 in a thread with its own runtime, so the
-/// tests themselves stay plain blocking code that runs the binary.
+/// `guidon serve` on 127.0.0.1:0 over a fresh SQLite file, on a runtime of
+/// its own, so the tests themselves stay plain blocking code that runs the
+/// binary; and a directory for the files they pass it.
 struct Server {
     url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
     dir: TempDir,
+    server: BlockingServer,
 }
 
 impl Server {
-    fn start(label: &'static str) -> Server {
-        let (started, addr) = mpsc::channel::<SocketAddr>();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let db = guidon_testkit::databases(label)
-                    .await
-                    .into_iter()
-                    .next()
-                    .expect("a SQLite database");
-                let running = guidon_server::start(guidon_server::Config {
-                    listen: "127.0.0.1:0".into(),
-                    database_url: db.url.clone(),
-                    admin_token: Some(ADMIN.into()),
-                    ..Default::default()
-                })
-                .await
-                .expect("server starts");
-                started.send(running.addr).expect("test waits");
-                let _ = stopped.await;
-                running.shutdown().await.expect("clean shutdown");
-                drop(db);
-            });
-        });
-        let addr = addr.recv().expect("the server started");
+    fn start(label: &str) -> Server {
+        let server = BlockingServer::start(label);
         Server {
-            url: format!("http://{addr}"),
-            stop: Some(stop),
-            thread: Some(thread),
+            url: server.base().to_owned(),
             dir: TempDir::new(label),
+            server,
         }
     }
 
@@ -96,17 +62,6 @@ impl Server {
 
     fn file(&self, name: &str, contents: &str) -> String {
         self.dir.file(name, contents)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -158,29 +113,6 @@ fn failed(args: &[&str], out: &Output) -> String {
         text(&out.stdout)
     );
     stderr.trim_end().to_owned()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("guidon-cli-admin-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        path.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// As the server stores it (weights are numbers with a fraction, a
@@ -771,11 +703,7 @@ fn server_and_token_from_the_environment_and_before_the_subcommand() {
 
 #[test]
 fn unreachable_server_is_one_line_naming_it() {
-    // A port nobody listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let args = [
         "flags", "list", "--env", "dev", "--server", &url, "--token", "x",
@@ -833,14 +761,11 @@ fn experiment_results_as_a_table_and_as_json() {
     use guidon_client::admin::{AdminClient, Body};
 
     let server = Server::start("results");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let admin = AdminClient::new(&server.url, ADMIN).expect("an admin client");
     let send = |events: Vec<Value>| {
         let n = events.len() as u64;
-        let receipt = runtime
+        let receipt = server
+            .server
             .block_on(admin.send_events("production", &events))
             .expect("events sent");
         assert_eq!((receipt.accepted, receipt.rejected.len()), (n, 0));
@@ -848,7 +773,8 @@ fn experiment_results_as_a_table_and_as_json() {
     let flag = json!({"key": "checkout", "enabled": true, "variants": [
         {"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}]});
     let body = Body::json(&flag).expect("encodes");
-    runtime
+    server
+        .server
         .block_on(admin.set_flag("production", "checkout", body, None))
         .expect("flag created");
     let exposure = |i: u32, variant: &str| {
