@@ -5,13 +5,15 @@
 # an sdk token, runs guidon-loadgen, and stops the server. Each part starts
 # a fresh server, so one part's memory or cache does not carry into the next.
 #
-#   bash benches/server.sh [all|ofrep|cache|fanout]...
+#   bash benches/server.sh [all|ofrep|cache|fanout|writes]...
 #
 # Knobs (environment): DURATION (s, default 10), WARMUP (s, 2), CONNECTIONS
 # (64), RATE (open-loop req/s for the extra latency run, 20000), USERS_SMALL
 # (1000), CLIENTS (10000), CHANGES (10), SKIP_BUILD=1 to use the binaries as
 # they are, GUIDON and LOADGEN to use other binaries (e.g. a server built
-# from another commit), QUIET_PCT / QUIET_WAIT / MAX_OTHERS / TRIES (below).
+# from another commit), QUIET_PCT / QUIET_WAIT / MAX_OTHERS / TRIES (below);
+# for `writes`, WRITES (200), ROUNDS (2) and BEFORE (a `guidon` binary built
+# from an earlier commit, measured in the same run, interleaved).
 # Pinned runs put the server on CPU 0 and the load generator on CPU 1
 # (taskset); the two share this machine's two cores either way.
 set -euo pipefail
@@ -211,12 +213,42 @@ part_fanout() {
     fanout "fanout unpinned (harness 1 thread), $CLIENTS clients" all
 }
 
+# The write path: admin PUT -> answered, and -> the stream client has the
+# revision; server CPU per write; in a small environment and in one of
+# 10,000 flags. With BEFORE=path, that server is measured too, rounds
+# interleaved, so both see the same machine.
+WRITES=${WRITES:-200}
+ROUNDS=${ROUNDS:-2}
+part_writes() {
+    echo "## Write path (one stream client; server cpu0, harness cpu1)"
+    local servers=("$GUIDON") round seed bin out
+    [ -n "${BEFORE:-}" ] && servers=("$BEFORE" "$GUIDON")
+    local current=$GUIDON
+    for round in $(seq "$ROUNDS"); do
+        for seed in 0 10000; do
+            for bin in "${servers[@]}"; do
+                GUIDON=$bin
+                start_server 0
+                wait_quiet
+                out=$(taskset -c 1 "$LOADGEN" fanout --server "$URL" --token "$SDK_TOKEN" \
+                    --admin-token "$ADMIN_TOKEN" --env bench --clients 1 --changes "$WRITES" \
+                    --pause-ms 5 --seed-flags "$seed" --server-pid "$SERVER_PID" --quiet --json \
+                    --label "writes round $round, $seed other flags, $bin")
+                stop_server
+                echo "$out"
+            done
+        done
+    done
+    GUIDON=$current
+}
+
 for part in "${PARTS[@]}"; do
     case $part in
     all) part_ofrep; part_cache; part_fanout ;;
     ofrep) part_ofrep ;;
     cache) part_cache ;;
     fanout) part_fanout ;;
-    *) echo "unknown part $part (all, ofrep, cache, fanout)" >&2; exit 2 ;;
+    writes) part_writes ;;
+    *) echo "unknown part $part (all, ofrep, cache, fanout, writes)" >&2; exit 2 ;;
     esac
 done

@@ -71,6 +71,14 @@ pub(crate) struct Args {
     /// Also print the summary as one JSON line (prefixed `RESULT `).
     #[arg(long)]
     json: bool,
+    /// Before measuring, make the environment hold this many other flags
+    /// (one bulk replace), so each change is an upsert into an environment
+    /// of that size.
+    #[arg(long, default_value_t = 0)]
+    seed_flags: usize,
+    /// Print the summary only, not a line per change.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// What a client tells the coordinator.
@@ -123,6 +131,27 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
         .to_string();
         server.request("PUT", &path, &[("Authorization", &auth)], Some(&body))
     };
+    if args.seed_flags > 0 {
+        let flags: Vec<Value> = (0..args.seed_flags)
+            .map(|i| {
+                json!({"key": format!("seed_{i:05}"), "enabled": i % 2 == 0,
+                       "rollout": {"percentage": i % 100}})
+            })
+            .collect();
+        let body = json!({"flags": flags}).to_string();
+        let bulk = format!("/api/v1/envs/{}/flags", args.env);
+        let head = admin
+            .roundtrip(&server.request("PUT", &bulk, &[("Authorization", &auth)], Some(&body)))
+            .await?;
+        if !(200..300).contains(&head.status) {
+            bail!(
+                "seeding {} flags answered {}: {}",
+                args.seed_flags,
+                head.status,
+                String::from_utf8_lossy(&admin.body)
+            );
+        }
+    }
     let head = admin.roundtrip(&put(0)).await?;
     if !(200..300).contains(&head.status) {
         bail!(
@@ -228,6 +257,8 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
 
     // The changes.
     let mut all = Samples::default();
+    let mut puts = Samples::default();
+    let mut server_cpu_total = 0.0;
     let mut per_change = Vec::new();
     let mut by_revision: HashMap<u64, Vec<Instant>> = HashMap::new();
     for (revision, at) in early {
@@ -300,16 +331,20 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
             "server_cpu_ms": server_cpu,
             "harness_cpu_ms": self_cpu,
         });
-        println!(
-            "  change {i} (revision {revision}): {} of {alive} clients, PUT {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU in {:.0} ms: server {}, harness {self_cpu:.1} ms",
-            samples.len(),
-            put_rtt.as_secs_f64() * 1e3,
-            samples.percentile_ms(50.0),
-            samples.percentile_ms(99.0),
-            samples.max_ms(),
-            elapsed.as_secs_f64() * 1e3,
-            server_cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.1} ms")),
-        );
+        puts.push(put_rtt);
+        server_cpu_total += server_cpu.unwrap_or(0.0);
+        if !args.quiet {
+            println!(
+                "  change {i} (revision {revision}): {} of {alive} clients, PUT {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU in {:.0} ms: server {}, harness {self_cpu:.1} ms",
+                samples.len(),
+                put_rtt.as_secs_f64() * 1e3,
+                samples.percentile_ms(50.0),
+                samples.percentile_ms(99.0),
+                samples.max_ms(),
+                elapsed.as_secs_f64() * 1e3,
+                server_cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.1} ms")),
+            );
+        }
         all.extend(samples);
         per_change.push(row);
         // Older revisions' stragglers are of no further use.
@@ -339,6 +374,16 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
         all.percentile_ms(50.0),
         all.percentile_ms(99.0),
         all.max_ms(),
+    );
+    let (put_p50, put_p99) = (puts.percentile_ms(50.0), puts.percentile_ms(99.0));
+    let server_cpu_per_change = server_cpu_total / per_change.len().max(1) as f64;
+    println!(
+        "  PUT answered: p50 {put_p50:.2} ms, p99 {put_p99:.2} ms; server CPU per change {}",
+        if args.server_pid.is_some() {
+            format!("{server_cpu_per_change:.2} ms")
+        } else {
+            "? (no --server-pid)".to_owned()
+        }
     );
     let p99s: Vec<f64> = per_change
         .iter()
@@ -372,6 +417,10 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
             "p99_ms": p99,
             "max_ms": max,
             "worst_change_p99_ms": worst_p99,
+            "put_p50_ms": put_p50,
+            "put_p99_ms": put_p99,
+            "server_cpu_ms_per_change": server_cpu_per_change,
+            "seed_flags": args.seed_flags,
             "others_cpu": cpu.others(),
             "changes": per_change,
         });
