@@ -20,7 +20,7 @@ pub use experiments::{
     MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
 };
 pub use store::{
-    Applied, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS, Replaced, Revised,
-    Store, StoreOptions, Stored,
+    Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
+    Replaced, Revised, Store, StoreOptions, Stored, compile,
 };
 pub use tokens::{hex, secret_hash};

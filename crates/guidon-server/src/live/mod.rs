@@ -37,19 +37,12 @@ pub(crate) use sync::follow;
 /// disconnected (it then reconnects and catches up from its last id).
 pub(crate) const STREAM_BUFFER: usize = 256;
 
-/// Environments with more definitions than this are compiled on a blocking
-/// thread; smaller ones (under about a millisecond) inline, which costs
-/// less than the hand-off.
-const BLOCKING_COMPILE: usize = 500;
-
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LiveError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("stored environment {env:?} does not compile: {error}")]
     Compile { env: String, error: ValidationError },
-    #[error("compile task failed: {0}")]
-    Task(String),
 }
 
 /// One environment at one revision. Immutable; replaced whole.
@@ -82,20 +75,9 @@ impl Live {
     }
 
     /// Compiles a document read from the store (on a blocking thread when
-    /// it is large).
+    /// it is large: the store's rule, `guidon_store::compile`).
     async fn build(env: &str, document: Document) -> Result<Live, LiveError> {
-        let small = document_size(&document.file) <= BLOCKING_COMPILE;
-        let compile = move || {
-            let compiled = document.compile();
-            (document, compiled)
-        };
-        let (document, compiled) = if small {
-            compile()
-        } else {
-            tokio::task::spawn_blocking(compile)
-                .await
-                .map_err(|e| LiveError::Task(e.to_string()))?
-        };
+        let (document, compiled) = guidon_store::compile(document).await?;
         let snapshot = compiled.map_err(|error| LiveError::Compile {
             env: env.to_owned(),
             error,
@@ -111,10 +93,6 @@ impl Live {
     pub(crate) fn encoded(&self) -> &Encoded {
         self.encoded.get_or_init(|| self.document.encode_snapshot())
     }
-}
-
-fn document_size(file: &FlagFile) -> usize {
-    file.flags.len() + file.segments.len()
 }
 
 /// One environment: what evaluations read, what streams subscribe to.

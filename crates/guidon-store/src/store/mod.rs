@@ -25,7 +25,7 @@ use crate::error::StoreError;
 
 pub use bulk::{Applied, Replaced};
 pub use watch::{Commit, Revised};
-pub use write::{Committed, Stored};
+pub use write::{BLOCKING_COMPILE, Committed, Stored, compile};
 
 /// Environments that exist after the first start.
 pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["development", "production"];

@@ -16,7 +16,7 @@ use crate::error::StoreError;
 /// Environments with more definitions than this are compiled on a blocking
 /// thread (about 2 µs per flag: 500 is about a millisecond, less than the
 /// hand-off to another thread costs in latency).
-const BLOCKING_COMPILE: usize = 500;
+pub const BLOCKING_COMPILE: usize = 500;
 
 /// What a committed write produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -404,9 +404,10 @@ pub(super) async fn next_revision(
 }
 
 /// Compiles the document with its revision and versions: on a blocking
-/// thread when it is large, since that is milliseconds of CPU the async
-/// workers must not spend.
-pub(super) async fn compile(
+/// thread when it has more than [`BLOCKING_COMPILE`] definitions, since
+/// that is milliseconds of CPU the async workers must not spend. The
+/// store's writes and the server's catch-up both compile through here.
+pub async fn compile(
     document: Document,
 ) -> Result<(Document, Result<Snapshot, ValidationError>), StoreError> {
     if document.file.flags.len() + document.file.segments.len() <= BLOCKING_COMPILE {
