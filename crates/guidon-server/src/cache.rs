@@ -88,11 +88,3 @@ impl EvalCache {
         }
     }
 }
-
-/// Whether any definition of the file looks at the clock.
-pub(crate) fn uses_clock(file: &guidon_engine::FlagFile) -> bool {
-    let text = serde_json::to_string(file).unwrap_or_default();
-    ["\"$now\"", "\"$day_of_week\"", "\"$hour\""]
-        .iter()
-        .any(|needle| text.contains(needle))
-}

@@ -332,9 +332,12 @@ fn ofrep_context(
 }
 
 /// The environment of an OFREP request, as an error response on failure.
-/// A 400 (no or an invalid environment named) must be OFREP's
-/// evaluationFailure, `{key?, errorCode, errorDetails}`, which OpenFeature
-/// providers read; it keeps Guidon's `error` and `message` too.
+/// No environment named, an invalid one, or an unknown one is a 400 with
+/// OFREP's evaluationFailure, `{key?, errorCode: GENERAL, errorDetails}`,
+/// which OpenFeature providers report as a general error with its details;
+/// it keeps Guidon's `error` and `message` too. An unknown environment must
+/// not be a 404: to OFREP clients that means the *flag* was not found, and
+/// a typo in an environment name would look like missing flags.
 async fn ofrep_env(
     state: &AppState,
     caller: &Caller,
@@ -342,7 +345,7 @@ async fn ofrep_env(
     key: Option<&str>,
 ) -> Result<Arc<EnvState>, Response> {
     let failure = |e: ApiError| {
-        if e.status() != StatusCode::BAD_REQUEST {
+        if !matches!(e.status(), StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND) {
             return e.into_response();
         }
         let mut body = serde_json::to_value(e.body()).unwrap_or_default();
@@ -351,7 +354,7 @@ async fn ofrep_env(
         if let Some(key) = key {
             body["key"] = json!(key);
         }
-        (e.status(), Json(body)).into_response()
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
     };
     let name = caller.sdk_env(headers).map_err(failure)?;
     check_key("environment", &name).map_err(failure)?;
@@ -418,38 +421,39 @@ pub(crate) async fn ofrep_all(
         Err(response) => return *response,
     };
     let live = env.live.load_full();
-    // The results depend on the flags (the revision), the context, and for
-    // clock-reading environments the time: the ETag covers the first two
-    // and is not given for the third.
-    let etag = live.cacheable.then(|| {
+    let now = Timestamp::now();
+    // The results depend on the flags (the revision and epoch), the
+    // context, and, where a condition reads the clock, on which window
+    // between two instants the clock can change a result `now` is in: the
+    // next such instant names the window.
+    let etag = {
         let mut hash = Sha256::new();
         hash.update(env.name.as_bytes());
         hash.update(live.revision.to_be_bytes());
         hash.update(live.epoch.to_be_bytes());
         hash.update(Value::Object(context.clone()).to_string().as_bytes());
+        if let Some(next) = live.snapshot.next_clock_change(now) {
+            hash.update(next.as_nanosecond().to_be_bytes());
+        }
         let digest = hash.finalize();
         let hex = guidon_store::hex(&digest[..12]);
         format!("\"{}-{hex}\"", live.revision)
-    });
-    if let (Some(etag), Some(given)) = (&etag, headers.get(header::IF_NONE_MATCH))
-        && given
-            .to_str()
-            .is_ok_and(|g| g.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    };
+    if crate::conditional::none_match(&headers, &etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = HeaderValue::from_str(etag) {
+        if let Ok(value) = HeaderValue::from_str(&etag) {
             response.headers_mut().insert(header::ETAG, value);
         }
         return response;
     }
     let ctx = Context::from(context);
-    let results = all(&state, &env, &live, &ctx, Timestamp::now());
+    let results = all(&state, &env, &live, &ctx, now);
     let body = json!({
         "flags": results.iter().map(Resolved::ofrep_json).collect::<Vec<_>>(),
         "metadata": {"revision": live.revision, "environment": env.name},
     });
     let mut response = Json(body).into_response();
-    if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+    if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response

@@ -21,6 +21,7 @@ mod app;
 mod auth;
 mod body;
 mod cache;
+mod conditional;
 mod error;
 mod eval;
 mod experiments;

@@ -69,11 +69,7 @@ pub(crate) async fn flags(
     // environment counts its revisions from 1 again.
     let etag = format!("\"{}-{}\"", live.revision, live.epoch);
     let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|g| g.split(',').any(|t| t.trim() == etag))
-    {
+    if crate::conditional::none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     // The snapshot message of the stream, encoded once per revision.

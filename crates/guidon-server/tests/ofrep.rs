@@ -471,6 +471,11 @@ async fn bulk_evaluation_and_etags() {
         assert_eq!(response.status(), 304, "{n}: ETag in a list");
         let response = bulk(&server, &token, &user, Some("\"0-stale\"")).await;
         assert_eq!(response.status(), 200, "{n}: unknown ETag");
+        // The weak form of the ETag (as a compressing proxy passes it on)
+        // matches too: If-None-Match compares weakly (RFC 9110 §13.1.2).
+        let weak = format!("W/{etag}");
+        let response = bulk(&server, &token, &user, Some(&weak)).await;
+        assert_eq!(response.status(), 304, "{n}: a weak ETag");
 
         // Another context: another ETag (and the old one does not match).
         let other = json!({"targetingKey": "user-789", "country": "CA"});
@@ -568,12 +573,33 @@ async fn bulk_failures_have_no_key() {
     }
 }
 
-/// Results that read the clock change without a revision: no ETag, and an
-/// If-None-Match never gives a 304 for them.
+/// Results that read the clock change without a revision. Their ETag
+/// names the window between two instants at which the clock can change a
+/// result: it holds until the next one, and a new one comes after it.
 #[tokio::test]
-async fn clock_reading_flags_get_no_etag() {
+async fn clock_reading_flags_get_an_etag_until_their_next_boundary() {
     for (db, server) in testing::servers("ofrep_clock").await {
         let n = db.name;
+        // A launch two seconds from now: off before, on after.
+        let launch = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        let launch_rfc3339 = {
+            let secs = launch
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs();
+            guidon_engine::Timestamp::from_second(i64::try_from(secs).expect("secs"))
+                .expect("timestamp")
+                .to_string()
+        };
+        server
+            .put_flag(
+                "development",
+                json!({"key": "launch", "enabled": true,
+                       "rules": [{"conditions": [{"attribute": "$now", "operator": "after", "values": [launch_rfc3339]}],
+                                  "serve": {"enabled": true}}],
+                       "rollout": {"percentage": 0}}),
+            )
+            .await;
         server
             .put_flag(
                 "development",
@@ -585,11 +611,79 @@ async fn clock_reading_flags_get_no_etag() {
             .await;
         let token = server.sdk_token("dev", "development").await;
         let context = json!({"targetingKey": "u"});
+        let value_of = |body: &Value, key: &str| {
+            body["flags"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["key"] == key))
+                .map(|f| f["value"].clone())
+        };
+
         let response = bulk(&server, &token, &context, None).await;
         assert_eq!(response.status(), 200, "{n}");
-        assert!(etag_of(&response).is_none(), "{n}: no ETag for $hour");
-        let response = bulk(&server, &token, &context, Some("*")).await;
-        assert_eq!(response.status(), 200, "{n}: If-None-Match is ignored");
+        let before = etag_of(&response).expect("an ETag for clock-reading flags");
+        let body = json_of(n, response).await;
+        assert_eq!(value_of(&body, "launch"), Some(json!(false)), "{n}: {body}");
+        let response = bulk(&server, &token, &context, Some(&before)).await;
+        assert_eq!(response.status(), 304, "{n}: the same window");
+
+        // Past the launch, the old ETag no longer matches and the flag is on.
+        let wait = launch
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            + std::time::Duration::from_millis(100);
+        tokio::time::sleep(wait).await;
+        let response = bulk(&server, &token, &context, Some(&before)).await;
+        assert_eq!(response.status(), 200, "{n}: the launch passed");
+        let after = etag_of(&response).expect("ETag");
+        assert_ne!(after, before, "{n}: a new window, a new ETag");
+        let body = json_of(n, response).await;
+        assert_eq!(value_of(&body, "launch"), Some(json!(true)), "{n}: {body}");
+        // `$hour` still changes on the hour: the new ETag holds until then
+        // (asked twice, in case an hour began in between).
+        let mut matched = false;
+        for _ in 0..2 {
+            let response = bulk(&server, &token, &context, None).await;
+            let etag = etag_of(&response).expect("ETag");
+            if bulk(&server, &token, &context, Some(&etag)).await.status() == 304 {
+                matched = true;
+                break;
+            }
+        }
+        assert!(matched, "{n}: an ETag within the hour matches");
+        server.stop().await;
+    }
+}
+
+/// An admin token naming an environment that does not exist: OFREP's
+/// general error naming the environment, never a 404 (which OpenFeature
+/// clients read as FLAG_NOT_FOUND).
+#[tokio::test]
+async fn an_unknown_environment_is_a_general_error_not_a_missing_flag() {
+    for (db, server) in testing::servers("ofrep_unknown_env").await {
+        let n = db.name;
+        setup(&server).await;
+        for (path, key) in [
+            (format!("{ONE}bool_on"), Some("bool_on")),
+            (BULK.to_owned(), None),
+        ] {
+            let response = server
+                .admin(Method::POST, &path)
+                .header("x-guidon-environment", "producton")
+                .json(&json!({"context": {"targetingKey": "u"}}))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), 400, "{n}: {path}");
+            let body = json_of(n, response).await;
+            assert_eq!(body["errorCode"], "GENERAL", "{n}: {body}");
+            assert!(
+                body["errorDetails"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("producton")),
+                "{n}: the details name the environment: {body}"
+            );
+            assert_eq!(body.get("key").and_then(Value::as_str), key, "{n}: {body}");
+        }
         server.stop().await;
     }
 }

@@ -257,6 +257,16 @@ async fn sdk_flags_and_changes_endpoints() {
             .await
             .expect("flags again");
         assert_eq!(response.status(), 304, "{n}");
+        // Its weak form too (RFC 9110's weak comparison).
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/flags"))
+            .bearer_auth(&token)
+            .header("If-None-Match", format!("W/{etag}"))
+            .send()
+            .await
+            .expect("flags, weak ETag");
+        assert_eq!(response.status(), 304, "{n}: weak ETag");
 
         server
             .put_flag("production", json!({"key": "b", "enabled": true}))

@@ -17,6 +17,7 @@ use crate::hashing::FlagHasher;
 use crate::model::{DEFAULT_BUCKET_BY, Flag, FlagFile, Match, Segment, Serve};
 use crate::result::Reason;
 
+mod clock;
 mod condition;
 mod graph;
 pub(crate) mod ir;

@@ -67,7 +67,7 @@ impl Live {
         Live {
             revision: document.revision.unwrap_or(0),
             epoch: document.epoch.unwrap_or(0),
-            cacheable: !crate::cache::uses_clock(&document.file),
+            cacheable: !snapshot.reads_clock(),
             document,
             snapshot,
             encoded: OnceLock::new(),
