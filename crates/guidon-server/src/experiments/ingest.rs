@@ -1,57 +1,30 @@
-//! Experiments over HTTP: `POST /api/v1/events` takes batches of exposures
-//! and conversions, `GET /api/v1/envs/{env}/experiments/{flag}/results`
-//! answers one metric's results with their statistics and health checks.
-//!
-//! Ingestion checks each event on its own and stores the valid ones: a
-//! batch with bad events is still accepted for the rest, and the answer
-//! names every rejected event by its index. Storage, deduplication by
-//! `event_id` and attribution are the store's (`guidon_store::Event`); the
-//! statistics are `guidon-stats`'.
+//! `POST /api/v1/events`: each event checked on its own against the
+//! environment's flags, the valid ones handed to the store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use guidon_engine::model::Flag;
 use guidon_engine::{Context, Snapshot, Timestamp, is_valid_key};
-use guidon_stats::{
-    AnalysisOptions, Correction, MetricKind, Outcome, Prior, SRM_P_THRESHOLD, VariantStats, analyze,
-};
 use guidon_store::{
-    Conversion, Event, Exposure, MAX_EVENT_ID_LEN, MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery,
-    UnitKey,
+    Conversion, Event, Exposure, MAX_EVENT_ID_LEN, MAX_TIMESTAMP_MS, MAX_UNIT_LEN, UnitKey,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::{self, Body, Path, Query};
-use crate::error::{ApiError, ApiResult};
+use crate::body::{self, Body};
+use crate::error::ApiResult;
 
 /// Most events in one batch.
-pub(crate) const MAX_BATCH: usize = 10_000;
+const MAX_BATCH: usize = 10_000;
 /// How far in the future an event's timestamp may be (clock skew).
 const MAX_FUTURE_MS: i64 = 24 * 60 * 60 * 1000;
-/// Share of exposed units seen in several variants above which results warn.
-const MULTIPLE_EXPOSURE_WARNING: f64 = 0.01;
-/// Fewer units than this in a variant: results warn that they are noisy.
-const MIN_UNITS_PER_VARIANT: u64 = 100;
-/// Longest accepted conversion window: ten years.
-const MAX_WINDOW_HOURS: f64 = 87_600.0;
-
-pub(crate) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/events", post(ingest)).route(
-        "/api/v1/envs/{env}/experiments/{flag}/results",
-        get(results),
-    )
-}
-
-// ---- ingestion ----
 
 /// Why one event of a batch was rejected.
 #[derive(Debug)]
@@ -479,7 +452,7 @@ struct Batch {
 /// `POST /api/v1/events`: `{"events": [EVENT, …]}`. Answers 200 when every event was accepted (new or duplicate),
 /// 207 when some were rejected, with `{"accepted", "duplicates",
 /// "rejected": [{"index", "error", "message", "path"?}]}`.
-async fn ingest(
+pub(super) async fn ingest(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -532,323 +505,4 @@ async fn ingest(
         })),
     )
         .into_response())
-}
-
-// ---- results ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultsParams {
-    metric: Option<String>,
-    method: Option<String>,
-    correction: Option<String>,
-    window_hours: Option<f64>,
-    kind: Option<String>,
-    alpha: Option<f64>,
-    prior_mean: Option<f64>,
-    prior_variance: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Frequentist,
-    Bayesian,
-    Sequential,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Frequentist => "frequentist",
-            Method::Bayesian => "bayesian",
-            Method::Sequential => "sequential",
-        }
-    }
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
-}
-
-/// `GET /api/v1/envs/{env}/experiments/{flag}/results?metric=NAME
-/// [&method=frequentist|bayesian|sequential][&correction=none|holm|bh]
-/// [&window_hours=N][&kind=binomial|continuous][&alpha=A]
-/// [&prior_mean=M&prior_variance=V]`. Admin tokens only.
-async fn results(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((env_name, flag_key)): Path<(String, String)>,
-    Query(params): Query<ResultsParams>,
-) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    if !is_valid_key(&env_name) {
-        return Err(bad(format!("invalid environment {env_name:?}")));
-    }
-    let metric = params
-        .metric
-        .ok_or_else(|| bad("metric is required: ?metric=NAME (the conversions' metric)"))?;
-    if !is_valid_key(&metric) {
-        return Err(bad(format!("invalid metric {metric:?}")));
-    }
-    let method = match params.method.as_deref() {
-        None | Some("frequentist") => Method::Frequentist,
-        Some("bayesian") => Method::Bayesian,
-        Some("sequential") => Method::Sequential,
-        Some(other) => {
-            return Err(bad(format!(
-                "method must be frequentist, bayesian or sequential, got {other:?}"
-            )));
-        }
-    };
-    let correction = match params.correction.as_deref() {
-        None | Some("none") => Correction::None,
-        Some("holm") => Correction::Holm,
-        Some("bh" | "benjamini_hochberg") => Correction::BenjaminiHochberg,
-        Some(other) => {
-            return Err(bad(format!(
-                "correction must be none, holm or bh, got {other:?}"
-            )));
-        }
-    };
-    let kind = match params.kind.as_deref() {
-        None | Some("binomial") => MetricKind::Binomial,
-        Some("continuous") => MetricKind::Continuous,
-        Some(other) => {
-            return Err(bad(format!(
-                "kind must be binomial (converted or not) or continuous (sum of values), got {other:?}"
-            )));
-        }
-    };
-    let window_ms = match params.window_hours {
-        None => None,
-        Some(h) if h.is_finite() && h > 0.0 && h <= MAX_WINDOW_HOURS => {
-            Some((h * 3_600_000.0).round() as i64)
-        }
-        Some(h) => {
-            return Err(bad(format!(
-                "window_hours must be a positive number of hours up to {MAX_WINDOW_HOURS}, got {h}"
-            )));
-        }
-    };
-    let prior = match (params.prior_mean, params.prior_variance) {
-        (None, None) => Prior::Flat,
-        (mean, Some(variance)) => Prior::Normal {
-            mean: mean.unwrap_or(0.0),
-            variance,
-        },
-        (Some(_), None) => {
-            return Err(bad(
-                "prior_mean needs prior_variance (a proper normal prior)",
-            ));
-        }
-    };
-    let options = AnalysisOptions {
-        metric: kind,
-        alpha: params.alpha.unwrap_or(0.05),
-        prior,
-        sequential: method == Method::Sequential,
-        correction,
-        cuped: false,
-        ..AnalysisOptions::default()
-    };
-    options
-        .validate()
-        .map_err(|e| bad(format!("invalid analysis options: {e}")))?;
-
-    let env = state.env(&env_name).await?;
-    let live = env.live.load_full();
-    let flag = live
-        .file()
-        .flags
-        .iter()
-        .find(|f| f.key == flag_key)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "flag {flag_key:?} not found in environment {env_name:?}"
-            ))
-        })?;
-    let arms: Vec<(&str, f64)> = flag
-        .variants
-        .iter()
-        .filter(|v| v.weight > 0.0)
-        .map(|v| (v.key.as_str(), v.weight))
-        .collect();
-    if arms.len() < 2 {
-        return Err(bad(format!(
-            "flag {flag_key:?} has {} variant{} with a positive weight; an experiment compares at least two",
-            arms.len(),
-            if arms.len() == 1 { "" } else { "s" }
-        )));
-    }
-    let unit_attribute = flag.bucket_by();
-    let totals = state
-        .store
-        .experiment_totals(
-            &env_name,
-            &MetricQuery {
-                flag: &flag_key,
-                variants: &arms.iter().map(|(key, _)| *key).collect::<Vec<_>>(),
-                metric: &metric,
-                unit_attribute,
-                window_ms,
-            },
-        )
-        .await?;
-
-    let stats: Vec<VariantStats> = totals
-        .variants
-        .iter()
-        .map(|t| VariantStats::new(t.units, t.converted, t.sum, t.sum_squares))
-        .collect();
-    let other_variant_units = totals.other_variant_units;
-    let options = AnalysisOptions {
-        weights: Some(arms.iter().map(|(_, w)| *w).collect()),
-        ..options
-    };
-    let analysis = analyze(&stats[0], &stats[1..], &options)
-        .map_err(|e| ApiError::Internal(format!("analysis failed: {e}")))?;
-
-    let exposed = totals.exposed_units();
-    let multiple = totals.multiple_exposure_units;
-    let multiple_share = if exposed > 0 {
-        multiple as f64 / exposed as f64
-    } else {
-        0.0
-    };
-    let mut warnings: Vec<String> = Vec::new();
-    let srm_status = if analysis.srm.mismatch {
-        warnings.push(format!(
-            "Sample-ratio mismatch: units per variant {:?} differ from the configured split (p = {:.2e} < {SRM_P_THRESHOLD}); the assignment or the exposure logging is broken, do not trust these results",
-            analysis.srm.observed, analysis.srm.p_value
-        ));
-        "mismatch"
-    } else if analysis.srm.enough_data {
-        "ok"
-    } else {
-        "not_enough_data"
-    };
-    let multiple_status = if multiple_share > MULTIPLE_EXPOSURE_WARNING {
-        warnings.push(format!(
-            "{multiple} of {exposed} units ({:.1}%) were exposed to more than one variant and are excluded; above {:.0}% the assignment is suspect (unit id changes, overrides, or a changed split)",
-            multiple_share * 100.0,
-            MULTIPLE_EXPOSURE_WARNING * 100.0
-        ));
-        "warning"
-    } else {
-        "ok"
-    };
-    let small: Vec<&str> = arms
-        .iter()
-        .zip(&stats)
-        .filter(|(_, s)| s.units < MIN_UNITS_PER_VARIANT)
-        .map(|((key, _), _)| *key)
-        .collect();
-    let too_few_status = if small.is_empty() {
-        "ok"
-    } else {
-        warnings.push(format!(
-            "Too few units: {} {} fewer than {MIN_UNITS_PER_VARIANT} units; results are noisy",
-            small.join(", "),
-            if small.len() == 1 { "has" } else { "have" }
-        ));
-        "warning"
-    };
-    if other_variant_units > 0 {
-        warnings.push(format!(
-            "{other_variant_units} units were exposed to variants that no longer receive traffic and are not analyzed"
-        ));
-    }
-
-    let variants: Vec<Value> = arms
-        .iter()
-        .zip(&analysis.variants)
-        .map(|((key, weight), summary)| {
-            let mut v = serde_json::to_value(summary).unwrap_or_else(|_| json!({}));
-            if let Value::Object(map) = &mut v {
-                map.insert("key".into(), json!(key));
-                map.insert("weight".into(), json!(weight));
-            }
-            v
-        })
-        .collect();
-    let comparisons: Vec<Value> = analysis
-        .comparisons
-        .iter()
-        .map(|c| {
-            let key = arms.get(c.variant).map_or("", |(k, _)| *k);
-            let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
-            v["variant"] = json!(key);
-            v["summary"] = summary(c, method, options.alpha);
-            v
-        })
-        .collect();
-
-    Ok(Json(json!({
-        "env": env_name,
-        "flag": flag_key,
-        "metric": metric,
-        "kind": kind,
-        "method": method.as_str(),
-        "correction": correction,
-        "alpha": options.alpha,
-        "window_hours": params.window_hours,
-        "unit_attribute": unit_attribute,
-        "control": arms[0].0,
-        "exposures": {
-            "units": exposed,
-            "analyzed_units": stats.iter().map(|s| s.units).sum::<u64>(),
-            "multiple_exposure_units": multiple,
-            "multiple_exposure_share": multiple_share,
-            "other_variant_units": other_variant_units,
-        },
-        "variants": variants,
-        "comparisons": comparisons,
-        "srm": analysis.srm,
-        "health": {
-            "srm": {"status": srm_status, "p_value": analysis.srm.p_value, "threshold": SRM_P_THRESHOLD},
-            "multiple_exposures": {"status": multiple_status, "units": multiple, "share": multiple_share, "threshold": MULTIPLE_EXPOSURE_WARNING},
-            "too_few_units": {"status": too_few_status, "minimum": MIN_UNITS_PER_VARIANT, "variants": small},
-        },
-        "warnings": warnings,
-    })))
-}
-
-/// The headline of one comparison for the chosen method: the relative lift
-/// with its interval and p-value (the confidence sequence's with
-/// `sequential`, the credible interval with `bayesian`), the chance to win,
-/// and whether the result is significant at `alpha`.
-fn summary(c: &guidon_stats::Comparison, method: Method, alpha: f64) -> Value {
-    let chance_to_win = c.bayesian.computed().map(|b| b.chance_to_win);
-    let Outcome::Computed(relative) = &c.relative else {
-        return json!({
-            "lift": null, "ci": null, "p_value": null, "chance_to_win": chance_to_win,
-            "significant": false,
-            "unavailable": c.relative.reason().map(|r| r.to_string()),
-        });
-    };
-    let (ci, p_value) = match method {
-        Method::Frequentist => (
-            relative.test.ci,
-            relative.adjusted_p_value.unwrap_or(relative.test.p_value),
-        ),
-        Method::Sequential => match &relative.sequential {
-            Some(s) => (s.ci, s.p_value),
-            None => (relative.test.ci, relative.test.p_value),
-        },
-        Method::Bayesian => match c.bayesian.computed() {
-            Some(b) => (b.ci, relative.test.p_value),
-            None => (relative.test.ci, relative.test.p_value),
-        },
-    };
-    let significant = match method {
-        Method::Bayesian => chance_to_win.is_some_and(|p| p > 1.0 - alpha / 2.0 || p < alpha / 2.0),
-        _ => p_value < alpha,
-    };
-    json!({
-        "lift": relative.test.estimate,
-        "ci": [ci.lower, ci.upper],
-        "p_value": p_value,
-        "chance_to_win": chance_to_win,
-        "significant": significant,
-    })
 }
