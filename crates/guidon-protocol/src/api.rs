@@ -99,6 +99,12 @@ pub enum ErrorCode {
     TooOld,
     Unavailable,
     Internal,
+    /// The request's headers are larger than the server takes (431).
+    HeadersTooLarge,
+    /// The request body did not arrive in time (408).
+    RequestTimeout,
+    /// A WebSocket upgrade the request cannot make (400, 405 or 426).
+    UpgradeFailed,
     /// A code this client does not know (a newer server).
     #[serde(other)]
     Other,
@@ -121,6 +127,9 @@ impl ErrorCode {
             ErrorCode::TooOld => "too_old",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UpgradeFailed => "upgrade_failed",
             ErrorCode::Other => "other",
         }
     }

@@ -37,6 +37,8 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
     /// Most attributes in one evaluation context.
     pub(crate) max_context_attributes: usize,
+    /// How long a request body may take to arrive whole.
+    pub(crate) body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
         Limits {
             max_body: 4 * 1024 * 1024,
             max_context_attributes: 256,
+            body_timeout: crate::listener::ConnLimits::default().body_timeout,
         }
     }
 }

@@ -31,11 +31,29 @@ impl FromRequest<Arc<AppState>> for Body {
             {
                 Err(ApiError::TooLarge { limit })
             }
+            Err(BytesRejection::FailedToBufferBody(e)) if timed_out(&e) => {
+                Err(ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {:?}",
+                    state.limits.body_timeout
+                )))
+            }
             Err(e) => Err(ApiError::BadRequest(format!(
                 "could not read the body: {e}"
             ))),
         }
     }
+}
+
+/// Whether a body read failed on [`crate::listener::deadline_body`]'s deadline.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if e.is::<crate::listener::BodyTimedOut>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// `axum::extract::Path`, answering a bad path (not UTF-8, say) with a

@@ -46,6 +46,13 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("request headers are larger than {limit}")]
+    HeadersTooLarge { limit: String },
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A WebSocket upgrade that cannot be made, with axum's status.
+    #[error("cannot upgrade to a WebSocket: {message}")]
+    Upgrade { status: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -63,6 +70,9 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Upgrade { status, .. } => *status,
         }
     }
 
@@ -81,6 +91,9 @@ impl ApiError {
             ApiError::Gone(_) => ErrorCode::TooOld,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            ApiError::Upgrade { .. } => ErrorCode::UpgradeFailed,
         }
     }
 
@@ -104,6 +117,13 @@ impl IntoResponse for ApiError {
             tracing::error!(%message, "internal error");
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::RequestTimeout(_) = self {
+            // The rest of the body is not read: the connection cannot go on.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if let ApiError::Unauthorized = self {
             // RFC 9110 §15.5.2: a 401 says how to authenticate.
             response.headers_mut().insert(

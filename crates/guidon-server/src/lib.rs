@@ -25,6 +25,7 @@ mod conditional;
 mod error;
 mod eval;
 mod experiments;
+mod listener;
 mod live;
 mod metrics;
 mod openapi;
@@ -52,6 +53,7 @@ use tokio::net::TcpListener;
 use app::{AppState, Limits};
 pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
+pub use listener::ConnLimits;
 use shutdown as tokio_util_shutdown;
 
 /// How `guidon serve` runs.
@@ -71,6 +73,8 @@ pub struct Config {
     /// How many revisions back catch-up answers (`/sdk/changes`, stream
     /// resumption); further back clients take the full flag file.
     pub catch_up_horizon: u64,
+    /// The bounds of every connection: count and timeouts.
+    pub connections: ConnLimits,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             max_body: Limits::default().max_body,
             poll_interval: StoreOptions::default().poll_interval,
             catch_up_horizon: StoreOptions::default().catch_up_horizon,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -182,6 +187,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         cache: config.eval_cache.then(cache::EvalCache::default),
         limits: Limits {
             max_body: config.max_body,
+            body_timeout: config.connections.body_timeout,
             ..Limits::default()
         },
         shutdown,
@@ -204,6 +210,16 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
 /// the background.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
+    if let Some((soft, _)) = listener::raise_open_file_limit() {
+        let wanted = u64::try_from(config.connections.max_connections).unwrap_or(u64::MAX);
+        if wanted.saturating_add(64) > soft {
+            tracing::warn!(
+                max_connections = wanted,
+                open_file_limit = soft,
+                "the open-file limit is below --max-connections: the limit will be reached first"
+            );
+        }
+    }
     let listener =
         TcpListener::bind(&config.listen)
             .await
@@ -213,12 +229,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             })?;
     let addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
+    let limits = config.connections;
     let task = tokio::spawn(async move {
-        // One router for all connections (`axum::serve(listener, app)`
-        // would rebuild it per connection: 12.5 KB each, measured).
-        let result = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
+        // One router for all connections (cloned per connection: an Arc).
+        let result = listener::serve(listener, app, limits, shutdown).await;
         state.store.close().await;
         result
     });
@@ -327,6 +341,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
@@ -365,6 +380,31 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// A JSON 431 for a request head past [`listener::MAX_HEADER_BYTES`] or
+/// [`listener::MAX_HEADERS`]; the body's deadline for the rest.
+async fn bounded_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let bytes = req.method().as_str().len()
+        + req.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if headers.len() > listener::MAX_HEADERS {
+        return ApiError::HeadersTooLarge {
+            limit: format!("{} headers", listener::MAX_HEADERS),
+        }
+        .into_response();
+    }
+    if bytes > listener::MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge {
+            limit: format!("{} bytes", listener::MAX_HEADER_BYTES),
+        }
+        .into_response();
+    }
+    listener::deadline_body(state.limits.body_timeout, req, next).await
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {

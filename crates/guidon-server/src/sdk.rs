@@ -339,8 +339,12 @@ pub(crate) async fn ws(
     caller: Caller,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let upgrade = upgrade.map_err(|e| ApiError::Upgrade {
+        status: e.status(),
+        message: e.body_text(),
+    })?;
     let opened = open_stream(&state, &caller, &headers, query).await?;
     // Clients send nothing but control frames: keep what one may make the
     // server buffer small.

@@ -33,6 +33,18 @@ pub(crate) struct ServeArgs {
     /// Milliseconds between polls of the database for other instances' changes.
     #[arg(long, env = "GUIDON_POLL_MS", default_value_t = 250)]
     poll_ms: u64,
+    /// Most connections open at once (WebSockets included); past it new ones are closed.
+    #[arg(long, env = "GUIDON_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers (also the keep-alive idle timeout).
+    #[arg(long, env = "GUIDON_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive whole (then 408).
+    #[arg(long, env = "GUIDON_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Seconds a write may wait for the client to read (then the connection is closed).
+    #[arg(long, env = "GUIDON_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    write_timeout_secs: u64,
     /// Log format.
     #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -57,6 +69,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eval_cache: args.eval_cache,
         max_body: args.max_body_bytes,
         poll_interval: std::time::Duration::from_millis(args.poll_ms.max(10)),
+        connections: guidon_server::ConnLimits {
+            max_connections: args.max_connections.max(1),
+            header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
+            write_timeout: std::time::Duration::from_secs(args.write_timeout_secs.max(1)),
+        },
         ..guidon_server::Config::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
