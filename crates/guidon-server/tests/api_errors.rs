@@ -1041,9 +1041,12 @@ async fn ofrep_takes_the_environment_from_the_token_or_the_header() {
             .send()
             .await
             .expect("unknown env");
-        assert_eq!(response.status(), 404, "{n}: unknown env");
+        // OFREP's general error (400), never a 404 that OpenFeature clients
+        // read as "flag not found"; Guidon's own code stays beside it.
+        assert_eq!(response.status(), 400, "{n}: unknown env");
         let body: Value = response.json().await.expect("JSON");
         assert_eq!(body["error"], "not_found", "{n}: {body}");
+        assert_eq!(body["errorCode"], "GENERAL", "{n}: {body}");
         let response = server
             .admin(Method::POST, "/ofrep/v1/evaluate/flags")
             .header("x-guidon-environment", "../production")
