@@ -201,7 +201,8 @@ impl<'de> serde::Deserialize<'de> for Context {
     }
 }
 
-pub(crate) fn json_type_name(value: &Value) -> &'static str {
+/// A JSON value's type as an error message names it ("a string", "null").
+pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

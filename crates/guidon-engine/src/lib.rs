@@ -30,7 +30,7 @@ mod result;
 pub use compile::{
     MAX_CHAIN_DEPTH, MAX_EVALUATION_COST, MAX_REGEX_LEN, Snapshot, SnapshotOptions, is_valid_key,
 };
-pub use context::{Context, ContextError};
+pub use context::{Context, ContextError, json_type_name};
 pub use error::{ParseError, Problem, ValidationError};
 pub use explain::{ConditionTrace, Explanation, Step};
 pub use hashing::{rollout_bucket, variant_selection};

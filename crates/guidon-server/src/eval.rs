@@ -127,14 +127,7 @@ fn context_of(state: &AppState, value: Option<Value>) -> Result<Map<String, Valu
         }
         Some(other) => Err(format!(
             "context must be an object of attributes, got {}",
-            match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "an object",
-            }
+            guidon_engine::json_type_name(&other)
         )),
     }
 }

@@ -93,7 +93,10 @@ impl<'a> Checker<'a> {
             return Err(Rejection {
                 code: "invalid_event",
                 path: None,
-                message: format!("an event must be an object, got {}", type_name(&value)),
+                message: format!(
+                    "an event must be an object, got {}",
+                    guidon_engine::json_type_name(&value)
+                ),
             });
         };
         let kind = match fields.remove("type") {
@@ -104,7 +107,7 @@ impl<'a> Checker<'a> {
                     "type",
                     format!(
                         "type must be \"exposure\" or \"conversion\", got {}",
-                        type_name(&other)
+                        guidon_engine::json_type_name(&other)
                     ),
                 ));
             }
@@ -150,7 +153,10 @@ impl<'a> Checker<'a> {
                 return Err(Rejection::new(
                     "invalid_event_id",
                     "event_id",
-                    format!("event_id must be a string, got {}", type_name(&other)),
+                    format!(
+                        "event_id must be a string, got {}",
+                        guidon_engine::json_type_name(&other)
+                    ),
                 ));
             }
             None => {
@@ -179,7 +185,7 @@ impl<'a> Checker<'a> {
                     "timestamp",
                     format!(
                         "timestamp must be an RFC 3339 string, got {}",
-                        type_name(&other)
+                        guidon_engine::json_type_name(&other)
                     ),
                 ));
             }
@@ -233,7 +239,7 @@ impl<'a> Checker<'a> {
                 "context",
                 format!(
                     "context must be an object of attributes, got {}",
-                    type_name(&other)
+                    guidon_engine::json_type_name(&other)
                 ),
             )),
             None => Err(Rejection::new(
@@ -257,7 +263,10 @@ impl<'a> Checker<'a> {
                 return Err(Rejection::new(
                     "invalid_flag",
                     "flag",
-                    format!("flag must be a string, got {}", type_name(&other)),
+                    format!(
+                        "flag must be a string, got {}",
+                        guidon_engine::json_type_name(&other)
+                    ),
                 ));
             }
             None => return Err(Rejection::new("invalid_flag", "flag", "flag is required")),
@@ -282,7 +291,10 @@ impl<'a> Checker<'a> {
                 return Err(Rejection::new(
                     "unknown_variant",
                     "variant",
-                    format!("variant must be a string, got {}", type_name(&other)),
+                    format!(
+                        "variant must be a string, got {}",
+                        guidon_engine::json_type_name(&other)
+                    ),
                 ));
             }
             None => {
@@ -336,7 +348,10 @@ impl<'a> Checker<'a> {
                 return Err(Rejection::new(
                     "invalid_metric",
                     "metric",
-                    format!("metric must be a string, got {}", type_name(&other)),
+                    format!(
+                        "metric must be a string, got {}",
+                        guidon_engine::json_type_name(&other)
+                    ),
                 ));
             }
             None => {
@@ -363,7 +378,10 @@ impl<'a> Checker<'a> {
                 return Err(Rejection::new(
                     "invalid_value",
                     "value",
-                    format!("value must be a number, got {}", type_name(&other)),
+                    format!(
+                        "value must be a number, got {}",
+                        guidon_engine::json_type_name(&other)
+                    ),
                 ));
             }
         };
@@ -427,17 +445,6 @@ impl<'a> Checker<'a> {
                 ),
             )),
         }
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
