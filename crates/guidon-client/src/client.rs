@@ -410,6 +410,10 @@ pub struct SyncStats {
     pub gaps: u64,
     /// Whole documents fetched (410 past the horizon, or no base to apply to).
     pub full_fetches: u64,
+    /// Documents taken although older than the one held: the server said it
+    /// never reached the client's revision (409 `revision_ahead`: restored
+    /// from a backup, or another server).
+    pub resets: u64,
     pub polls: u64,
     /// Streams found dead (silent past two heartbeats).
     pub dead_streams: u64,
@@ -627,6 +631,7 @@ impl Client {
             dropped: get(&c.dropped),
             gaps: get(&c.gaps),
             full_fetches: get(&c.full_fetches),
+            resets: get(&c.resets),
             polls: get(&c.polls),
             dead_streams: get(&c.dead_streams),
         }

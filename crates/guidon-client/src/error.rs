@@ -68,4 +68,14 @@ impl SyncError {
     pub(crate) fn is_refusal(&self) -> bool {
         matches!(self, SyncError::Status { status, .. } if matches!(status, 401 | 403 | 404))
     }
+
+    /// The server's 409 `revision_ahead`: we hold a revision it never
+    /// reached (it was restored from a backup, or it is another server).
+    pub(crate) fn is_ahead(&self) -> bool {
+        let SyncError::Status { status: 409, body } = self else {
+            return false;
+        };
+        serde_json::from_str::<guidon_protocol::api::ErrorBody>(body)
+            .is_ok_and(|b| b.error == guidon_protocol::api::ErrorCode::RevisionAhead)
+    }
 }

@@ -71,6 +71,8 @@ pub(crate) struct SyncCounters {
     pub(crate) dropped: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) full_fetches: AtomicU64,
+    /// Documents taken although older than ours (409 `revision_ahead`).
+    pub(crate) resets: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) dead_streams: AtomicU64,
 }
@@ -275,6 +277,14 @@ impl Syncer {
         };
         let mut stream = match opened {
             Ok(stream) => stream,
+            Err(e) if e.is_ahead() => {
+                // Take the server's document, older or not, and reconnect
+                // from it at once.
+                return match self.reset_to_server(&e).await {
+                    Ok(()) => SessionEnd::Healthy(SyncError::Ended),
+                    Err(e) => SessionEnd::Failed(e),
+                };
+            }
             Err(e) => return SessionEnd::Failed(e),
         };
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +426,11 @@ impl Syncer {
             return self.fetch_document().await;
         }
         if !response.status().is_success() {
-            return Err(transport::refuse(response).await);
+            let refused = transport::refuse(response).await;
+            if refused.is_ahead() {
+                return self.reset_to_server(&refused).await;
+            }
+            return Err(refused);
         }
         let answer = Changes::from_json(&read_text(response).await?)?;
         if answer.epoch.is_some() && answer.epoch != self.doc.epoch {
@@ -429,6 +443,20 @@ impl Syncer {
         let mut doc = Document::clone(&self.doc);
         doc.catch_up(answer);
         self.publish(doc)
+    }
+
+    /// The server says it never reached our revision: its document is the
+    /// truth now, even though it is older than ours.
+    async fn reset_to_server(&mut self, why: &SyncError) -> Result<(), SyncError> {
+        tracing::warn!(
+            ours = self.doc.revision,
+            error = %why,
+            "guidon: the server is behind this client's revision; taking its document"
+        );
+        self.counters.resets.fetch_add(1, Ordering::Relaxed);
+        self.live = false;
+        self.etag = None;
+        self.fetch_document().await
     }
 
     /// `GET /sdk/flags`: the whole document, taken unless older than ours.

@@ -248,3 +248,59 @@ async fn sdks_converge_after_changes_made_while_disconnected() {
     }
     server.stop().await;
 }
+
+/// Copies a stopped server's SQLite database (with its WAL files, if any).
+fn copy_database(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let source = std::path::PathBuf::from(format!("{}{suffix}", from.display()));
+        let target = std::path::PathBuf::from(format!("{}{suffix}", to.display()));
+        let _ = std::fs::remove_file(&target);
+        if source.exists() {
+            std::fs::copy(&source, &target).unwrap();
+        }
+    }
+}
+
+/// A server restored from an older backup has never reached the SDKs'
+/// revision: it says so (409 `revision_ahead`) and they take its document,
+/// instead of holding on to revisions that no longer exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdks_take_the_document_of_a_server_restored_from_a_backup() {
+    let db = sqlite("client_backup");
+    let file = std::path::PathBuf::from(db.url.strip_prefix("sqlite://").unwrap());
+    let backup = file.with_extension("backup");
+    let server = TestServer::start(&db.url).await;
+    let token = server.sdk_token("backup", ENV).await;
+    let mut rng = Rng::new(10);
+    write_changes(&server, 0..20, &mut rng).await;
+    server.stop().await;
+    copy_database(&file, &backup);
+    let server = TestServer::start(&db.url).await;
+    let proxy = Proxy::start(server.addr, 45).await;
+    let clients = sdks(&proxy, &token).await;
+    write_changes(&server, 20..40, &mut rng).await;
+    assert_converged(&server, &clients, "before the restore").await;
+    let ahead = clients[0].revision().unwrap();
+
+    server.stop().await;
+    proxy.cut_all();
+    copy_database(&backup, &file);
+    let server = TestServer::start(&db.url).await;
+    proxy.set_upstream(server.addr);
+    let restored = server.document(ENV).await["revision"].as_u64().unwrap();
+    assert!(
+        restored < ahead,
+        "the backup is older: {restored} < {ahead}"
+    );
+    assert_converged(&server, &clients, "after the restore").await;
+    for c in &clients {
+        assert!(c.sync_stats().resets >= 1, "{:?}", c.sync_stats());
+    }
+    // And they follow it from there.
+    write_changes(&server, 40..45, &mut rng).await;
+    assert_converged(&server, &clients, "after the restore, new writes").await;
+    for c in &clients {
+        c.close().await.unwrap();
+    }
+    server.stop().await;
+}

@@ -105,6 +105,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A WebSocket upgrade the request cannot make (400, 405 or 426).
     UpgradeFailed,
+    /// The client names a revision the server has never reached (a
+    /// restored backup, another server): take the whole document (409).
+    RevisionAhead,
     /// A code this client does not know (a newer server).
     #[serde(other)]
     Other,
@@ -130,6 +133,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UpgradeFailed => "upgrade_failed",
+            ErrorCode::RevisionAhead => "revision_ahead",
             ErrorCode::Other => "other",
         }
     }

@@ -11,9 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use guidon_engine::model::{Flag, Segment};
 use guidon_engine::{FlagFile, Format, is_valid_key};
-use guidon_protocol::Kind;
 use guidon_protocol::api::Role;
-use guidon_store::Committed;
+use guidon_protocol::{Definition, Kind};
+use guidon_store::{Committed, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -32,7 +32,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/envs/{env}/flags", get(export).put(import))
         .route(
             "/api/v1/envs/{env}/flags/{key}",
-            get(get_flag).put(put_flag).delete(delete_flag),
+            get(get_flag)
+                .put(put_flag)
+                .patch(patch_flag)
+                .delete(delete_flag),
         )
         .route("/api/v1/envs/{env}/flags/{key}/history", get(flag_history))
         .route("/api/v1/envs/{env}/flags/{key}/revert", post(revert_flag))
@@ -40,7 +43,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/envs/{env}/segments", get(list_segments))
         .route(
             "/api/v1/envs/{env}/segments/{key}",
-            get(get_segment).put(put_segment).delete(delete_segment),
+            get(get_segment)
+                .put(put_segment)
+                .patch(patch_segment)
+                .delete(delete_segment),
         )
         .route(
             "/api/v1/envs/{env}/segments/{key}/history",
@@ -279,7 +285,7 @@ pub(crate) async fn import(
 
 /// The answer to an upsert: `{KIND: definition, version, revision}`, 201
 /// when it created the key, with its version as ETag.
-async fn written(state: &AppState, env: &str, kind: Kind, done: Committed) -> Response {
+async fn written_response(state: &AppState, env: &str, kind: Kind, done: Committed) -> Response {
     let status = if done.created {
         StatusCode::CREATED
     } else {
@@ -404,7 +410,7 @@ pub(crate) async fn put_flag(
         .store
         .upsert_flag(&env, &flag, expected, &caller.name)
         .await?;
-    Ok(written(&state, &env, Kind::Flag, done).await)
+    Ok(written_response(&state, &env, Kind::Flag, done).await)
 }
 
 #[utoipa::path(
@@ -433,7 +439,133 @@ pub(crate) async fn put_segment(
         .store
         .upsert_segment(&env, &segment, expected, &caller.name)
         .await?;
-    Ok(written(&state, &env, Kind::Segment, done).await)
+    Ok(written_response(&state, &env, Kind::Segment, done).await)
+}
+
+/// How many times a `PATCH` without `If-Match` re-reads and re-applies
+/// its patch when another write lands between its read and its write.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// `PATCH`: the stored definition with a JSON merge patch applied,
+/// validated and written like a `PUT`. Without `If-Match` the patch is
+/// applied to the version read, and re-applied if another write wins the
+/// race; a patch that changes nothing stores nothing (200, `unchanged`).
+async fn patch_definition(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    env: &str,
+    kind: Kind,
+    key: &str,
+    bytes: &[u8],
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_key("environment", env)?;
+    check_key(kind.as_str(), key)?;
+    let pinned = expected_version(headers)?;
+    let patch: Value = body::merge_patch(headers, bytes)?;
+    let mut conflict = None;
+    for _ in 0..PATCH_ATTEMPTS {
+        let stored = state.store.get(env, kind, key).await?;
+        if let Some(expected) = pinned
+            && expected != stored.version
+        {
+            return Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: Some(stored.version),
+            }
+            .into());
+        }
+        let mut document = match &stored.definition {
+            Definition::Flag(flag) => serde_json::to_value(flag),
+            Definition::Segment(segment) => serde_json::to_value(segment),
+        }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        crate::patch::merge_patch(&mut document, &patch);
+        let document = keyed(document, key)?;
+        let proposed = match kind {
+            Kind::Flag => Definition::Flag(parse_definition(document)?),
+            Kind::Segment => Definition::Segment(parse_definition(document)?),
+        };
+        if proposed == stored.definition {
+            let mut response = (
+                StatusCode::OK,
+                Json(json!({
+                    kind.as_str(): proposed,
+                    "version": stored.version,
+                    "revision": stored.revision,
+                    "unchanged": true,
+                })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::ETAG, etag(stored.version));
+            return Ok(response);
+        }
+        let written = match &proposed {
+            Definition::Flag(flag) => {
+                state
+                    .store
+                    .upsert_flag(env, flag, Some(stored.version), &caller.name)
+                    .await
+            }
+            Definition::Segment(segment) => {
+                state
+                    .store
+                    .upsert_segment(env, segment, Some(stored.version), &caller.name)
+                    .await
+            }
+        };
+        match written {
+            Ok(done) => return Ok(written_response(state, env, kind, done).await),
+            Err(e @ StoreError::Conflict { .. }) if pinned.is_none() => conflict = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(conflict.map_or_else(
+        || ApiError::Internal("PATCH made no attempt".into()),
+        ApiError::from,
+    ))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/envs/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Change part of a flag with a JSON merge patch (RFC 7396), validated like a PUT",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
+    request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields to change; null removes a field"),
+    responses((status = 200, description = "Changed: {flag, version, revision}; or `unchanged: true` when the patch changed nothing (no new revision)", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn patch_flag(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    patch_definition(&state, &caller, &headers, &env, Kind::Flag, &key, &bytes).await
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/envs/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Change part of a segment with a JSON merge patch (RFC 7396)",
+    params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
+    request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields to change; null removes a field"),
+    responses((status = 200, description = "Changed, or `unchanged: true`", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn patch_segment(
+    State(state): St,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    patch_definition(&state, &caller, &headers, &env, Kind::Segment, &key, &bytes).await
 }
 
 async fn delete_definition(
@@ -591,7 +723,7 @@ pub(crate) async fn revert_flag(
         .store
         .revert_flag(&env, &key, revert.version, &caller.name)
         .await?;
-    Ok(written(&state, &env, Kind::Flag, done).await)
+    Ok(written_response(&state, &env, Kind::Flag, done).await)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -625,7 +757,7 @@ pub(crate) async fn promote_flag(
         .store
         .promote(&env, &promote.to, &key, &caller.name)
         .await?;
-    Ok(written(&state, &promote.to, Kind::Flag, done).await)
+    Ok(written_response(&state, &promote.to, Kind::Flag, done).await)
 }
 
 #[derive(Deserialize)]

@@ -124,6 +124,31 @@ pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Res
     parse(Format::Json, body)
 }
 
+/// Parses a `PATCH` body: a JSON merge patch (RFC 7396), sent as
+/// `application/merge-patch+json` or plain `application/json`, and an
+/// object (a patch that replaces a definition whole is a `PUT`).
+pub(crate) fn merge_patch<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""));
+    let merge_patch = given.is_some_and(|t| {
+        t.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/merge-patch+json")
+        })
+    });
+    if !merge_patch && format(headers, false).is_err() {
+        return Err(ApiError::UnsupportedMediaType {
+            given: given.unwrap_or("").to_owned(),
+            accepted: "application/merge-patch+json or application/json",
+        });
+    }
+    parse(Format::Json, body)
+}
+
 /// Parses a JSON or YAML body (by `Content-Type`), naming the field at fault.
 pub(crate) fn json_or_yaml<T: DeserializeOwned>(
     headers: &HeaderMap,

@@ -42,6 +42,9 @@ pub enum ApiError {
     Validation(ValidationError),
     #[error("{0}")]
     Gone(String),
+    /// A client ahead of the server: it must take the whole document.
+    #[error("{0}")]
+    Ahead(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Ahead(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => ErrorCode::VersionMismatch,
             ApiError::Validation(_) => ErrorCode::ValidationFailed,
             ApiError::Gone(_) => ErrorCode::TooOld,
+            ApiError::Ahead(_) => ErrorCode::RevisionAhead,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
@@ -161,6 +166,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { current, .. } => ApiError::PreconditionFailed {
                 message: e.to_string(),
                 current,
+            },
+            StoreError::Exists { version, .. } => ApiError::PreconditionFailed {
+                message: e.to_string(),
+                current: Some(version),
             },
             StoreError::Invalid(v) => ApiError::Validation(v),
             StoreError::TooOld { .. } => ApiError::Gone(e.to_string()),

@@ -29,6 +29,7 @@ mod listener;
 mod live;
 mod metrics;
 mod openapi;
+mod patch;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -93,21 +94,36 @@ impl Default for Config {
     }
 }
 
+/// The shortest secret `GUIDON_ADMIN_TOKEN` may be: 16 characters, as the
+/// generated ones (32 hex digits) are far longer.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Why a server could not start or stopped. Each message is one line that
+/// names the thing at fault and carries its cause in the text (no
+/// `source()` chain, so printing the chain does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot open the database: {0}")]
-    Store(#[from] guidon_store::StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
+    #[error("cannot open the database {url}: {error}")]
+    Open {
+        url: String,
+        error: guidon_store::StoreError,
     },
+    #[error("database: {0}")]
+    Store(guidon_store::StoreError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
     #[error("GUIDON_ADMIN_TOKEN: {0}")]
     AdminToken(String),
     #[error("cannot generate a token: {0}")]
     Random(String),
     #[error("server error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> ServeError {
+        ServeError::Io(e)
+    }
 }
 
 /// A started server: its address, and a handle to stop it.
@@ -162,7 +178,42 @@ type Built = (
     Option<String>,
 );
 
+impl From<guidon_store::StoreError> for ServeError {
+    fn from(e: guidon_store::StoreError) -> ServeError {
+        ServeError::Store(e)
+    }
+}
+
+/// What can be refused before anything is opened or created.
+fn check_config(config: &Config) -> Result<(), ServeError> {
+    if let Some(secret) = config.admin_token.as_deref().filter(|s| !s.is_empty()) {
+        let length = secret.chars().count();
+        if length < MIN_SECRET_LEN {
+            return Err(ServeError::AdminToken(format!(
+                "the secret is {length} characters long, and must be at least {MIN_SECRET_LEN} \
+                 (for example 32 random hex digits: openssl rand -hex 16)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `url` with any password replaced, for messages.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((credentials, host)) if credentials.contains(':') => {
+                let user = credentials.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 async fn build(config: &Config) -> Result<Built, ServeError> {
+    check_config(config)?;
     let store = Store::open_with(
         &config.database_url,
         StoreOptions {
@@ -170,7 +221,11 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
             catch_up_horizon: config.catch_up_horizon,
         },
     )
-    .await?;
+    .await
+    .map_err(|error| ServeError::Open {
+        url: redacted(&config.database_url),
+        error,
+    })?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
     let tokens = tokens::Tokens::load(&store).await?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
@@ -209,6 +264,15 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
 /// Opens the store, makes sure an admin token exists, binds and serves in
 /// the background.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // Refusals and the listener first: a start that fails on them opens
+    // (and so creates) no database.
+    check_config(&config)?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|error| ServeError::Listen {
+            addr: config.listen.clone(),
+            error,
+        })?;
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
     if let Some((soft, _)) = listener::raise_open_file_limit() {
         let wanted = u64::try_from(config.connections.max_connections).unwrap_or(u64::MAX);
@@ -220,13 +284,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             );
         }
     }
-    let listener =
-        TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: config.listen.clone(),
-                source,
-            })?;
     let addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
     let limits = config.connections;

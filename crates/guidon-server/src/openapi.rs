@@ -18,9 +18,9 @@ use crate::{admin, eval, sdk};
     paths(
         admin::list_envs, admin::create_env, admin::get_env, admin::delete_env,
         admin::export, admin::import,
-        admin::get_flag, admin::put_flag, admin::delete_flag,
+        admin::get_flag, admin::put_flag, admin::patch_flag, admin::delete_flag,
         admin::flag_history, admin::revert_flag, admin::promote_flag,
-        admin::list_segments, admin::get_segment, admin::put_segment, admin::delete_segment,
+        admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
         admin::create_token, admin::list_tokens, admin::revoke_token,
         eval::evaluate, eval::ofrep_one, eval::ofrep_all,

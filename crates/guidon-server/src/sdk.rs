@@ -99,7 +99,7 @@ pub(crate) struct Since {
     tag = "sdk",
     summary = "The changes after a revision",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = u64, Query, description = "The revision the client has")),
-    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
@@ -112,6 +112,7 @@ pub(crate) async fn changes(
         .since
         .ok_or_else(|| ApiError::BadRequest("since is required: ?since=REVISION".into()))?;
     let env = sdk_env(&state, &caller, &headers).await?;
+    not_ahead(&env, since).await?;
     let changes = state.store.changes_since(&env.name, since).await?;
     Ok((
         [(
@@ -121,6 +122,27 @@ pub(crate) async fn changes(
         changes.to_json(),
     )
         .into_response())
+}
+
+/// A client that names a revision past this instance's waits for it to
+/// catch up (the client may have seen it through another instance); if the
+/// database has no such revision either (a restored backup, another
+/// server), the client is told to take the whole document: 409
+/// `revision_ahead`, never an empty "no changes" it would sit on.
+async fn not_ahead(env: &EnvState, since: u64) -> ApiResult<()> {
+    let revision = env.live.load().revision;
+    if since <= revision {
+        return Ok(());
+    }
+    env.nudge(since);
+    if env.served(since, crate::app::SERVE_WAIT).await {
+        return Ok(());
+    }
+    Err(ApiError::Ahead(format!(
+        "revision {since} is ahead of this server's {} (a restored backup, or another server): \
+         take the whole document from /api/v1/sdk/flags",
+        env.live.load().revision
+    )))
 }
 
 /// What to send first: every revision after `since` when they can be
@@ -281,12 +303,10 @@ async fn open_stream(
     // Subscribe first, then read: nothing committed in between is missed.
     let rx = env.updates.subscribe();
     // A client ahead of this instance (it saw a revision through another
-    // one) waits for this one to catch up rather than going back.
-    if let Some(since) = since
-        && since > env.live.load().revision
-    {
-        env.nudge(since);
-        env.served(since, crate::app::SERVE_WAIT).await;
+    // one) waits for this one to catch up rather than going back; one
+    // ahead of the database is told to take the whole document.
+    if let Some(since) = since {
+        not_ahead(&env, since).await?;
     }
     let opening = opening(state, &env, since).await?;
     Ok(Opened {
@@ -303,7 +323,7 @@ async fn open_stream(
     tag = "sdk",
     summary = "Server-Sent Events: a snapshot (or the missed changes), then one update per revision; id = revision",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = Option<u64>, Query, description = "Resume after this revision (or Last-Event-ID)")),
-    responses((status = 200, description = "text/event-stream"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "text/event-stream"), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn sse(
     State(state): State<Arc<AppState>>,
@@ -332,7 +352,7 @@ pub(crate) async fn sse(
     tag = "sdk",
     summary = "WebSocket: the same messages as the SSE stream, as text frames",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = Option<u64>, Query, description = "Resume after this revision")),
-    responses((status = 101, description = "Switching protocols"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 101, description = "Switching protocols"), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn ws(
     State(state): State<Arc<AppState>>,

@@ -371,7 +371,40 @@ fn cases(sdk: &str) -> Vec<Case> {
         case("If-None-Match: * on an existing flag", Method::PUT, format!("{flag}/checkout"))
             .json(json!({"key": "checkout", "enabled": false}))
             .header("if-none-match", "*")
-            .expect(412, "version_mismatch", &["checkout"]),
+            .expect(412, "version_mismatch", &["flag \"checkout\" already exists (version 1)"]),
+        // ---- PATCH (JSON merge patch) ----
+        case("PATCH making the flag invalid", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"rollout": {"percentage": 150}}"#)
+            .expect(422, "validation_failed", &["percentage"]),
+        case("PATCH removing a required field", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"enabled": null}"#)
+            .expect(400, "invalid_body", &["missing field `enabled`"]),
+        case("PATCH with a wrong type", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"enabled": "yes"}"#)
+            .expect(400, "invalid_body", &["enabled"])
+            .field("enabled"),
+        case("PATCH renaming the key", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"key": "other"}"#)
+            .expect(400, "invalid_body", &["other", "checkout"])
+            .field("key"),
+        case("PATCH that is not an object", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"[{"enabled": false}]"#)
+            .expect(400, "invalid_body", &["object"])
+            .no_path(),
+        case("PATCH as YAML", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/yaml", "enabled: false\n")
+            .expect(415, "unsupported_media_type", &["application/merge-patch+json"]),
+        case("PATCH on an unknown flag", Method::PATCH, format!("{flag}/nope"))
+            .raw("application/merge-patch+json", r#"{"enabled": false}"#)
+            .expect(404, "not_found", &["nope"]),
+        case("PATCH with a stale If-Match", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"enabled": false}"#)
+            .header("if-match", "9")
+            .expect(412, "version_mismatch", &["9", "1"]),
+        case("PATCH with an sdk token", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"enabled": false}"#)
+            .token(sdk)
+            .expect(403, "forbidden", &[]),
         case("wrong If-Match on delete", Method::DELETE, format!("{flag}/checkout"))
             .header("if-match", "3")
             .expect(412, "version_mismatch", &["3"]),
@@ -423,7 +456,7 @@ fn cases(sdk: &str) -> Vec<Case> {
             .anonymous()
             .json(json!({"name": "x"}))
             .expect(404, "not_found", &["endpoint"]),
-        case("wrong method", Method::PATCH, format!("{flag}/checkout"))
+        case("wrong method", Method::POST, format!("{flag}/checkout"))
             .json(json!({"enabled": false}))
             .expect(405, "method_not_allowed", &["method"])
             .with_response_header("allow", "PUT"),

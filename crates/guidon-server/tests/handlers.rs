@@ -168,6 +168,158 @@ async fn put_then_get_a_flag_with_versions_and_etags() {
     }
 }
 
+/// `call` with a raw body and content type.
+async fn call_raw(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
+    )
+}
+
+const MERGE_PATCH: &str = "application/merge-patch+json";
+
+/// PATCH changes what the patch names and keeps everything else, which a
+/// PUT `{"enabled": false}` would drop; a patch that changes nothing makes
+/// no revision; concurrent patches of different fields all land.
+#[tokio::test]
+async fn patch_changes_only_what_it_names() {
+    for db in testing::databases("h_patch").await {
+        let n = db.name;
+        let app = guidon_server::app(testing::config(&db.url))
+            .await
+            .expect("app");
+        let uri = "/api/v1/envs/production/flags/checkout";
+        let flag = json!({
+            "key": "checkout", "enabled": true, "description": "new checkout",
+            "rollout": {"percentage": 25},
+            "rules": [{"name": "staff", "conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}], "serve": {"enabled": true}}]
+        });
+        let (status, _, text) = call(&app, "PUT", uri, &[AUTH], Some(flag)).await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {text}");
+
+        let (status, headers, text) = call_raw(
+            &app,
+            "PATCH",
+            uri,
+            &[AUTH],
+            MERGE_PATCH,
+            r#"{"enabled": false}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"2\"", "{n}");
+        let body = json_body(&text);
+        assert_eq!(body["flag"]["enabled"], false, "{n}: {body}");
+        assert_eq!(body["flag"]["rollout"]["percentage"], 25.0, "{n}: {body}");
+        assert_eq!(body["flag"]["rules"][0]["name"], "staff", "{n}: {body}");
+        assert_eq!(body["flag"]["description"], "new checkout", "{n}: {body}");
+        assert_eq!(body["version"], 2, "{n}: {body}");
+        assert!(body.get("unchanged").is_none(), "{n}: {body}");
+
+        // The same patch again changes nothing: no new version or revision.
+        let (status, headers, text) = call_raw(
+            &app,
+            "PATCH",
+            uri,
+            &[AUTH],
+            "application/json",
+            r#"{"enabled": false}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        assert_eq!(headers.get(header::ETAG).expect("ETag"), "\"2\"", "{n}");
+        let body = json_body(&text);
+        assert_eq!(body["unchanged"], true, "{n}: {body}");
+        assert_eq!(body["version"], 2, "{n}: {body}");
+        assert_eq!(body["revision"], 2, "{n}: {body}");
+
+        // null removes a field; If-Match pins the version.
+        let (status, _, text) = call_raw(
+            &app,
+            "PATCH",
+            uri,
+            &[AUTH, ("if-match", "\"2\"")],
+            MERGE_PATCH,
+            r#"{"rollout": null}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let body = json_body(&text);
+        assert!(body["flag"].get("rollout").is_none(), "{n}: {body}");
+        assert_eq!(body["flag"]["rules"][0]["name"], "staff", "{n}: {body}");
+        assert_eq!(body["version"], 3, "{n}: {body}");
+
+        // Three patches of different fields at once: each lands, none is
+        // lost to another's read-modify-write.
+        let patches = [
+            r#"{"description": "raced"}"#,
+            r#"{"rollout": {"percentage": 60}}"#,
+            r#"{"enabled": true}"#,
+        ];
+        let answers = futures_util::future::join_all(
+            patches
+                .iter()
+                .map(|patch| call_raw(&app, "PATCH", uri, &[AUTH], MERGE_PATCH, patch)),
+        )
+        .await;
+        for (status, _, text) in &answers {
+            assert_eq!(*status, StatusCode::OK, "{n}: {text}");
+        }
+        let (_, _, text) = call(&app, "GET", uri, &[AUTH], None).await;
+        let body = json_body(&text);
+        assert_eq!(body["flag"]["description"], "raced", "{n}: {body}");
+        assert_eq!(body["flag"]["rollout"]["percentage"], 60.0, "{n}: {body}");
+        assert_eq!(body["flag"]["enabled"], true, "{n}: {body}");
+        assert_eq!(body["flag"]["rules"][0]["name"], "staff", "{n}: {body}");
+        assert_eq!(body["version"], 6, "{n}: {body}");
+
+        // Segments take patches too.
+        let segment_uri = "/api/v1/envs/production/segments/staff";
+        let segment = json!({"key": "staff", "description": "people", "included": ["u1", "u2"]});
+        let (status, _, text) = call(&app, "PUT", segment_uri, &[AUTH], Some(segment)).await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {text}");
+        let (status, _, text) = call_raw(
+            &app,
+            "PATCH",
+            segment_uri,
+            &[AUTH],
+            MERGE_PATCH,
+            r#"{"description": "staff only"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{n}: {text}");
+        let body = json_body(&text);
+        assert_eq!(body["segment"]["description"], "staff only", "{n}: {body}");
+        assert_eq!(
+            body["segment"]["included"],
+            json!(["u1", "u2"]),
+            "{n}: {body}"
+        );
+    }
+}
+
 /// The keys of flag-format.md §7's result object, exactly.
 fn check_result_shape(label: &str, result: &Value) {
     let mut keys: Vec<&str> = result

@@ -204,7 +204,17 @@ async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
         assert_eq!(next.id.as_deref(), Some("7"), "{n}");
 
         // `?since=` does the same for clients that cannot set headers; a
-        // revision from the future (a reset database) gets a snapshot.
+        // revision from the future (a reset database) is told to resync
+        // (see a_client_ahead_of_the_server_is_told_to_resync).
+        let response = server
+            .http
+            .get(server.at("/api/v1/sdk/stream?since=7"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("stream");
+        let mut current = SseReader::new(response);
+        assert!(current.next(Duration::from_millis(300)).await.is_none(), "{n}");
         let response = server
             .http
             .get(server.at("/api/v1/sdk/stream?since=99"))
@@ -212,13 +222,7 @@ async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
             .send()
             .await
             .expect("stream");
-        let mut future = SseReader::new(response);
-        let event = future.next(WAIT).await.expect("snapshot");
-        assert_eq!(
-            (event.event.as_str(), event.id.as_deref()),
-            ("snapshot", Some("7")),
-            "{n}"
-        );
+        assert_eq!(response.status(), 409, "{n}");
         server.stop().await;
     }
 }
@@ -617,5 +621,51 @@ async fn another_instance_notices_a_recreated_environment() {
         );
         b.stop().await;
         a.stop().await;
+    }
+}
+
+/// A client naming a revision this server never reached (a restored
+/// backup, another server) is told to take the whole document: 409
+/// `revision_ahead` from the changes endpoint and from both streams, not an
+/// empty list of changes it would sit on.
+#[tokio::test]
+async fn a_client_ahead_of_the_server_is_told_to_resync() {
+    for (db, server) in guidon_server::testing::servers("ahead").await {
+        let n = db.name;
+        server
+            .put_flag(
+                "production",
+                serde_json::json!({"key": "a", "enabled": true}),
+            )
+            .await;
+        let token = server.sdk_token("ahead", "production").await;
+        let client = reqwest::Client::new();
+        for path in [
+            "/api/v1/sdk/changes?since=99",
+            "/api/v1/sdk/stream?since=99",
+        ] {
+            let response = client
+                .get(server.at(path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(response.status(), 409, "{n}: {path}");
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            assert_eq!(body["error"], "revision_ahead", "{n}: {path}: {body}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("99") && message.contains("/api/v1/sdk/flags"),
+                "{n}: {message}"
+            );
+        }
+        // The revision it has is not ahead: an empty list, as before.
+        let response = client
+            .get(server.at("/api/v1/sdk/changes?since=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 200, "{n}");
     }
 }

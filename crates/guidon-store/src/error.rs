@@ -29,6 +29,13 @@ pub enum StoreError {
         expected: u64,
         current: Option<u64>,
     },
+    /// A create-only write (expected version 0) found the key live.
+    #[error("{kind} {key:?} already exists (version {version}); to replace it, name that version")]
+    Exists {
+        kind: &'static str,
+        key: String,
+        version: u64,
+    },
     /// The change would make the environment invalid; nothing was stored.
     #[error("{0}")]
     Invalid(ValidationError),

@@ -243,13 +243,13 @@ async fn expected_versions_detect_conflicts() {
         assert!(
             matches!(
                 err,
-                Err(StoreError::Conflict {
-                    expected: 0,
-                    current: Some(2),
+                Err(StoreError::Exists {
+                    kind: "flag",
+                    version: 2,
                     ..
                 })
             ),
-            "{n}"
+            "{n}: a create-only write on a live key says it exists: {err:?}"
         );
         let err = store
             .upsert_flag("production", &simple("g", true), Some(3), "cli")

@@ -61,9 +61,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line: the chain of causes, outermost first.
-            eprintln!("guidon: {}", output::clean(&format!("{e:#}")));
+            eprintln!("guidon: {}", output::clean(&one_line(&e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The chain of causes as one line, outermost first, leaving out a cause
+/// whose text the line holds already (many errors repeat their source's
+/// message in their own).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -470,3 +470,103 @@ fn demo_prints_the_seeds_numbers_and_the_statistics() {
         "{stdout}"
     );
 }
+
+/// `guidon serve` in a fresh directory with `args`, expected to fail at
+/// once: its output, and whether it left a database file behind.
+fn serve_fails(label: &str, args: &[&str]) -> (Output, bool) {
+    let dir = TempDir::new(label);
+    let db = dir.join("guidon.db");
+    let url = format!("sqlite://{}", db.display());
+    let mut all = vec!["serve", "--database-url", &url];
+    all.extend_from_slice(args);
+    let out = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(&all)
+        .env_remove("GUIDON_ADMIN_TOKEN")
+        .env_remove("GUIDON_DATABASE_URL")
+        .env_remove("GUIDON_LISTEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("guidon runs");
+    (out, db.exists())
+}
+
+#[test]
+fn a_failed_start_is_one_line_naming_the_fault_and_creates_no_database() {
+    // The port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (out, db) = serve_fails(
+        "taken",
+        &["--listen", &addr, "--admin-token", "a-long-enough-secret"],
+    );
+    assert_clean_failure(&out, &format!("cannot listen on {addr}"));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
+    assert!(!db, "no database file after a failed listen: {err}");
+
+    // A secret too short to be one.
+    let (out, db) = serve_fails(
+        "short",
+        &["--listen", "127.0.0.1:0", "--admin-token", "abc"],
+    );
+    assert_clean_failure(&out, "GUIDON_ADMIN_TOKEN");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("3 characters") && err.contains("at least 16"),
+        "{err}"
+    );
+    assert!(!db, "no database file after a refused secret: {err}");
+
+    // A database that cannot be opened: the message names it, once.
+    let dir = TempDir::new("nodir");
+    let missing = dir.join("no/such/dir/guidon.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env_remove("GUIDON_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("guidon runs");
+    assert_clean_failure(&out, &format!("cannot open the database {url}"));
+    let err = text(&out.stderr);
+    let cause = err
+        .split_once(&url)
+        .map(|(_, rest)| rest.trim_start_matches(": ").trim_end().to_owned())
+        .unwrap_or_default();
+    assert!(!cause.is_empty(), "a cause is given: {err}");
+    let first = cause.split(": ").next().unwrap_or_default();
+    assert_eq!(
+        err.matches(first).count(),
+        1,
+        "the cause {first:?} is said once: {err}"
+    );
+}
+
+/// Logs written to a pipe carry no ANSI colour codes.
+#[test]
+fn serve_logs_have_no_colour_in_a_pipe() {
+    let dir = TempDir::new("nocolour");
+    let url = format!("sqlite://{}", dir.join("guidon.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env("GUIDON_ADMIN_TOKEN", "a-long-enough-secret")
+        .env("GUIDON_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("guidon runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("guidon ends");
+    assert!(listening.is_some(), "it started: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("guidon serving"), "logs were written: {err}");
+    assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
+}

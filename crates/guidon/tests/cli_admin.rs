@@ -138,6 +138,41 @@ fn row<'a>(table: &'a str, first: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row {first:?} in\n{table}"))
 }
 
+/// `flags disable` / `enable` change `enabled` alone (the rollout and the
+/// variants survive, where a PUT of `{"enabled": false}` would drop them),
+/// and saying it twice changes nothing.
+#[test]
+fn enable_and_disable_keep_the_flag_and_are_idempotent() {
+    let server = Server::start("enable");
+    server.ok(&["envs", "create", "dev"]);
+    let file = server.file("flag.json", &checkout_flag().to_string());
+    server.ok(&["flags", "set", "--env", "dev", "--file", &file]);
+
+    assert_eq!(
+        server.ok(&["flags", "disable", "new_checkout", "--env", "dev"]),
+        "flag \"new_checkout\" in \"dev\" is now off: version 2, revision 2\n"
+    );
+    assert_eq!(
+        server.ok(&["flags", "disable", "new_checkout", "--env", "dev"]),
+        "flag \"new_checkout\" in \"dev\" is already off: version 2, nothing changed\n"
+    );
+    let (_, now) = server.json(&["flags", "get", "new_checkout", "--env", "dev"]);
+    let mut expected = checkout_flag();
+    expected["enabled"] = json!(false);
+    assert_eq!(now["flag"], expected, "only `enabled` changed");
+    assert_eq!(now["revision"], 2);
+
+    let (_, enabled) = server.json(&["flags", "enable", "new_checkout", "--env", "dev"]);
+    assert_eq!(enabled["flag"], checkout_flag());
+    assert_eq!(enabled["version"], 3);
+    let (_, again) = server.json(&["flags", "enable", "new_checkout", "--env", "dev"]);
+    assert_eq!(again["unchanged"], true);
+    assert_eq!(again["version"], 3);
+
+    let err = server.fails(&["flags", "disable", "missing", "--env", "dev"]);
+    assert!(err.contains("missing") && err.contains("404"), "{err}");
+}
+
 #[test]
 fn set_get_list_toggle_history_revert_delete() {
     let server = Server::start("lifecycle");

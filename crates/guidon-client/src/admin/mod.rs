@@ -231,6 +231,41 @@ impl AdminClient {
             .await
     }
 
+    /// Changes part of the flag `key` with a JSON merge patch (RFC 7396:
+    /// the fields `patch` names change, `null` removes one, the rest is
+    /// kept), validated like a `PUT`; with `if_version`, only if it is still
+    /// at that version. A patch that changes nothing answers `unchanged`.
+    pub async fn patch_flag(
+        &self,
+        env: &str,
+        key: &str,
+        patch: &Value,
+        if_version: Option<u64>,
+    ) -> Result<VersionedFlag, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::PATCH,
+            &["envs", env, "flags", key],
+            Some(Body::json(patch)?),
+            |r| if_match(r, if_version),
+        )
+        .await?
+        .decode()
+    }
+
+    /// Turns a flag on or off and keeps the rest of it; idempotent (a flag
+    /// already so answers `unchanged`).
+    pub async fn set_enabled(
+        &self,
+        env: &str,
+        key: &str,
+        enabled: bool,
+    ) -> Result<VersionedFlag, AdminError> {
+        self.patch_flag(env, key, &json!({ "enabled": enabled }), None)
+            .await
+    }
+
     pub async fn flag_history(&self, env: &str, key: &str) -> Result<History, AdminError> {
         check_key("environment", env)?;
         check_key("flag", key)?;

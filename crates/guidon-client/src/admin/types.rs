@@ -49,6 +49,9 @@ pub struct VersionedFlag {
     pub revision: u64,
     #[serde(flatten)]
     pub settled: Settled,
+    /// A `PATCH` that changed nothing: no new version or revision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
     /// A `PUT` that created the flag (201); not part of the answer's JSON.
     #[serde(skip)]
     pub created: bool,

@@ -222,6 +222,13 @@ impl Store {
                 None => (0, None),
             };
             let current_version = live.as_ref().map(|(v, _)| *v);
+            if let (Some(0), Some(current)) = (expected_version, current_version) {
+                return Err(StoreError::Exists {
+                    kind: kind.as_str(),
+                    key: key.clone(),
+                    version: current,
+                });
+            }
             if let Some(expected) = expected_version
                 && current_version.unwrap_or(0) != expected
             {

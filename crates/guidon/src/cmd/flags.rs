@@ -76,6 +76,24 @@ pub(crate) enum FlagsCommand {
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
     },
+    /// Turn a flag on, keeping its rollout, rules and variants (a no-op if
+    /// it is on already).
+    Enable {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
+    /// Turn a flag off, keeping its rollout, rules and variants for when it
+    /// is turned on again (a no-op if it is off already).
+    Disable {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
     /// Every change of a flag: version, revision, who, when, what.
     History {
         /// The flag's key.
@@ -141,6 +159,8 @@ pub(crate) fn run(args: FlagsArgs) -> anyhow::Result<ExitCode> {
                 env,
                 if_version,
             } => out.toggle(&env, &key, if_version).await,
+            FlagsCommand::Enable { key, env } => out.set_enabled(&env, &key, true).await,
+            FlagsCommand::Disable { key, env } => out.set_enabled(&env, &key, false).await,
             FlagsCommand::History { key, env } => out.history(&env, &key).await,
             FlagsCommand::Revert { key, env, version } => out.revert(&env, &key, version).await,
             FlagsCommand::Export { env, yaml } => out.export(&env, yaml).await,
@@ -287,6 +307,34 @@ impl Out {
                 t.version,
                 t.revision,
             )
+        })
+    }
+
+    async fn set_enabled(&self, env: &str, key: &str, enabled: bool) -> anyhow::Result<()> {
+        let written = self
+            .client
+            .set_enabled(env, key, enabled)
+            .await
+            .map_err(explain)?;
+        self.answer(&written, |w| {
+            if w.unchanged {
+                format!(
+                    "flag {} in {} is already {}: version {}, nothing changed\n",
+                    quoted(key),
+                    quoted(env),
+                    on_off(w.flag.enabled),
+                    w.version,
+                )
+            } else {
+                format!(
+                    "flag {} in {} is now {}: version {}, revision {}\n",
+                    quoted(key),
+                    quoted(env),
+                    on_off(w.flag.enabled),
+                    w.version,
+                    w.revision,
+                )
+            }
         })
     }
 
