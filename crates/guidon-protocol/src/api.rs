@@ -45,6 +45,12 @@ pub enum Role {
     Admin,
     /// One environment: read its flags, evaluate, stream, send events.
     Sdk,
+    /// One environment, for code a user can read (a browser, a mobile app):
+    /// evaluate (OFREP, `/evaluate`) and send events, never read a
+    /// definition, so no rule, segment or other flag leaks to a page.
+    Client,
+    /// `/metrics` only (a Prometheus scraper); no environment.
+    Metrics,
 }
 
 impl Role {
@@ -52,6 +58,8 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Sdk => "sdk",
+            Role::Client => "client",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -59,6 +67,8 @@ impl Role {
         match text {
             "admin" => Some(Role::Admin),
             "sdk" => Some(Role::Sdk),
+            "client" => Some(Role::Client),
+            "metrics" => Some(Role::Metrics),
             _ => None,
         }
     }

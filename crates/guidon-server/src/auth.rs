@@ -27,24 +27,59 @@ impl Caller {
     pub(crate) fn require_admin(&self) -> ApiResult<()> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::Sdk => Err(ApiError::Forbidden(format!(
-                "token {:?} is an sdk token; this needs an admin token",
-                self.name
+            role => Err(ApiError::Forbidden(format!(
+                "token {:?} is {} {} token; this needs an admin token",
+                self.name,
+                article(role),
+                role.as_str()
             ))),
         }
     }
 
-    /// May this caller read and evaluate `env`?
+    /// May this caller read `env`'s definitions (and evaluate it)?
     pub(crate) fn require_env(&self, env: &str) -> ApiResult<()> {
+        match self.role {
+            Role::Client => Err(ApiError::Forbidden(format!(
+                "token {:?} is a client token: it can evaluate flags (OFREP, /evaluate) \
+                 and send events, not read definitions",
+                self.name
+            ))),
+            _ => self.require_evaluate(env),
+        }
+    }
+
+    /// May this caller evaluate `env`?
+    pub(crate) fn require_evaluate(&self, env: &str) -> ApiResult<()> {
         match (self.role, self.env.as_deref()) {
             (Role::Admin, _) => Ok(()),
-            (Role::Sdk, Some(own)) if own == env => Ok(()),
+            (Role::Metrics, _) => Err(self.metrics_only()),
+            (Role::Sdk | Role::Client, Some(own)) if own == env => Ok(()),
             _ => Err(ApiError::Forbidden(format!(
                 "token {:?} is scoped to environment {:?}, not {env:?}",
                 self.name,
                 self.env.as_deref().unwrap_or("")
             ))),
         }
+    }
+
+    /// May this caller read `/metrics`?
+    pub(crate) fn require_metrics(&self) -> ApiResult<()> {
+        match self.role {
+            Role::Admin | Role::Metrics => Ok(()),
+            role => Err(ApiError::Forbidden(format!(
+                "token {:?} is {} {} token; /metrics needs a metrics or an admin token",
+                self.name,
+                article(role),
+                role.as_str()
+            ))),
+        }
+    }
+
+    fn metrics_only(&self) -> ApiError {
+        ApiError::Forbidden(format!(
+            "token {:?} is a metrics token: it reads /metrics only",
+            self.name
+        ))
     }
 
     /// The environment of an SDK or OFREP request: an sdk token's own, or
@@ -54,17 +89,18 @@ impl Caller {
     /// environment's flags for another's).
     pub(crate) fn sdk_env(&self, headers: &HeaderMap) -> ApiResult<String> {
         match self.role {
-            Role::Sdk => {
+            Role::Metrics => Err(self.metrics_only()),
+            Role::Sdk | Role::Client => {
                 let own = self
                     .env
                     .clone()
-                    .ok_or_else(|| ApiError::Forbidden("sdk token without environment".into()))?;
+                    .ok_or_else(|| ApiError::Forbidden("token without environment".into()))?;
                 if let Some(named) = headers
                     .get(ENV_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| !v.is_empty())
                 {
-                    self.require_env(named)?;
+                    self.require_evaluate(named)?;
                 }
                 Ok(own)
             }
@@ -80,6 +116,13 @@ impl Caller {
                     )
                 }),
         }
+    }
+}
+
+fn article(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "an",
+        _ => "a",
     }
 }
 

@@ -201,8 +201,12 @@ pub(crate) async fn evaluate(
     Body(bytes): Body,
 ) -> ApiResult<Json<Value>> {
     check_key("environment", &env_name)?;
-    caller.require_env(&env_name)?;
+    caller.require_evaluate(&env_name)?;
     let request: EvaluateRequest = body::json(&headers, &bytes)?;
+    if request.explain {
+        // The explanation shows the flag's rules, conditions and segments.
+        caller.require_env(&env_name)?;
+    }
     let context =
         context_of(&state, Some(request.context.unwrap_or(json!({})))).map_err(|message| {
             ApiError::InvalidBody {
@@ -351,7 +355,7 @@ async fn ofrep_env(
     };
     let name = caller.sdk_env(headers).map_err(failure)?;
     check_key("environment", &name).map_err(failure)?;
-    caller.require_env(&name).map_err(failure)?;
+    caller.require_evaluate(&name).map_err(failure)?;
     state.env(&name).await.map_err(failure)
 }
 

@@ -76,6 +76,9 @@ pub struct Config {
     pub catch_up_horizon: u64,
     /// The bounds of every connection: count and timeouts.
     pub connections: ConnLimits,
+    /// A second address serving `/metrics` alone and without a token
+    /// (`--metrics-listen`), for a scraper on a private network.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             poll_interval: StoreOptions::default().poll_interval,
             catch_up_horizon: StoreOptions::default().catch_up_horizon,
             connections: ConnLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -130,6 +134,8 @@ impl From<std::io::Error> for ServeError {
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served without a token, with `metrics_listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin token generated on first start, if one was (shown once).
     pub generated_admin_token: Option<String>,
     trigger: tokio_util_shutdown::Trigger,
@@ -273,6 +279,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             addr: config.listen.clone(),
             error,
         })?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| ServeError::Listen {
+                    addr: addr.clone(),
+                    error,
+                })?,
+        ),
+        None => None,
+    };
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
     if let Some((soft, _)) = listener::raise_open_file_limit() {
         let wanted = u64::try_from(config.connections.max_connections).unwrap_or(u64::MAX);
@@ -287,6 +304,28 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
     let limits = config.connections;
+    let metrics_addr = match metrics_listener {
+        Some(metrics_listener) => {
+            let metrics_addr = metrics_listener.local_addr()?;
+            let metrics_app = Router::new()
+                .route("/metrics", get(metrics_text))
+                .fallback(|| async {
+                    ApiError::NotFound("this address serves /metrics only".into())
+                })
+                .with_state(state.clone());
+            let shutdown = state.shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    listener::serve(metrics_listener, metrics_app, limits, shutdown).await
+                {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+            tracing::info!(addr = %metrics_addr, "guidon serving /metrics without a token");
+            Some(metrics_addr)
+        }
+        None => None,
+    };
     let task = tokio::spawn(async move {
         // One router for all connections (cloned per connection: an Arc).
         let result = listener::serve(listener, app, limits, shutdown).await;
@@ -296,6 +335,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!(%addr, "guidon serving");
     Ok(Running {
         addr,
+        metrics_addr,
         generated_admin_token,
         trigger,
         task,
@@ -382,7 +422,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_with_token))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin::routes())
         .merge(eval::routes())
@@ -426,6 +466,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     Json(json!({"status": "ready", "database": "ok", "environments": envs.len()})).into_response()
+}
+
+/// `GET /metrics` on the main listener: with a metrics or an admin token
+/// (the metrics name every flag and environment). `--metrics-listen`
+/// serves them without one on an address of its own.
+async fn metrics_with_token(State(state): State<Arc<AppState>>, caller: auth::Caller) -> Response {
+    match caller.require_metrics() {
+        Ok(()) => metrics_text(State(state)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

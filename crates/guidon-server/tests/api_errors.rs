@@ -1095,3 +1095,210 @@ async fn ofrep_takes_the_environment_from_the_token_or_the_header() {
         server.stop().await;
     }
 }
+
+/// A client token (for code a user can read) evaluates its environment and
+/// reads nothing else; a metrics token reads /metrics and nothing else;
+/// /metrics itself needs one of them or an admin token.
+#[tokio::test]
+async fn client_and_metrics_tokens_do_only_their_job() {
+    for (db, server) in testing::servers("roles").await {
+        let n = db.name;
+        server
+            .put_flag("production", json!({"key": "checkout", "enabled": true,
+                "rules": [{"name": "staff", "conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}], "serve": {"enabled": false}}]}))
+            .await;
+        let client = server.token("web", "client", Some("production")).await;
+        let metrics = server.token("prometheus", "metrics", None).await;
+        let sdk = server.sdk_token("svc", "production").await;
+
+        // What they may do.
+        let ofrep = server
+            .http
+            .post(server.at("/ofrep/v1/evaluate/flags/checkout"))
+            .bearer_auth(&client)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .await
+            .expect("ofrep");
+        assert_eq!(ofrep.status(), 200, "{n}: client evaluates through OFREP");
+        let bulk = server
+            .http
+            .post(server.at("/ofrep/v1/evaluate/flags"))
+            .bearer_auth(&client)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .await
+            .expect("ofrep bulk");
+        assert_eq!(bulk.status(), 200, "{n}: client evaluates in bulk");
+        let evaluated = server
+            .http
+            .post(server.at("/api/v1/envs/production/evaluate"))
+            .bearer_auth(&client)
+            .json(&json!({"flag": "checkout", "context": {"user_id": "u1"}}))
+            .send()
+            .await
+            .expect("evaluate");
+        assert_eq!(evaluated.status(), 200, "{n}: client evaluates");
+        for token in [&metrics, &ADMIN.to_owned()] {
+            let scraped = server
+                .http
+                .get(server.at("/metrics"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("metrics");
+            assert_eq!(scraped.status(), 200, "{n}");
+            assert!(
+                scraped.text().await.expect("text").contains("checkout"),
+                "{n}"
+            );
+        }
+
+        // What they may not.
+        let before = fingerprint(&server).await;
+        let cases = [
+            case(
+                "client reads the SDK document",
+                Method::GET,
+                "/api/v1/sdk/flags",
+            )
+            .token(&client)
+            .expect(403, "forbidden", &["web", "client", "definitions"]),
+            case("client streams", Method::GET, "/api/v1/sdk/stream")
+                .token(&client)
+                .expect(403, "forbidden", &["client"]),
+            case(
+                "client reads changes",
+                Method::GET,
+                "/api/v1/sdk/changes?since=0",
+            )
+            .token(&client)
+            .expect(403, "forbidden", &["client"]),
+            case(
+                "client reads a flag",
+                Method::GET,
+                "/api/v1/envs/production/flags/checkout",
+            )
+            .token(&client)
+            .expect(403, "forbidden", &["client"]),
+            case(
+                "client exports",
+                Method::GET,
+                "/api/v1/envs/production/flags",
+            )
+            .token(&client)
+            .expect(403, "forbidden", &["client"]),
+            case(
+                "client lists segments",
+                Method::GET,
+                "/api/v1/envs/production/segments",
+            )
+            .token(&client)
+            .expect(403, "forbidden", &["client"]),
+            case(
+                "client asks for an explanation",
+                Method::POST,
+                "/api/v1/envs/production/evaluate",
+            )
+            .json(json!({"flag": "checkout", "context": {"user_id": "u1"}, "explain": true}))
+            .token(&client)
+            .expect(403, "forbidden", &["client"]),
+            case(
+                "client writes",
+                Method::PATCH,
+                "/api/v1/envs/production/flags/checkout",
+            )
+            .raw("application/merge-patch+json", r#"{"enabled": false}"#)
+            .token(&client)
+            .expect(403, "forbidden", &["client", "admin"]),
+            case(
+                "client evaluates another environment",
+                Method::POST,
+                "/api/v1/envs/development/evaluate",
+            )
+            .json(json!({"context": {"user_id": "u1"}}))
+            .token(&client)
+            .expect(403, "forbidden", &["production", "development"]),
+            case("client reads metrics", Method::GET, "/metrics")
+                .token(&client)
+                .expect(403, "forbidden", &["metrics"]),
+            case("sdk token reads metrics", Method::GET, "/metrics")
+                .token(&sdk)
+                .expect(403, "forbidden", &["metrics"]),
+            case("metrics without a token", Method::GET, "/metrics")
+                .anonymous()
+                .expect(401, "unauthorized", &["token"]),
+            case(
+                "metrics token evaluates",
+                Method::POST,
+                "/ofrep/v1/evaluate/flags/checkout",
+            )
+            .json(json!({"context": {"targetingKey": "u1"}}))
+            .header("x-guidon-environment", "production")
+            .token(&metrics)
+            .expect(403, "forbidden", &["metrics"]),
+            case(
+                "metrics token reads a flag",
+                Method::GET,
+                "/api/v1/envs/production/flags/checkout",
+            )
+            .token(&metrics)
+            .expect(403, "forbidden", &["metrics"]),
+            case("metrics token streams", Method::GET, "/api/v1/sdk/stream")
+                .token(&metrics)
+                .expect(403, "forbidden", &["metrics"]),
+            case(
+                "a client token without environment",
+                Method::POST,
+                "/api/v1/tokens",
+            )
+            .json(json!({"name": "web2", "role": "client"}))
+            .expect(400, "bad_request", &["client token needs an environment"]),
+            case(
+                "a metrics token with an environment",
+                Method::POST,
+                "/api/v1/tokens",
+            )
+            .json(json!({"name": "prom2", "role": "metrics", "env": "production"}))
+            .expect(400, "bad_request", &["metrics token is not scoped"]),
+        ];
+        for case in &cases {
+            let answer = send(&server, case).await;
+            check_error(n, &answer, case);
+        }
+        assert_eq!(fingerprint(&server).await, before, "{n}: nothing changed");
+    }
+}
+
+/// `--metrics-listen`: /metrics without a token on an address of its own,
+/// and nothing else there.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_alone() {
+    let db = testing::sqlite("metrics_listen");
+    let mut config = testing::config(&db.url);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = TestServer::start_with(config).await;
+    let addr = server.running_metrics_addr().expect("a metrics address");
+    server
+        .put_flag("production", json!({"key": "checkout", "enabled": true}))
+        .await;
+    let scraped = server
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.expect("text").contains("guidon_"));
+    let other = server
+        .http
+        .get(format!("http://{addr}/api/v1/envs"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(other.status(), 404);
+    let body: Value = other.json().await.expect("JSON");
+    assert_eq!(body["error"], "not_found", "{body}");
+    server.stop().await;
+}

@@ -69,7 +69,10 @@ async fn health_readiness_and_metrics() {
         let (status, _, _) = call(&app, "GET", "/no-such-page", &[], None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{n}");
 
-        let (status, headers, text) = call(&app, "GET", "/metrics", &[], None).await;
+        // /metrics names every flag and environment: not without a token.
+        let (status, _, text) = call(&app, "GET", "/metrics", &[], None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{n}: {text}");
+        let (status, headers, text) = call(&app, "GET", "/metrics", &[AUTH], None).await;
         assert_eq!(status, StatusCode::OK, "{n}");
         let content_type = headers
             .get(header::CONTENT_TYPE)

@@ -214,7 +214,10 @@ async fn reconnecting_with_last_event_id_gets_exactly_the_missed_changes() {
             .await
             .expect("stream");
         let mut current = SseReader::new(response);
-        assert!(current.next(Duration::from_millis(300)).await.is_none(), "{n}");
+        assert!(
+            current.next(Duration::from_millis(300)).await.is_none(),
+            "{n}"
+        );
         let response = server
             .http
             .get(server.at("/api/v1/sdk/stream?since=99"))

@@ -58,18 +58,28 @@ impl Store {
             return Err(StoreError::InvalidTokenName(name.to_owned()));
         }
         match (role, env) {
-            (Role::Sdk, Some(env)) => {
+            (Role::Sdk | Role::Client, Some(env)) => {
                 self.revision(env).await?;
             }
             (Role::Sdk, None) => {
                 return Err(StoreError::TokenScope("an sdk token needs an environment"));
+            }
+            (Role::Client, None) => {
+                return Err(StoreError::TokenScope(
+                    "a client token needs an environment",
+                ));
             }
             (Role::Admin, Some(_)) => {
                 return Err(StoreError::TokenScope(
                     "an admin token is not scoped to an environment",
                 ));
             }
-            (Role::Admin, None) => {}
+            (Role::Metrics, Some(_)) => {
+                return Err(StoreError::TokenScope(
+                    "a metrics token is not scoped to an environment",
+                ));
+            }
+            (Role::Admin | Role::Metrics, None) => {}
         }
         let done = sqlx::query(
             "INSERT INTO tokens (name, secret_hash, role, env, created_at) VALUES ($1, $2, $3, $4, $5) \

@@ -68,6 +68,11 @@ impl TestServer {
         }
     }
 
+    /// Where `/metrics` is served without a token (`Config::metrics_listen`).
+    pub fn running_metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     /// Graceful shutdown: streams end, requests finish.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
@@ -124,9 +129,15 @@ impl TestServer {
 
     /// A new sdk token for `env`.
     pub async fn sdk_token(&self, name: &str, env: &str) -> String {
+        self.token(name, "sdk", Some(env)).await
+    }
+
+    /// A new token of `role` (scoped to `env`, for sdk and client tokens):
+    /// its secret.
+    pub async fn token(&self, name: &str, role: &str, env: Option<&str>) -> String {
         let response = self
             .admin(Method::POST, "/api/v1/tokens")
-            .json(&json!({"name": name, "role": "sdk", "env": env}))
+            .json(&json!({"name": name, "role": role, "env": env}))
             .send()
             .await
             .expect("POST token");
@@ -151,6 +162,7 @@ impl TestServer {
     pub async fn metrics(&self) -> String {
         self.http
             .get(self.at("/metrics"))
+            .bearer_auth(ADMIN)
             .send()
             .await
             .expect("metrics")

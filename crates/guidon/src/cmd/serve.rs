@@ -46,6 +46,11 @@ pub(crate) struct ServeArgs {
     /// Seconds a write may wait for the client to read (then the connection is closed).
     #[arg(long, env = "GUIDON_WRITE_TIMEOUT_SECS", default_value_t = 30)]
     write_timeout_secs: u64,
+    /// Also serve /metrics, without a token, on this address (for example
+    /// a private interface a Prometheus scrapes); on the main address
+    /// /metrics needs a metrics or an admin token.
+    #[arg(long, env = "GUIDON_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Log format.
     #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -81,6 +86,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
             write_timeout: std::time::Duration::from_secs(args.write_timeout_secs.max(1)),
         },
+        metrics_listen: args.metrics_listen.filter(|a| !a.is_empty()),
         ..guidon_server::Config::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -25,10 +25,12 @@ pub(crate) enum TokenCommand {
     Create {
         /// A name for it (who or what uses it).
         name: String,
-        /// admin: everything; sdk: read and evaluate one environment.
-        #[arg(long, value_parser = ["admin", "sdk"])]
+        /// admin: everything; sdk: read and evaluate one environment;
+        /// client: evaluate one environment, never read its rules (for
+        /// browsers and apps); metrics: /metrics only (for Prometheus).
+        #[arg(long, value_parser = ["admin", "sdk", "client", "metrics"])]
         role: String,
-        /// The environment of an sdk token.
+        /// The environment of an sdk or client token.
         #[arg(long)]
         env: Option<String>,
     },
