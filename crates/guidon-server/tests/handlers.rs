@@ -8,6 +8,24 @@ use guidon_server::testing;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// Status, headers and body text of the answer to `request`.
+async fn respond(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
+    )
+}
+
 /// Status, headers and body text of one request.
 async fn call(
     app: &Router,
@@ -27,17 +45,7 @@ async fn call(
         None => request.body(Body::empty()),
     }
     .expect("request");
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
-        .await
-        .expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
-    )
+    respond(app, request).await
 }
 
 fn json_body(text: &str) -> Value {
@@ -188,17 +196,7 @@ async fn call_raw(
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body.to_owned()))
         .expect("request");
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
-        .await
-        .expect("body");
-    (
-        status,
-        headers,
-        String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
-    )
+    respond(app, request).await
 }
 
 const MERGE_PATCH: &str = "application/merge-patch+json";
