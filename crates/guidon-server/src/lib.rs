@@ -54,7 +54,7 @@ use tokio::net::TcpListener;
 use app::{AppState, Limits};
 pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
-pub use listener::ConnLimits;
+pub use listener::{ConnLimits, DEFAULT_SEND_BUFFER};
 use shutdown as tokio_util_shutdown;
 
 /// How `guidon serve` runs.
