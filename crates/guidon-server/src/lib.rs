@@ -46,9 +46,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use error::ErrorBody;
 use guidon_protocol::api::Role;
 use guidon_store::{Store, StoreOptions, secret_hash};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use app::{AppState, Limits};
@@ -420,7 +421,7 @@ async fn refresh_tokens(state: Arc<AppState>) {
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body;
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_with_token))
         .route("/api/v1/openapi.json", get(openapi::document))
@@ -443,7 +444,43 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// `{"status": "ok"}` while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Liveness: the process answers",
+    security(()),
+    responses((status = 200, description = "Alive", body = Status))
+)]
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// What `/healthz` and `/readyz` answer, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct Status {
+    /// `ok` (`/healthz`); `ready`, `loading` or `unavailable` (`/readyz`).
+    status: String,
+    /// `ok`, or why the database does not answer.
+    database: Option<String>,
+    /// How many environments are loaded (ready).
+    environments: Option<usize>,
+    /// The environment that failed to load, and why (loading).
+    environment: Option<String>,
+    error: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    summary = "Readiness: the database answers and every environment is loaded",
+    security(()),
+    responses((status = 200, description = "Ready", body = Status), (status = 503, description = "Not ready: the database, or an environment that does not load", body = Status))
+)]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let envs = match state.store.list_envs().await {
         Ok(envs) => envs,
         Err(e) => {
@@ -471,7 +508,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics` on the main listener: with a metrics or an admin token
 /// (the metrics name every flag and environment). `--metrics-listen`
 /// serves them without one on an address of its own.
-async fn metrics_with_token(State(state): State<Arc<AppState>>, caller: auth::Caller) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    summary = "Prometheus metrics (OpenMetrics text); also without a token on --metrics-listen",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Neither a metrics nor an admin token", body = ErrorBody))
+)]
+pub(crate) async fn metrics_with_token(
+    State(state): State<Arc<AppState>>,
+    caller: auth::Caller,
+) -> Response {
     match caller.require_metrics() {
         Ok(()) => metrics_text(State(state)).await,
         Err(e) => e.into_response(),

@@ -57,7 +57,7 @@ async fn sdk_env(
     tag = "sdk",
     summary = "The environment's flag document with revision and versions (ETag; 304)",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
-    responses((status = 200, description = "{revision, epoch, versions, flags, segments}", body = Object), (status = 304, description = "Not modified"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, versions, flags, segments}", body = guidon_protocol::WireDocument), (status = 304, description = "Not modified"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn flags(
     State(state): State<Arc<AppState>>,
@@ -100,7 +100,7 @@ pub(crate) struct Since {
     tag = "sdk",
     summary = "The changes after a revision",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = u64, Query, description = "The revision the client has")),
-    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = guidon_protocol::schema::ChangesSchema), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
