@@ -22,6 +22,7 @@ mod auth;
 mod body;
 mod cache;
 mod conditional;
+mod cors;
 mod error;
 mod eval;
 mod experiments;
@@ -80,6 +81,9 @@ pub struct Config {
     /// A second address serving `/metrics` alone and without a token
     /// (`--metrics-listen`), for a scraper on a private network.
     pub metrics_listen: Option<String>,
+    /// Origins whose pages may call OFREP, evaluate and send events
+    /// (`--cors-origin`); none: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -95,6 +99,7 @@ impl Default for Config {
             catch_up_horizon: StoreOptions::default().catch_up_horizon,
             connections: ConnLimits::default(),
             metrics_listen: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -119,6 +124,8 @@ pub enum ServeError {
     Listen { addr: String, error: std::io::Error },
     #[error("GUIDON_ADMIN_TOKEN: {0}")]
     AdminToken(String),
+    #[error("--cors-origin {0}")]
+    Cors(String),
     #[error("cannot generate a token: {0}")]
     Random(String),
     #[error("server error: {0}")]
@@ -202,6 +209,7 @@ fn check_config(config: &Config) -> Result<(), ServeError> {
             )));
         }
     }
+    cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     Ok(())
 }
 
@@ -233,6 +241,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         url: redacted(&config.database_url),
         error,
     })?;
+    let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
     let tokens = tokens::Tokens::load(&store).await?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
@@ -254,6 +263,8 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         },
         shutdown,
         heartbeat: config.heartbeat,
+        cors: cors::layer(&cors_origins),
+        cors_origins,
     });
     for env in state.store.list_envs().await? {
         state.envs.get(&env.name).await.map_err(|e| {
@@ -441,6 +452,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), cors::gate))
         .with_state(state)
 }
 

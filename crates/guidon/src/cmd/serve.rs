@@ -56,6 +56,15 @@ pub(crate) struct ServeArgs {
     /// /metrics needs a metrics or an admin token.
     #[arg(long, env = "GUIDON_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// An origin whose pages may call OFREP, evaluate and send events
+    /// (CORS), such as https://app.example.com; repeat it for more. No
+    /// wildcard, and never with credentials.
+    #[arg(
+        long = "cors-origin",
+        env = "GUIDON_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Log format.
     #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -93,6 +102,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             send_buffer: (args.send_buffer_bytes > 0).then_some(args.send_buffer_bytes),
         },
         metrics_listen: args.metrics_listen.filter(|a| !a.is_empty()),
+        cors_origins: args.cors_origins,
         ..guidon_server::Config::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
