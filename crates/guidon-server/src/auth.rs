@@ -126,6 +126,16 @@ fn article(role: Role) -> &'static str {
     }
 }
 
+impl From<guidon_protocol::api::TokenInfo> for Caller {
+    fn from(info: guidon_protocol::api::TokenInfo) -> Caller {
+        Caller {
+            name: info.name,
+            role: info.role,
+            env: info.env,
+        }
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -138,11 +148,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .tokens
             .authenticate(secret)
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Caller {
-            name: info.name,
-            role: info.role,
-            env: info.env,
-        })
+        Ok(Caller::from(info))
     }
 }
 

@@ -445,10 +445,13 @@ pub(crate) async fn ofrep_all(
     }
     let ctx = Context::from(context);
     let results = all(&state, &env, &live, &ctx, now);
-    let body = json!({
+    let mut body = json!({
         "flags": results.iter().map(Resolved::ofrep_json).collect::<Vec<_>>(),
         "metadata": {"revision": live.revision, "environment": env.name},
     });
+    if let Some(secret) = crate::auth::presented(&headers) {
+        body["eventStreams"] = crate::ofrep_events::event_streams(&env.name, secret);
+    }
     let mut response = Json(body).into_response();
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
@@ -529,10 +532,29 @@ mod schema {
         environment: String,
     }
 
+    /// Where to hear of changes (ADR-0008).
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub(crate) struct EventStream {
+        /// `sse`.
+        r#type: String,
+        endpoint: EventStreamEndpoint,
+        inactivity_delay_sec: u64,
+    }
+
+    /// The stream's path and query, on the OFREP base URL's origin.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub(crate) struct EventStreamEndpoint {
+        request_uri: String,
+    }
+
     /// OFREP's bulkEvaluationSuccess.
     #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(rename_all = "camelCase")]
     pub(crate) struct OfrepBulk {
         flags: Vec<OfrepItem>,
         metadata: OfrepBulkMetadata,
+        event_streams: Vec<EventStream>,
     }
 }

@@ -29,6 +29,7 @@ mod experiments;
 mod listener;
 mod live;
 mod metrics;
+mod ofrep_events;
 mod openapi;
 mod patch;
 mod sdk;
@@ -438,6 +439,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin::routes())
         .merge(eval::routes())
+        .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())
         .fallback(|| async {

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, experiments, sdk};
+use crate::{admin, eval, experiments, ofrep_events, sdk};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +23,7 @@ use crate::{admin, eval, experiments, sdk};
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
         admin::create_token, admin::list_tokens, admin::revoke_token,
-        eval::evaluate, eval::ofrep_one, eval::ofrep_all,
+        eval::evaluate, eval::ofrep_one, eval::ofrep_all, ofrep_events::events,
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
         experiments::ingest::ingest, experiments::results::results,
         crate::healthz, crate::readyz, crate::metrics_with_token, document,

@@ -186,13 +186,13 @@ fn resume_point(headers: &HeaderMap, since: Option<u64>) -> ApiResult<Option<u64
 }
 
 /// Counts a connected client while it lives.
-struct ClientGauge {
+pub(crate) struct ClientGauge {
     state: Arc<AppState>,
     transport: &'static str,
 }
 
 impl ClientGauge {
-    fn new(state: Arc<AppState>, transport: &'static str) -> ClientGauge {
+    pub(crate) fn new(state: Arc<AppState>, transport: &'static str) -> ClientGauge {
         state
             .metrics
             .stream_clients

@@ -51,6 +51,18 @@ impl Tokens {
         Some(info.clone())
     }
 
+    /// The live token whose OFREP event channel for `env` this is
+    /// ([`crate::ofrep_events::channel`]), compared in constant time.
+    pub(crate) fn by_channel(&self, env: &str, channel: &str) -> Option<TokenInfo> {
+        let live = self.live.load();
+        live.iter()
+            .find(|(hash, _)| {
+                let ours = crate::ofrep_events::channel(hash, env);
+                bool::from(ours.as_bytes().ct_eq(channel.as_bytes()))
+            })
+            .map(|(_, info)| info.clone())
+    }
+
     /// Whether the token named `name` is live (not revoked or deleted).
     pub(crate) fn is_live(&self, name: &str) -> bool {
         self.live.load().values().any(|t| t.name == name)
