@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The server URL does not parse or is not `http://`.
+    /// The server URL does not parse or is not `http://` or `https://`.
     #[error("invalid server URL {url:?}: {message}")]
     InvalidUrl { url: String, message: String },
     /// A flag file (bootstrap, `from_file`) or a saved snapshot could not be read.
@@ -23,6 +23,9 @@ pub enum ClientError {
     /// The flags do not compile (validation problems).
     #[error("{origin}: the flags are not valid: {message}")]
     Invalid { origin: String, message: String },
+    /// The CA certificates given (`ca_certificate_pem`) cannot be used.
+    #[error("CA certificate: {0}")]
+    Ca(String),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),

@@ -351,7 +351,7 @@ impl Sender {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = ClientError::Transport(transport::error_chain(&e));
+                    last = ClientError::Transport(transport::connect_error(&e));
                     continue;
                 }
             };

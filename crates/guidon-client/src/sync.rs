@@ -417,7 +417,7 @@ impl Syncer {
             .timeout(endpoint.request_timeout)
             .send()
             .await
-            .map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+            .map_err(|e| SyncError::Connect(transport::connect_error(&e)))?;
         if response.status() == StatusCode::GONE {
             tracing::debug!(
                 ours,
@@ -470,7 +470,7 @@ impl Syncer {
             .timeout(endpoint.request_timeout)
             .send()
             .await
-            .map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+            .map_err(|e| SyncError::Connect(transport::connect_error(&e)))?;
         if !response.status().is_success() {
             return Err(transport::refuse(response).await);
         }
@@ -498,7 +498,7 @@ impl Syncer {
             r = request.send() => r,
             _ = self.stop.wait_for(|s| *s) => return Err(SyncError::Stopped),
         };
-        let response = send.map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+        let response = send.map_err(|e| SyncError::Connect(transport::connect_error(&e)))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => {}
             s if s.is_success() => {
