@@ -45,6 +45,11 @@ pub enum ClientError {
 pub(crate) enum SyncError {
     #[error("connection: {0}")]
     Connect(String),
+    /// The server's certificate was refused: a setup to fix, as a refusal.
+    #[error(
+        "the server's TLS certificate is not trusted ({0}): give its CA with ClientBuilder::ca_certificate_pem"
+    )]
+    Certificate(String),
     #[error("server answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("the stream was silent for {0:?} (dead)")]

@@ -50,21 +50,27 @@ pub(crate) fn client_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<ClientCon
 pub(crate) fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(error) = next {
-        let rustls_error = error.downcast_ref::<rustls::Error>().or_else(|| {
-            error
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
         if let Some(
             found @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::NoCertificatesPresented
             | rustls::Error::UnsupportedNameType),
-        ) = rustls_error
+        ) = as_rustls(error)
         {
             return Some(found.to_string());
         }
         next = error.source();
     }
     None
+}
+
+/// The rustls error `e` is, or wraps in I/O errors (hyper and tokio-rustls
+/// carry it as `io::Error(io::Error(rustls::Error))`, whose `source()`
+/// skips it).
+fn as_rustls<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }

@@ -83,7 +83,7 @@ pub(crate) async fn open_sse(
         tokio::time::timeout(endpoint.connect_timeout + endpoint.request_timeout, request)
             .await
             .map_err(|_| SyncError::Connect("timed out opening the stream".into()))?
-            .map_err(|e| SyncError::Connect(connect_error(&e)))?;
+            .map_err(|e| connect_failed(&e))?;
     if response.status() != StatusCode::OK {
         return Err(refuse(response).await);
     }
@@ -197,7 +197,7 @@ pub(crate) async fn open_ws(
                         .map(|b| String::from_utf8_lossy(b).chars().take(500).collect())
                         .unwrap_or_default(),
                 },
-                other => SyncError::Connect(connect_error(&other)),
+                other => connect_failed(&other),
             })?;
     // Pongs to the server's pings are sent by the library while it reads.
     let stream = socket.filter_map(|message| async move {
@@ -219,14 +219,12 @@ pub(crate) async fn open_ws(
     Ok(Box::pin(stream))
 }
 
-/// Why a connection failed, for logs and [`crate::Client::last_error`]:
-/// a refused certificate said as such, else the error with its sources.
-pub(crate) fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
+/// Why a connection failed: a refused certificate said as such, else the
+/// error with its sources.
+pub(crate) fn connect_failed(e: &(dyn std::error::Error + 'static)) -> SyncError {
     match crate::tls::certificate_refused(e) {
-        Some(reason) => format!(
-            "the server's TLS certificate is not trusted ({reason}): give its CA with ClientBuilder::ca_certificate_pem"
-        ),
-        None => error_chain(e),
+        Some(reason) => SyncError::Certificate(reason),
+        None => SyncError::Connect(error_chain(e)),
     }
 }
 
