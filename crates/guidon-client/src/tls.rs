@@ -26,9 +26,7 @@ pub(crate) fn client_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<ClientCon
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("not PEM certificates: {e}"))?;
         if certs.is_empty() {
-            return Err(
-                "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".into(),
-            );
+            return Err("no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".into());
         }
         for cert in certs {
             roots

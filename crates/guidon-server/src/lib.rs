@@ -56,8 +56,8 @@ use app::{AppState, Limits};
 pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
 pub use listener::ConnLimits;
-pub use tls::{TlsError, TlsFiles};
 use shutdown as tokio_util_shutdown;
+pub use tls::{TlsError, TlsFiles};
 
 /// How `guidon serve` runs.
 #[derive(Debug, Clone)]

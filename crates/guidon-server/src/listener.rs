@@ -170,7 +170,8 @@ pub(crate) async fn serve(
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// What plain HTTP to the HTTPS port is answered (then the connection closes).
-const PLAIN_HTTP_REFUSAL: &str = "{\"error\":\"bad_request\",\"message\":\"this port speaks HTTPS: use https://\"}";
+const PLAIN_HTTP_REFUSAL: &str =
+    "{\"error\":\"bad_request\",\"message\":\"this port speaks HTTPS: use https://\"}";
 
 /// One connection over TLS: the handshake within the header timeout
 /// (with the certificate current when it starts), then HTTP as

@@ -92,9 +92,9 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     }
     let key_pem = read(&files.key).map_err(key_error)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => key_error(
-            "no private key in it (expected PEM: -----BEGIN PRIVATE KEY-----)".into(),
-        ),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            key_error("no private key in it (expected PEM: -----BEGIN PRIVATE KEY-----)".into())
+        }
         other => key_error(format!("not a PEM private key: {other}")),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

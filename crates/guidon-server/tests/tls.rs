@@ -78,7 +78,7 @@ async fn a_reload_serves_the_new_certificate_and_bad_files_keep_the_old_one() {
     assert_eq!(served_certificate(server.addr, &ca).await, tls.cert.der);
     // A connection opened before the reload keeps working after it.
     let mut before = tls_connect(server.addr, &ca).await;
-    assert_eq!(server.reload_tls().expect("the new files load"), true);
+    assert!(server.reload_tls().expect("the new files load"));
     assert_eq!(served_certificate(server.addr, &ca).await, second.der);
     before
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
@@ -105,7 +105,9 @@ async fn a_reload_serves_the_new_certificate_and_bad_files_keep_the_old_one() {
     let third = tls.ca.server_cert("third");
     std::fs::write(&files.cert, &third.cert_pem).expect("write");
     std::fs::write(&files.key, &second.key_pem).expect("write");
-    let err = server.reload_tls().expect_err("a key of another certificate");
+    let err = server
+        .reload_tls()
+        .expect_err("a key of another certificate");
     assert!(matches!(err, TlsError::Pair { .. }), "{err:?}");
     assert!(err.to_string().contains("not the certificate's"), "{err}");
     assert_eq!(served_certificate(server.addr, &ca).await, second.der);
@@ -185,12 +187,20 @@ async fn plain_http_to_the_https_port_gets_a_json_400_and_is_closed() {
         .await
         .expect("write");
     let answer = String::from_utf8_lossy(&until_closed(&mut plain).await).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     let body: Value = serde_json::from_str(body).expect("a JSON body");
     assert_eq!(body["error"], "bad_request", "{body}");
     assert!(
-        body["message"].as_str().is_some_and(|m| m.contains("https://")),
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("https://")),
         "{body}"
     );
     // HTTPS on the same port still answers.

@@ -44,11 +44,14 @@ impl TestCa {
     /// this CA; `name` is its common name (two certificates of one CA
     /// differ by it, and by their keys).
     pub fn server_cert(&self, name: &str) -> ServerCert {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server certificate parameters");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("server certificate parameters");
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("a server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("a server certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("a server certificate");
         ServerCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -55,7 +55,11 @@ impl RemoteArgs {
             );
         };
         let client = AdminClient::new(server, token).map_err(explain)?;
-        match self.ca_cert.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        match self
+            .ca_cert
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             None => Ok(client),
             Some(path) => {
                 let pem = std::fs::read(path)

@@ -577,12 +577,20 @@ fn serve_refuses_half_a_tls_setup_and_bad_tls_files_in_one_line_without_a_databa
     let files = tls.files();
     let cert = files.cert.to_string_lossy().into_owned();
     let key = files.key.to_string_lossy().into_owned();
-    let listen = ["--listen", "127.0.0.1:0", "--admin-token", "a-long-enough-secret"];
+    let listen = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "a-long-enough-secret",
+    ];
 
     let (out, db) = serve_fails("tls-half", &[&listen[..], &["--tls-cert", &cert]].concat());
     assert_clean_failure(&out, "--tls-cert needs --tls-key (give both, or neither)");
     assert!(!db, "no database file: {}", text(&out.stderr));
-    let (out, db) = serve_fails("tls-half-key", &[&listen[..], &["--tls-key", &key]].concat());
+    let (out, db) = serve_fails(
+        "tls-half-key",
+        &[&listen[..], &["--tls-key", &key]].concat(),
+    );
     assert_clean_failure(&out, "--tls-key needs --tls-cert");
     assert!(!db, "no database file: {}", text(&out.stderr));
 
@@ -621,13 +629,16 @@ fn serve_reloads_its_certificate_on_sighup() {
         .expect("guidon runs");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let listening = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("guidon: listening on https://").map(str::to_owned));
+    let listening = lines.by_ref().map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("guidon: listening on https://")
+            .map(str::to_owned)
+    });
     let Some(addr) = listening else {
         let _ = child.kill();
-        panic!("it did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "it did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     };
     let addr: std::net::SocketAddr = addr.trim().parse().expect("an address");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -660,9 +671,11 @@ fn serve_reloads_its_certificate_on_sighup() {
     hangup();
     let said = (0..2000).find_map(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
-        std::fs::read_to_string(&log)
-            .ok()
-            .and_then(|l| l.lines().find(|l| l.contains("not reloaded")).map(str::to_owned))
+        std::fs::read_to_string(&log).ok().and_then(|l| {
+            l.lines()
+                .find(|l| l.contains("not reloaded"))
+                .map(str::to_owned)
+        })
     });
     let line = said.unwrap_or_else(|| {
         panic!(

@@ -884,10 +884,22 @@ fn commands_speak_https_with_a_ca_cert() {
         "ca.pem",
         &server.server().tls.as_ref().expect("TLS").ca_pem(),
     );
-    let args = ["envs", "list", "--server", &url, "--token", ADMIN, "--ca-cert", &ca];
-    let out = succeeded(&args, &guidon(&args, &[]));
-    assert!(out.contains("production"), "{out}");
+    let with_ca = |ca: &str| -> Output {
+        let args = [
+            "envs",
+            "list",
+            "--server",
+            &url,
+            "--token",
+            ADMIN,
+            "--ca-cert",
+            ca,
+        ];
+        guidon(&args, &[])
+    };
     let args = ["envs", "list", "--server", &url, "--token", ADMIN];
+    let out = succeeded(&args, &with_ca(&ca));
+    assert!(out.contains("production"), "{out}");
     let out = succeeded(&args, &guidon(&args, &[("GUIDON_CA_CERT", &ca)]));
     assert!(out.contains("production"), "{out}");
 
@@ -899,14 +911,17 @@ fn commands_speak_https_with_a_ca_cert() {
         "{err}"
     );
     let missing = dir.join("missing.pem").to_string_lossy().into_owned();
-    let with = ["envs", "list", "--server", &url, "--token", ADMIN, "--ca-cert", &missing];
-    let err = failed(&with, &guidon(&with, &[]));
-    assert!(err.starts_with(&format!("guidon: --ca-cert {missing}: cannot read it")), "{err}");
-    let garbage = dir.file("garbage.pem", "hello");
-    let with = ["envs", "list", "--server", &url, "--token", ADMIN, "--ca-cert", &garbage];
-    let err = failed(&with, &guidon(&with, &[]));
+    let err = failed(&args, &with_ca(&missing));
     assert!(
-        err.starts_with(&format!("guidon: --ca-cert {garbage}: no certificate in it")),
+        err.starts_with(&format!("guidon: --ca-cert {missing}: cannot read it")),
+        "{err}"
+    );
+    let garbage = dir.file("garbage.pem", "hello");
+    let err = failed(&args, &with_ca(&garbage));
+    assert!(
+        err.starts_with(&format!(
+            "guidon: --ca-cert {garbage}: no certificate in it"
+        )),
         "{err}"
     );
 }
