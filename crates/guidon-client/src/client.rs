@@ -204,7 +204,13 @@ impl ClientBuilder {
                 message: "expected http://HOST:PORT or https://HOST:PORT".into(),
             });
         }
-        let tls = crate::tls::client_config(self.ca_pem.as_deref()).map_err(ClientError::Ca)?;
+        // The TLS trust (reading the system's roots) only where it is used;
+        // a CA given is checked whatever the URL.
+        let tls = if url.starts_with("https://") || self.ca_pem.is_some() {
+            Some(crate::tls::client_config(self.ca_pem.as_deref()).map_err(ClientError::Ca)?)
+        } else {
+            None
+        };
         // Offline start: the saved snapshot, else the bootstrap.
         let mut start: Option<Document> = None;
         if let Some(path) = &self.snapshot_path
@@ -248,12 +254,13 @@ impl ClientBuilder {
             max_message_bytes: self.max_message_bytes,
             tls: tls.clone(),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
-            .build()
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        }
+        let http = http.build().map_err(|e| ClientError::Http(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (settled_tx, mut settled_rx) = watch::channel(false);
         let counters = Arc::new(SyncCounters::default());

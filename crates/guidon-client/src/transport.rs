@@ -33,8 +33,9 @@ pub(crate) struct Endpoint {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) max_message_bytes: usize,
-    /// The TLS trust of every connection (the HTTP client has the same).
-    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
+    /// The TLS trust of every connection (the HTTP client has the same);
+    /// `None` for an `http://` server.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -182,7 +183,10 @@ pub(crate) async fn open_ws(
         request,
         Some(config),
         false,
-        Some(tokio_tungstenite::Connector::Rustls(endpoint.tls.clone())),
+        endpoint
+            .tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls),
     );
     let (socket, _) =
         tokio::time::timeout(endpoint.connect_timeout + endpoint.request_timeout, connect)

@@ -70,7 +70,7 @@ impl AdminClient {
     pub fn new(server: &str, token: &str) -> Result<AdminClient, AdminError> {
         let (api, server) = api_root(server)?;
         Ok(AdminClient {
-            http: http_client(None)?,
+            http: http_client(None, api.scheme() == "https")?,
             api,
             server,
             token: token.to_owned(),
@@ -82,7 +82,7 @@ impl AdminClient {
     /// self-signed certificate.
     pub fn ca_certificate_pem(self, pem: &[u8]) -> Result<AdminClient, AdminError> {
         Ok(AdminClient {
-            http: http_client(Some(pem))?,
+            http: http_client(Some(pem), true)?,
             ..self
         })
     }
@@ -526,16 +526,18 @@ fn api_root(server: &str) -> Result<(Url, String), AdminError> {
     Ok((api, with_scheme.trim_end_matches('/').to_owned()))
 }
 
-/// The HTTP client: the SDK's TLS trust (the system's roots, plus `ca_pem`).
-fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, AdminError> {
-    let tls = crate::tls::client_config(ca_pem).map_err(AdminError::Ca)?;
-    reqwest::Client::builder()
+/// The HTTP client, with the SDK's TLS trust (the system's roots, plus
+/// `ca_pem`) when `tls` (reading the roots only then).
+fn http_client(ca_pem: Option<&[u8]>, tls: bool) -> Result<reqwest::Client, AdminError> {
+    let mut http = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("guidon/", env!("CARGO_PKG_VERSION")))
-        .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
-        .build()
-        .map_err(|e| AdminError::Setup(e.to_string()))
+        .user_agent(concat!("guidon/", env!("CARGO_PKG_VERSION")));
+    if tls {
+        let config = crate::tls::client_config(ca_pem).map_err(AdminError::Ca)?;
+        http = http.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+    }
+    http.build().map_err(|e| AdminError::Setup(e.to_string()))
 }
 
 /// Flag keys and environment names follow the server's key rule; checking
