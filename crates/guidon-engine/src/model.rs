@@ -7,6 +7,7 @@ use serde_json::Value;
 
 /// A whole flag file: the flags and segments of one environment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlagFile {
     #[serde(default)]
@@ -16,6 +17,7 @@ pub struct FlagFile {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Flag {
     pub key: String,
@@ -54,6 +56,7 @@ pub const DEFAULT_BUCKET_BY: &str = "user_id";
 pub const TARGETING_KEY: &str = "targetingKey";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Variant {
     pub key: String,
@@ -71,6 +74,7 @@ fn default_true() -> bool {
 /// What to serve: on or off, optionally a named variant, optionally only to a
 /// percentage of the matched units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Serve {
     pub enabled: bool,
@@ -81,6 +85,7 @@ pub struct Serve {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Prerequisite {
     pub flag: String,
@@ -91,6 +96,7 @@ pub struct Prerequisite {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Strings or integers (compared with the unit's value in decimal).
@@ -101,6 +107,7 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Match {
     #[default]
@@ -109,6 +116,7 @@ pub enum Match {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +129,7 @@ pub struct Rule {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +146,7 @@ pub struct Condition {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
     Eq,
@@ -219,6 +229,7 @@ impl Operator {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     pub percentage: f64,
@@ -229,6 +240,7 @@ pub struct Rollout {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
     pub key: String,
@@ -246,6 +258,7 @@ pub struct Segment {
 
 /// A segment rule: conditions only; membership is the outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SegmentRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The admin API's shapes: what the server answers and its clients read.
 
 use guidon_engine::Problem;
+use guidon_engine::model::{Flag, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -85,6 +86,165 @@ pub struct TokenInfo {
     pub created_at_ms: i64,
     pub last_used_at_ms: Option<i64>,
     pub revoked: bool,
+}
+
+/// `GET /api/v1/envs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Environments {
+    pub environments: Vec<EnvInfo>,
+}
+
+/// Whether a write is served yet. A server answers a write once it serves
+/// its revision; when that takes too long it answers 202 with
+/// `served: false` and a message: the write is committed, but reads through
+/// that server may not show it for a moment. Both are absent otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Settled {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One flag with its version: what `GET`, `PUT` and `revert` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionedFlag {
+    pub flag: Flag,
+    pub version: u64,
+    pub revision: u64,
+    #[serde(flatten)]
+    pub settled: Settled,
+    /// A `PATCH` that changed nothing: no new version or revision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+    /// A `PUT` that created the flag (201); not part of the answer's JSON.
+    #[serde(skip)]
+    pub created: bool,
+}
+
+/// What a delete answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Deleted {
+    /// The deleted key.
+    pub deleted: String,
+    /// The version it had.
+    pub version: u64,
+    pub revision: u64,
+    #[serde(flatten)]
+    pub settled: Settled,
+}
+
+/// What replacing an environment's flag file answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Imported {
+    /// The replacement's revision; the unchanged revision when nothing differed.
+    pub revision: u64,
+    /// Every key that changed, upserts first; empty when nothing differed.
+    pub changes: Vec<Applied>,
+    #[serde(flatten)]
+    pub settled: Settled,
+}
+
+/// One key changed by an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Applied {
+    pub kind: Kind,
+    pub key: String,
+    pub op: Op,
+    pub version: u64,
+}
+
+/// `GET …/flags/{key}/history`: every change, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct History {
+    pub history: Vec<HistoryEntry>,
+}
+
+/// `GET /api/v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Tokens {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A created token, with its secret (shown this once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewToken {
+    /// The secret.
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub env: Option<String>,
+}
+
+/// `POST /api/v1/events`: what was stored and what was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventsReceipt {
+    pub accepted: u64,
+    pub duplicates: u64,
+    #[serde(default)]
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// One event the server refused, by its index in the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectedEvent {
+    pub index: usize,
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `GET /api/v1/envs/{env}`: an environment's revision and counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvSummary {
+    pub name: String,
+    pub revision: u64,
+    pub flags: usize,
+    pub segments: usize,
+}
+
+/// One segment with its version: what its `GET`, `PUT` and `PATCH` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionedSegment {
+    pub segment: Segment,
+    pub version: u64,
+    pub revision: u64,
+    #[serde(flatten)]
+    pub settled: Settled,
+    /// A `PATCH` that changed nothing: no new version or revision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+}
+
+/// `GET /api/v1/envs/{env}/segments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Segments {
+    pub revision: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// `GET /api/v1/envs/{env}/audit`: newest first, a page at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditPage {
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `before` for the next page; `null` on the last.
+    pub next_before: Option<u64>,
 }
 
 /// The stable code of every error the API answers with.

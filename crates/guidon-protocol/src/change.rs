@@ -351,6 +351,50 @@ impl<'de> Deserialize<'de> for Changes {
     }
 }
 
+/// The wire form of [`Changes`] and [`Change`], for the OpenAPI document
+/// (the `Serialize` impls above write exactly these fields).
+#[cfg(feature = "openapi")]
+pub mod schema {
+    use guidon_engine::model::{Flag, Segment};
+
+    use crate::{Kind, Op};
+
+    /// `{protocol, revision, epoch, changes}`: the changes after a revision.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(as = Changes)]
+    #[allow(dead_code)]
+    pub struct ChangesSchema {
+        protocol: u32,
+        revision: u64,
+        /// The environment's creation time (ms).
+        epoch: Option<i64>,
+        changes: Vec<ChangeSchema>,
+    }
+
+    /// One key changed at one revision; `definition` is `null` for a delete.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(as = Change)]
+    #[allow(dead_code)]
+    pub struct ChangeSchema {
+        revision: u64,
+        kind: Kind,
+        key: String,
+        op: Op,
+        version: u64,
+        definition: Option<DefinitionSchema>,
+    }
+
+    /// A flag or a segment, as `kind` says.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[serde(untagged)]
+    #[schema(as = Definition)]
+    #[allow(dead_code)]
+    pub enum DefinitionSchema {
+        Flag(Flag),
+        Segment(Segment),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,9 +134,12 @@ impl Serialize for Document {
     }
 }
 
-/// The document's fields as read, shared with the stream's snapshot.
+/// The document's fields as read, shared with the stream's snapshot; its
+/// schema is the document's in the OpenAPI document.
 #[derive(Deserialize)]
-pub(crate) struct WireDocument {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Document))]
+#[doc(hidden)]
+pub struct WireDocument {
     #[serde(default = "default_protocol")]
     pub(crate) protocol: u32,
     #[serde(default)]

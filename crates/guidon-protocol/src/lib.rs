@@ -31,8 +31,10 @@ mod document;
 mod message;
 pub mod sse;
 
+#[cfg(feature = "openapi")]
+pub use change::schema;
 pub use change::{Change, Changes, Definition, Edit, Kind, Op};
-pub use document::Document;
+pub use document::{Document, WireDocument};
 pub use message::{Encoded, Event, StreamMessage, Update};
 
 /// The protocol this crate speaks. Raised when a message changes in a way

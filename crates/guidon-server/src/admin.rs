@@ -138,7 +138,7 @@ async fn settled(
     path = "/api/v1/envs",
     tag = "environments",
     summary = "List environments",
-    responses((status = 200, description = "Environments with their revisions", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "Environments with their revisions", body = guidon_protocol::api::Environments), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     let envs = state.store.list_envs().await?;
@@ -161,7 +161,7 @@ pub(crate) struct NewEnv {
     tag = "environments",
     summary = "Create an environment",
     request_body = NewEnv,
-    responses((status = 201, description = "Created", body = Object), (status = 409, description = "Exists", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 201, description = "Created", body = guidon_protocol::api::EnvInfo), (status = 409, description = "Exists", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn create_env(
     State(state): St,
@@ -182,7 +182,7 @@ pub(crate) async fn create_env(
     tag = "environments",
     summary = "An environment",
     params(("env" = String, Path, description = "Environment")),
-    responses((status = 200, description = "Revision and counts", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "Revision and counts", body = guidon_protocol::api::EnvSummary), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn get_env(
     State(state): St,
@@ -235,7 +235,7 @@ pub(crate) async fn delete_env(
     tag = "flags",
     summary = "Export the environment as a flag file (JSON, or YAML with Accept: application/yaml)",
     params(("env" = String, Path, description = "Environment")),
-    responses((status = 200, description = "The flag file", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "The flag file", body = guidon_engine::FlagFile), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn export(
     State(state): St,
@@ -263,8 +263,8 @@ pub(crate) async fn export(
     tag = "flags",
     summary = "Replace the environment with a flag file (GitOps): atomic, one revision",
     params(("env" = String, Path, description = "Environment")),
-    request_body = Object,
-    responses((status = 200, description = "The revision and every change", body = Object), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    request_body = guidon_engine::FlagFile,
+    responses((status = 200, description = "The revision and every change", body = guidon_protocol::api::Imported), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn import(
     State(state): St,
@@ -331,7 +331,7 @@ async fn get_definition(
     tag = "flags",
     summary = "A flag with its version (ETag)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
-    responses((status = 200, description = "{flag, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{flag, version, revision}", body = guidon_protocol::api::VersionedFlag), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn get_flag(
     State(state): St,
@@ -347,7 +347,7 @@ pub(crate) async fn get_flag(
     tag = "segments",
     summary = "A segment with its version (ETag)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
-    responses((status = 200, description = "{segment, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{segment, version, revision}", body = guidon_protocol::api::VersionedSegment), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn get_segment(
     State(state): St,
@@ -390,8 +390,8 @@ fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T
     tag = "flags",
     summary = "Create or replace a flag (If-Match: VERSION; If-None-Match: * to create only)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
-    request_body = Object,
-    responses((status = 201, description = "Created: {flag, version, revision}", body = Object), (status = 200, description = "Replaced: {flag, version, revision}", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    request_body = guidon_engine::model::Flag,
+    responses((status = 201, description = "Created: {flag, version, revision}", body = guidon_protocol::api::VersionedFlag), (status = 200, description = "Replaced: {flag, version, revision}", body = guidon_protocol::api::VersionedFlag), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn put_flag(
     State(state): St,
@@ -419,8 +419,8 @@ pub(crate) async fn put_flag(
     tag = "segments",
     summary = "Create or replace a segment",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
-    request_body = Object,
-    responses((status = 201, description = "Created", body = Object), (status = 200, description = "Replaced", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    request_body = guidon_engine::model::Segment,
+    responses((status = 201, description = "Created", body = guidon_protocol::api::VersionedSegment), (status = 200, description = "Replaced", body = guidon_protocol::api::VersionedSegment), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn put_segment(
     State(state): St,
@@ -537,7 +537,7 @@ async fn patch_definition(
     summary = "Change part of a flag with a JSON merge patch (RFC 7396), validated like a PUT",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields to change; null removes a field"),
-    responses((status = 200, description = "Changed: {flag, version, revision}; or `unchanged: true` when the patch changed nothing (no new revision)", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "Changed: {flag, version, revision}; or `unchanged: true` when the patch changed nothing (no new revision)", body = guidon_protocol::api::VersionedFlag), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn patch_flag(
     State(state): St,
@@ -556,7 +556,7 @@ pub(crate) async fn patch_flag(
     summary = "Change part of a segment with a JSON merge patch (RFC 7396)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields to change; null removes a field"),
-    responses((status = 200, description = "Changed, or `unchanged: true`", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "Changed, or `unchanged: true`", body = guidon_protocol::api::VersionedSegment), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn patch_segment(
     State(state): St,
@@ -598,7 +598,7 @@ async fn delete_definition(
     tag = "flags",
     summary = "Delete a flag (a tombstone in the change log)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
-    responses((status = 200, description = "{deleted, version, revision}", body = Object), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{deleted, version, revision}", body = guidon_protocol::api::Deleted), (status = 412, description = "If-Match names another version", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn delete_flag(
     State(state): St,
@@ -615,7 +615,7 @@ pub(crate) async fn delete_flag(
     tag = "segments",
     summary = "Delete a segment (refused while used)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
-    responses((status = 200, description = "{deleted, version, revision}", body = Object), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{deleted, version, revision}", body = guidon_protocol::api::Deleted), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn delete_segment(
     State(state): St,
@@ -632,7 +632,7 @@ pub(crate) async fn delete_segment(
     tag = "segments",
     summary = "The environment's segments",
     params(("env" = String, Path, description = "Environment")),
-    responses((status = 200, description = "{revision, segments}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{revision, segments}", body = guidon_protocol::api::Segments), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn list_segments(
     State(state): St,
@@ -667,7 +667,7 @@ async fn history(
     tag = "flags",
     summary = "Every change of a flag, oldest first",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
-    responses((status = 200, description = "{history}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{history}", body = guidon_protocol::api::History), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn flag_history(
     State(state): St,
@@ -683,7 +683,7 @@ pub(crate) async fn flag_history(
     tag = "segments",
     summary = "Every change of a segment",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Segment key")),
-    responses((status = 200, description = "{history}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{history}", body = guidon_protocol::api::History), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn segment_history(
     State(state): St,
@@ -706,7 +706,7 @@ pub(crate) struct Revert {
     summary = "Make a flag what it was at a version (a new change)",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
     request_body = Revert,
-    responses((status = 200, description = "{flag, version, revision}", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{flag, version, revision}", body = guidon_protocol::api::VersionedFlag), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn revert_flag(
     State(state): St,
@@ -739,7 +739,7 @@ pub(crate) struct Promote {
     summary = "Copy a flag to another environment",
     params(("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Flag key")),
     request_body = Promote,
-    responses((status = 200, description = "{flag, version, revision} in the target environment", body = Object), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{flag, version, revision} in the target environment", body = guidon_protocol::api::VersionedFlag), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 422, description = "Validation failed: nothing stored", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn promote_flag(
     State(state): St,
@@ -773,7 +773,7 @@ pub(crate) struct AuditQuery {
     tag = "audit",
     summary = "Changes, newest first, paged by revision",
     params(("env" = String, Path, description = "Environment"), ("before" = Option<u64>, Query, description = "Only revisions below this (the previous page's next_before)"), ("limit" = Option<u32>, Query, description = "Revisions per page, 1 to 500 (50)")),
-    responses((status = 200, description = "{entries, next_before}", body = Object), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{entries, next_before}", body = guidon_protocol::api::AuditPage), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn audit(
     State(state): St,
@@ -813,7 +813,7 @@ pub(crate) struct NewToken {
     tag = "tokens",
     summary = "Create a token; the secret is shown once",
     request_body = NewToken,
-    responses((status = 201, description = "{token, name, role, env}", body = Object), (status = 409, description = "Name taken", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 201, description = "{token, name, role, env}", body = guidon_protocol::api::NewToken), (status = 409, description = "Name taken", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn create_token(
     State(state): St,
@@ -841,7 +841,7 @@ pub(crate) async fn create_token(
     path = "/api/v1/tokens",
     tag = "tokens",
     summary = "Tokens (never their secrets)",
-    responses((status = 200, description = "{tokens}", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{tokens}", body = guidon_protocol::api::Tokens), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn list_tokens(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;

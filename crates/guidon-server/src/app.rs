@@ -28,6 +28,10 @@ pub(crate) struct AppState {
     pub(crate) shutdown: Shutdown,
     /// Interval of stream heartbeats.
     pub(crate) heartbeat: Duration,
+    /// `--cors-origin`, checked.
+    pub(crate) cors_origins: Vec<axum::http::HeaderValue>,
+    /// The CORS layer for them (`None` without origins).
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// Request limits.

@@ -191,7 +191,7 @@ pub(crate) struct EvaluateRequest {
     summary = "Evaluate one flag (with explain) or all flags (flag-format.md §7)",
     params(("env" = String, Path, description = "Environment")),
     request_body = EvaluateRequest,
-    responses((status = 200, description = "One result, or {revision, results}", body = Object), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "One result (with `flag`), or all of them: {revision, results}", body = schema::Evaluated), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn evaluate(
     State(state): State<Arc<AppState>>,
@@ -366,7 +366,7 @@ async fn ofrep_env(
     summary = "OFREP: evaluate one flag",
     params(("key" = String, Path, description = "Flag key"), ("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
     request_body = OfrepRequest,
-    responses((status = 200, description = "evaluationSuccess", body = Object), (status = 404, description = "FLAG_NOT_FOUND", body = Object), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "evaluationSuccess", body = schema::OfrepSuccess), (status = 404, description = "FLAG_NOT_FOUND", body = schema::OfrepFailure), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = schema::OfrepFailure), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn ofrep_one(
     State(state): State<Arc<AppState>>,
@@ -401,7 +401,7 @@ pub(crate) async fn ofrep_one(
     summary = "OFREP: evaluate every flag (ETag; 304 on If-None-Match)",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("If-None-Match" = Option<String>, Header, description = "A previous ETag")),
     request_body = OfrepRequest,
-    responses((status = 200, description = "bulkEvaluationSuccess", body = Object), (status = 304, description = "Not modified"), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = Object), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "bulkEvaluationSuccess", body = schema::OfrepBulk), (status = 304, description = "Not modified"), (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT", body = schema::OfrepFailure), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn ofrep_all(
     State(state): State<Arc<AppState>>,
@@ -454,4 +454,85 @@ pub(crate) async fn ofrep_all(
         response.headers_mut().insert(header::ETAG, value);
     }
     response
+}
+
+/// The shapes [`Resolved::guidon_json`], [`Resolved::ofrep_json`] and the
+/// bulk answers write, for the OpenAPI document.
+#[allow(dead_code)]
+mod schema {
+    use serde_json::Value;
+
+    /// flag-format.md §7: one flag's result.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    pub(crate) struct Evaluation {
+        flag: String,
+        enabled: bool,
+        variant: Option<String>,
+        value: Option<Value>,
+        /// OpenFeature's reason: `STATIC`, `DEFAULT`, `TARGETING_MATCH`, `SPLIT`, `DISABLED`, `ERROR`.
+        reason: String,
+        /// `FLAG_NOT_FOUND`, or `null`.
+        error_code: Option<String>,
+        flag_version: Option<u64>,
+        metadata: Value,
+    }
+
+    /// Every flag's result at a revision.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    pub(crate) struct Evaluations {
+        revision: u64,
+        results: Vec<Evaluation>,
+    }
+
+    /// `POST …/evaluate`: one result when the request names a flag, else all.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum Evaluated {
+        One(Evaluation),
+        All(Evaluations),
+    }
+
+    /// OFREP's evaluationSuccess (`value` is absent when the client's
+    /// default applies: a disabled flag without an off variant).
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub(crate) struct OfrepSuccess {
+        key: String,
+        value: Option<Value>,
+        reason: String,
+        variant: String,
+        metadata: Value,
+    }
+
+    /// OFREP's evaluationFailure.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub(crate) struct OfrepFailure {
+        key: Option<String>,
+        /// `FLAG_NOT_FOUND`, `PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`, `GENERAL`.
+        error_code: String,
+        error_details: String,
+    }
+
+    /// One flag of a bulk answer.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum OfrepItem {
+        Success(OfrepSuccess),
+        Failure(OfrepFailure),
+    }
+
+    /// The bulk answer's metadata.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    pub(crate) struct OfrepBulkMetadata {
+        revision: u64,
+        environment: String,
+    }
+
+    /// OFREP's bulkEvaluationSuccess.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    pub(crate) struct OfrepBulk {
+        flags: Vec<OfrepItem>,
+        metadata: OfrepBulkMetadata,
+    }
 }

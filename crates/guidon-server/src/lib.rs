@@ -22,6 +22,7 @@ mod auth;
 mod body;
 mod cache;
 mod conditional;
+mod cors;
 mod error;
 mod eval;
 mod experiments;
@@ -47,15 +48,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use error::ErrorBody;
 use guidon_protocol::api::Role;
 use guidon_store::{Store, StoreOptions, secret_hash};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use app::{AppState, Limits};
 pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
-pub use listener::ConnLimits;
+pub use listener::{ConnLimits, DEFAULT_SEND_BUFFER};
 use shutdown as tokio_util_shutdown;
 pub use tls::{TlsError, TlsFiles};
 
@@ -85,6 +87,9 @@ pub struct Config {
     /// `--tls-key`); see [`Running::reload_tls`]. The metrics address
     /// stays plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Origins whose pages may call OFREP, evaluate and send events
+    /// (`--cors-origin`); none: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -101,6 +106,7 @@ impl Default for Config {
             connections: ConnLimits::default(),
             metrics_listen: None,
             tls: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -125,6 +131,8 @@ pub enum ServeError {
     Listen { addr: String, error: std::io::Error },
     #[error("GUIDON_ADMIN_TOKEN: {0}")]
     AdminToken(String),
+    #[error("--cors-origin {0}")]
+    Cors(String),
     #[error("cannot generate a token: {0}")]
     Random(String),
     #[error("{0}")]
@@ -237,6 +245,7 @@ fn check_config(config: &Config) -> Result<(), ServeError> {
             )));
         }
     }
+    cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     Ok(())
 }
 
@@ -268,6 +277,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         url: redacted(&config.database_url),
         error,
     })?;
+    let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
     let tokens = tokens::Tokens::load(&store).await?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
@@ -289,6 +299,8 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         },
         shutdown,
         heartbeat: config.heartbeat,
+        cors: cors::layer(&cors_origins),
+        cors_origins,
     });
     for env in state.store.list_envs().await? {
         state.envs.get(&env.name).await.map_err(|e| {
@@ -462,7 +474,7 @@ async fn refresh_tokens(state: Arc<AppState>) {
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body;
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_with_token))
         .route("/api/v1/openapi.json", get(openapi::document))
@@ -482,10 +494,47 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), cors::gate))
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// `{"status": "ok"}` while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Liveness: the process answers",
+    security(()),
+    responses((status = 200, description = "Alive", body = Status))
+)]
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// What `/healthz` and `/readyz` answer, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct Status {
+    /// `ok` (`/healthz`); `ready`, `loading` or `unavailable` (`/readyz`).
+    status: String,
+    /// `ok`, or why the database does not answer.
+    database: Option<String>,
+    /// How many environments are loaded (ready).
+    environments: Option<usize>,
+    /// The environment that failed to load, and why (loading).
+    environment: Option<String>,
+    error: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    summary = "Readiness: the database answers and every environment is loaded",
+    security(()),
+    responses((status = 200, description = "Ready", body = Status), (status = 503, description = "Not ready: the database, or an environment that does not load", body = Status))
+)]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let envs = match state.store.list_envs().await {
         Ok(envs) => envs,
         Err(e) => {
@@ -513,7 +562,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics` on the main listener: with a metrics or an admin token
 /// (the metrics name every flag and environment). `--metrics-listen`
 /// serves them without one on an address of its own.
-async fn metrics_with_token(State(state): State<Arc<AppState>>, caller: auth::Caller) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    summary = "Prometheus metrics (OpenMetrics text); also without a token on --metrics-listen",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Neither a metrics nor an admin token", body = ErrorBody))
+)]
+pub(crate) async fn metrics_with_token(
+    State(state): State<Arc<AppState>>,
+    caller: auth::Caller,
+) -> Response {
     match caller.require_metrics() {
         Ok(()) => metrics_text(State(state)).await,
         Err(e) => e.into_response(),

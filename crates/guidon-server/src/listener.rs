@@ -14,7 +14,10 @@
 //! - A write the client does not take within [`ConnLimits::write_timeout`]
 //!   fails and closes the connection ([`ConnIo`]): a stream client that
 //!   stopped reading holds at most its kernel send buffer and one message.
-//!
+//! - Each accepted socket's kernel send buffer is capped at
+//!   [`ConnLimits::send_buffer`] (`SO_SNDBUF`), instead of the kernel's
+//!   autotuning up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default):
+//!   what a stuck stream client can make the kernel hold is bounded too.
 //! - With TLS ([`crate::tls`]), the handshake must end within
 //!   [`ConnLimits::header_timeout`] of the connection opening (so a
 //!   silent client holds no slot longer over HTTPS than over HTTP), and
@@ -48,13 +51,18 @@ use crate::shutdown::Shutdown;
 use crate::tls::Tls;
 
 /// The bounds of every connection (`guidon serve --max-connections`,
-/// `--header-timeout-secs`, `--body-timeout-secs`, `--write-timeout-secs`).
+/// `--header-timeout-secs`, `--body-timeout-secs`, `--write-timeout-secs`,
+/// `--send-buffer-bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub write_timeout: Duration,
+    /// `SO_SNDBUF` of each accepted socket; `None` leaves the kernel's
+    /// autotuning. Linux doubles the value for its bookkeeping, so a
+    /// socket holds at most about twice this in unsent data.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for ConnLimits {
@@ -64,9 +72,14 @@ impl Default for ConnLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            send_buffer: Some(DEFAULT_SEND_BUFFER),
         }
     }
 }
+
+/// The default [`ConnLimits::send_buffer`]: ample for a flag document on
+/// a LAN, and what bounds a stuck client's kernel memory.
+pub const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 
 /// hyper's own bound on a request head: past it hyper itself answers 431
 /// (with no body). Under it, the router answers a JSON 431 past
@@ -141,6 +154,11 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = limits.send_buffer
+            && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
+        {
+            tracing::debug!(error = %e, bytes, "cannot set the socket's send buffer");
+        }
         match &tls {
             Some(tls) => {
                 tokio::spawn(serve_tls(

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, sdk};
+use crate::{admin, eval, experiments, sdk};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,7 @@ use crate::{admin, eval, sdk};
         title = "Guidon",
         description = "Feature flags and experiments: admin API, evaluation (with OpenFeature OFREP), SDK sync and streams. \
                        Authentication: `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN`. Every error is JSON \
-                       `{\"error\", \"message\", …}`. Also served: `GET /metrics` (Prometheus), `/healthz`, `/readyz`."
+                       `{\"error\", \"message\", …}`."
     ),
     paths(
         admin::list_envs, admin::create_env, admin::get_env, admin::delete_env,
@@ -25,6 +25,8 @@ use crate::{admin, eval, sdk};
         admin::create_token, admin::list_tokens, admin::revoke_token,
         eval::evaluate, eval::ofrep_one, eval::ofrep_all,
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
+        experiments::ingest::ingest, experiments::results::results,
+        crate::healthz, crate::readyz, crate::metrics_with_token, document,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = []))
@@ -49,6 +51,14 @@ impl Modify for Security {
 
 /// `GET /api/v1/openapi.json`: public, so tools can read it before they
 /// have a token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "ops",
+    summary = "This document",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1", body = Object))
+)]
 pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -22,6 +22,7 @@ use guidon_protocol::{Encoded, Event as Kind};
 use guidon_store::StoreError;
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::admin::check_key;
 use crate::app::AppState;
@@ -56,7 +57,7 @@ async fn sdk_env(
     tag = "sdk",
     summary = "The environment's flag document with revision and versions (ETag; 304)",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
-    responses((status = 200, description = "{revision, epoch, versions, flags, segments}", body = Object), (status = 304, description = "Not modified"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, versions, flags, segments}", body = guidon_protocol::WireDocument), (status = 304, description = "Not modified"), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn flags(
     State(state): State<Arc<AppState>>,
@@ -99,7 +100,7 @@ pub(crate) struct Since {
     tag = "sdk",
     summary = "The changes after a revision",
     params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token"), ("since" = u64, Query, description = "The revision the client has")),
-    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = Object), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "{protocol, revision, epoch, changes}", body = guidon_protocol::schema::ChangesSchema), (status = 410, description = "Past the catch-up horizon: take /sdk/flags", body = ErrorBody), (status = 409, description = "`revision_ahead`: since names a revision this server never reached; take /sdk/flags", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
@@ -377,18 +378,24 @@ pub(crate) async fn ws(
 /// Sends the stream's messages as text frames and a ping every heartbeat;
 /// answers pings (the library queues the pong), and ends on close, on
 /// two heartbeats without a pong or message from the client, or shutdown.
+///
+/// The two-heartbeat rule holds while a send waits, too: every send is
+/// bounded by the same deadline, so a client that stopped reading is cut
+/// when it falls silent, not when the kernel's buffers happen to drain.
 async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, opened: Opened) {
     let heartbeat = state.heartbeat;
+    let silence = heartbeat * 2;
     let shutdown = state.shutdown.clone();
     let mut messages = Box::pin(messages(state, opened, "ws"));
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
-    let mut silent_ticks = 0_u32;
+    let mut heard = Instant::now();
     loop {
+        let deadline = heard + silence;
         tokio::select! {
             next = messages.next() => match next {
                 Some(m) => {
-                    if socket.send(Message::Text((*m.json).into())).await.is_err() {
+                    if !send(&mut socket, Message::Text((*m.json).into()), deadline).await {
                         return;
                     }
                 }
@@ -396,24 +403,28 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, opened: Opened) {
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => silent_ticks = 0,
+                Some(Ok(_)) => heard = Instant::now(),
             },
             _ = ticker.tick() => {
-                silent_ticks += 1;
-                if silent_ticks > 2 {
-                    return;
-                }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Default::default()), deadline).await {
                     return;
                 }
             }
+            () = tokio::time::sleep_until(deadline) => return,
             () = shutdown.wait() => break,
         }
     }
-    let _ = socket
-        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-            code: 1001,
-            reason: "going away".into(),
-        })))
-        .await;
+    let close = Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1001,
+        reason: "going away".into(),
+    }));
+    send(&mut socket, close, Instant::now() + heartbeat).await;
+}
+
+/// Sends one frame, giving up at `deadline`: whether it went.
+async fn send(socket: &mut WebSocket, message: Message, deadline: Instant) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }

@@ -20,6 +20,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{self, Body};
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 10_000;
@@ -456,10 +457,27 @@ struct Batch {
     events: Vec<Value>,
 }
 
+/// A batch's shape, for the OpenAPI document (events are checked one by one).
+#[derive(utoipa::ToSchema)]
+#[schema(as = EventBatch)]
+#[allow(dead_code)]
+pub(crate) struct EventBatchSchema {
+    events: Vec<Value>,
+}
+
 /// `POST /api/v1/events`: `{"events": [EVENT, …]}`. Answers 200 when every event was accepted (new or duplicate),
 /// 207 when some were rejected, with `{"accepted", "duplicates",
 /// "rejected": [{"index", "error", "message", "path"?}]}`.
-pub(super) async fn ingest(
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    tag = "experiments",
+    summary = "Send exposures and conversions: {events: [EVENT, …]}, each checked on its own",
+    params(("X-Guidon-Environment" = Option<String>, Header, description = "The environment, for an admin token")),
+    request_body(content = EventBatchSchema, description = "Up to 10,000 events: {type: exposure|conversion, event_id?, flag, variant, unit, metric, value, timestamp_ms, context?}"),
+    responses((status = 200, description = "Every event accepted (new or duplicate)", body = guidon_protocol::api::EventsReceipt), (status = 207, description = "Some events rejected: each named by its index", body = guidon_protocol::api::EventsReceipt), (status = 413, description = "Too many events in one batch", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn ingest(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,

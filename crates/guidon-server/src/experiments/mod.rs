@@ -8,8 +8,8 @@
 //! `event_id` and attribution are the store's (`guidon_store::Event`); the
 //! statistics are `guidon-stats`'.
 
-mod ingest;
-mod results;
+pub(crate) mod ingest;
+pub(crate) mod results;
 
 use std::sync::Arc;
 

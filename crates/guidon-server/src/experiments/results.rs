@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{Path, Query};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Share of exposed units seen in several variants above which results warn.
 const MULTIPLE_EXPOSURE_WARNING: f64 = 0.01;
@@ -31,7 +31,7 @@ const MAX_WINDOW_HOURS: f64 = 87_600.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ResultsParams {
+pub(crate) struct ResultsParams {
     metric: Option<String>,
     method: Option<String>,
     correction: Option<String>,
@@ -262,7 +262,25 @@ impl Health {
 /// [&method=frequentist|bayesian|sequential][&correction=none|holm|bh]
 /// [&window_hours=N][&kind=binomial|continuous][&alpha=A]
 /// [&prior_mean=M&prior_variance=V]`. Admin tokens only.
-pub(super) async fn results(
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/experiments/{flag}/results",
+    tag = "experiments",
+    summary = "One metric's results: per variant, each comparison with the control, SRM and health checks",
+    params(
+        ("env" = String, Path, description = "Environment"), ("flag" = String, Path, description = "The experiment's flag"),
+        ("metric" = String, Query, description = "The conversions' metric"),
+        ("method" = Option<String>, Query, description = "frequentist (default), bayesian or sequential"),
+        ("correction" = Option<String>, Query, description = "none, holm or bh"),
+        ("window_hours" = Option<f64>, Query, description = "Count conversions only this long after the first exposure"),
+        ("kind" = Option<String>, Query, description = "binomial (default) or continuous"),
+        ("alpha" = Option<f64>, Query, description = "Significance level (0.05)"),
+        ("prior_mean" = Option<f64>, Query, description = "Bayesian prior on the lift"),
+        ("prior_variance" = Option<f64>, Query, description = "Bayesian prior's variance"),
+    ),
+    responses((status = 200, description = "The results", body = ResultsSchema), (status = 404, description = "No such environment or flag", body = ErrorBody), (status = 400, description = "Bad request: the message names the parameter", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Not an admin token", body = ErrorBody))
+)]
+pub(crate) async fn results(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((env_name, flag_key)): Path<(String, String)>,
@@ -363,6 +381,31 @@ pub(super) async fn results(
         "health": health.checks,
         "warnings": health.warnings,
     })))
+}
+
+/// What [`results`] answers, for the OpenAPI document: its fields as
+/// written above; each variant's and comparison's statistics are
+/// `guidon_stats`' (`VariantSummary`, `Comparison`) with the arm's key.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ExperimentResults)]
+#[allow(dead_code)]
+pub(crate) struct ResultsSchema {
+    env: String,
+    flag: String,
+    metric: String,
+    kind: String,
+    method: String,
+    correction: String,
+    alpha: f64,
+    window_hours: Option<f64>,
+    unit_attribute: String,
+    control: String,
+    exposures: Value,
+    variants: Vec<Value>,
+    comparisons: Vec<Value>,
+    srm: Value,
+    health: Value,
+    warnings: Vec<String>,
 }
 
 /// The headline of one comparison for the chosen method: the relative lift

@@ -46,6 +46,11 @@ pub(crate) struct ServeArgs {
     /// Seconds a write may wait for the client to read (then the connection is closed).
     #[arg(long, env = "GUIDON_WRITE_TIMEOUT_SECS", default_value_t = 30)]
     write_timeout_secs: u64,
+    /// Kernel send buffer of each connection (SO_SNDBUF), in bytes: what a
+    /// stream client that stopped reading can make the kernel hold (Linux
+    /// doubles it). 0 leaves the kernel's autotuning.
+    #[arg(long, env = "GUIDON_SEND_BUFFER_BYTES", default_value_t = guidon_server::DEFAULT_SEND_BUFFER)]
+    send_buffer_bytes: usize,
     /// Also serve /metrics, without a token, on this address (for example
     /// a private interface a Prometheus scrapes); on the main address
     /// /metrics needs a metrics or an admin token.
@@ -58,6 +63,15 @@ pub(crate) struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "GUIDON_TLS_KEY", value_name = "PATH")]
     tls_key: Option<std::path::PathBuf>,
+    /// An origin whose pages may call OFREP, evaluate and send events
+    /// (CORS), such as https://app.example.com; repeat it for more. No
+    /// wildcard, and never with credentials.
+    #[arg(
+        long = "cors-origin",
+        env = "GUIDON_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Log format.
     #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -100,9 +114,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
             body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
             write_timeout: std::time::Duration::from_secs(args.write_timeout_secs.max(1)),
+            send_buffer: (args.send_buffer_bytes > 0).then_some(args.send_buffer_bytes),
         },
         metrics_listen: args.metrics_listen.filter(|a| !a.is_empty()),
         tls,
+        cors_origins: args.cors_origins,
         ..guidon_server::Config::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
