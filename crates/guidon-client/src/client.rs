@@ -40,6 +40,8 @@ pub struct ClientBuilder {
     snapshot_path: Option<PathBuf>,
     events: EventOptions,
     max_message_bytes: usize,
+    /// PEM certificates trusted besides the system's roots.
+    ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ impl ClientBuilder {
             snapshot_path: None,
             events: EventOptions::default(),
             max_message_bytes: 64 * 1024 * 1024,
+            ca_pem: None,
         }
     }
 
@@ -174,6 +177,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (PEM, one or more), besides the
+    /// system's roots, for an `https://` server: a private CA, or the
+    /// server's own self-signed certificate. Requests, SSE and WebSocket
+    /// all use it.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
     /// Starts the client: loads the saved snapshot or bootstrap, starts
     /// following the server, and waits for its flags up to the start
     /// timeout. Never fails because the server is unreachable: check
@@ -183,12 +195,22 @@ impl ClientBuilder {
     /// background tasks.
     pub async fn build(self) -> Result<Client, ClientError> {
         let url = self.server_url.clone();
-        if !url.starts_with("http://") || url.len() <= "http://".len() {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if host.is_none_or(str::is_empty) {
             return Err(ClientError::InvalidUrl {
                 url,
-                message: "expected http://HOST:PORT (this build has no TLS)".into(),
+                message: "expected http://HOST:PORT or https://HOST:PORT".into(),
             });
         }
+        // The TLS trust (reading the system's roots) only where it is used;
+        // a CA given is checked whatever the URL.
+        let tls = if url.starts_with("https://") || self.ca_pem.is_some() {
+            Some(crate::tls::client_config(self.ca_pem.as_deref()).map_err(ClientError::Ca)?)
+        } else {
+            None
+        };
         // Offline start: the saved snapshot, else the bootstrap.
         let mut start: Option<Document> = None;
         if let Some(path) = &self.snapshot_path
@@ -230,12 +252,15 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             max_message_bytes: self.max_message_bytes,
+            tls: tls.clone(),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        }
+        let http = http.build().map_err(|e| ClientError::Http(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (settled_tx, mut settled_rx) = watch::channel(false);
         let counters = Arc::new(SyncCounters::default());

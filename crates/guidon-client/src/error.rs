@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The server URL does not parse or is not `http://`.
+    /// The server URL does not parse or is not `http://` or `https://`.
     #[error("invalid server URL {url:?}: {message}")]
     InvalidUrl { url: String, message: String },
     /// A flag file (bootstrap, `from_file`) or a saved snapshot could not be read.
@@ -23,6 +23,9 @@ pub enum ClientError {
     /// The flags do not compile (validation problems).
     #[error("{origin}: the flags are not valid: {message}")]
     Invalid { origin: String, message: String },
+    /// The CA certificates given (`ca_certificate_pem`) cannot be used.
+    #[error("CA certificate: {0}")]
+    Ca(String),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),
@@ -42,6 +45,11 @@ pub enum ClientError {
 pub(crate) enum SyncError {
     #[error("connection: {0}")]
     Connect(String),
+    /// The server's certificate was refused: a setup to fix, as a refusal.
+    #[error(
+        "the server's TLS certificate is not trusted ({0}): give its CA with ClientBuilder::ca_certificate_pem"
+    )]
+    Certificate(String),
     #[error("server answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("the stream was silent for {0:?} (dead)")]

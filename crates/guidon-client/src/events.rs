@@ -351,7 +351,10 @@ impl Sender {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = ClientError::Transport(transport::error_chain(&e));
+                    last = ClientError::Transport(match transport::connect_failed(&e) {
+                        crate::error::SyncError::Connect(chain) => chain,
+                        other => other.to_string(),
+                    });
                     continue;
                 }
             };

@@ -30,6 +30,7 @@ mod events;
 mod offline;
 mod state;
 mod sync;
+mod tls;
 mod transport;
 
 #[cfg(feature = "openfeature")]

@@ -194,6 +194,9 @@ impl Syncer {
         if e.is_refusal() {
             tracing::error!(error = %e, "guidon: the server refuses this client");
             self.shared.fail(e.to_string());
+        } else if matches!(e, SyncError::Certificate(_)) {
+            tracing::error!(error = %e, "guidon: cannot connect");
+            self.shared.fail(e.to_string());
         } else if matches!(
             e,
             SyncError::Compile(_) | SyncError::Decode(_) | SyncError::Protocol(_)
@@ -417,7 +420,7 @@ impl Syncer {
             .timeout(endpoint.request_timeout)
             .send()
             .await
-            .map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+            .map_err(|e| transport::connect_failed(&e))?;
         if response.status() == StatusCode::GONE {
             tracing::debug!(
                 ours,
@@ -470,7 +473,7 @@ impl Syncer {
             .timeout(endpoint.request_timeout)
             .send()
             .await
-            .map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+            .map_err(|e| transport::connect_failed(&e))?;
         if !response.status().is_success() {
             return Err(transport::refuse(response).await);
         }
@@ -498,7 +501,7 @@ impl Syncer {
             r = request.send() => r,
             _ = self.stop.wait_for(|s| *s) => return Err(SyncError::Stopped),
         };
-        let response = send.map_err(|e| SyncError::Connect(transport::error_chain(&e)))?;
+        let response = send.map_err(|e| transport::connect_failed(&e))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => {}
             s if s.is_success() => {

@@ -33,6 +33,9 @@ pub(crate) struct Endpoint {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) max_message_bytes: usize,
+    /// The TLS trust of every connection (the HTTP client has the same);
+    /// `None` for an `http://` server.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -81,7 +84,7 @@ pub(crate) async fn open_sse(
         tokio::time::timeout(endpoint.connect_timeout + endpoint.request_timeout, request)
             .await
             .map_err(|_| SyncError::Connect("timed out opening the stream".into()))?
-            .map_err(|e| SyncError::Connect(error_chain(&e)))?;
+            .map_err(|e| connect_failed(&e))?;
     if response.status() != StatusCode::OK {
         return Err(refuse(response).await);
     }
@@ -154,11 +157,15 @@ pub(crate) async fn open_ws(
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let base = endpoint
-        .base
-        .strip_prefix("http://")
-        .map(|rest| format!("ws://{rest}"))
-        .ok_or_else(|| SyncError::Connect("WebSocket needs an http:// server URL".into()))?;
+    let base = if let Some(rest) = endpoint.base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = endpoint.base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        return Err(SyncError::Connect(
+            "WebSocket needs an http:// or https:// server URL".into(),
+        ));
+    };
     let mut url = format!("{base}/api/v1/sdk/ws");
     if let Some(since) = since {
         url.push_str(&format!("?since={since}"));
@@ -172,7 +179,15 @@ pub(crate) async fn open_ws(
     let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(endpoint.max_message_bytes);
     config.max_frame_size = Some(endpoint.max_message_bytes);
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(config),
+        false,
+        endpoint
+            .tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls),
+    );
     let (socket, _) =
         tokio::time::timeout(endpoint.connect_timeout + endpoint.request_timeout, connect)
             .await
@@ -186,7 +201,7 @@ pub(crate) async fn open_ws(
                         .map(|b| String::from_utf8_lossy(b).chars().take(500).collect())
                         .unwrap_or_default(),
                 },
-                other => SyncError::Connect(other.to_string()),
+                other => connect_failed(&other),
             })?;
     // Pongs to the server's pings are sent by the library while it reads.
     let stream = socket.filter_map(|message| async move {
@@ -206,6 +221,15 @@ pub(crate) async fn open_ws(
         futures_util::future::ready(out)
     });
     Ok(Box::pin(stream))
+}
+
+/// Why a connection failed: a refused certificate said as such, else the
+/// error with its sources.
+pub(crate) fn connect_failed(e: &(dyn std::error::Error + 'static)) -> SyncError {
+    match crate::tls::certificate_refused(e) {
+        Some(reason) => SyncError::Certificate(reason),
+        None => SyncError::Connect(error_chain(e)),
+    }
 }
 
 /// The error with its sources, for logs ("error sending request: connection refused").

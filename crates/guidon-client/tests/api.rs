@@ -107,7 +107,12 @@ fn yaml_files_and_bad_files() {
 
 #[tokio::test]
 async fn builder_rejects_urls_it_cannot_use() {
-    for url in ["https://flags.example.com", "127.0.0.1:8080", "http://"] {
+    for url in [
+        "ftp://flags.example.com",
+        "127.0.0.1:8080",
+        "http://",
+        "https://",
+    ] {
         assert!(
             matches!(
                 Client::builder(url, "t").build().await,

@@ -36,6 +36,7 @@ mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod tls;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ pub use auth::{ENV_HEADER, generate_secret};
 pub use error::ApiError;
 pub use listener::{ConnLimits, DEFAULT_SEND_BUFFER};
 use shutdown as tokio_util_shutdown;
+pub use tls::{TlsError, TlsFiles};
 
 /// How `guidon serve` runs.
 #[derive(Debug, Clone)]
@@ -82,6 +84,10 @@ pub struct Config {
     /// A second address serving `/metrics` alone and without a token
     /// (`--metrics-listen`), for a scraper on a private network.
     pub metrics_listen: Option<String>,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`,
+    /// `--tls-key`); see [`Running::reload_tls`]. The metrics address
+    /// stays plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// Origins whose pages may call OFREP, evaluate and send events
     /// (`--cors-origin`); none: no CORS.
     pub cors_origins: Vec<String>,
@@ -100,6 +106,7 @@ impl Default for Config {
             catch_up_horizon: StoreOptions::default().catch_up_horizon,
             connections: ConnLimits::default(),
             metrics_listen: None,
+            tls: None,
             cors_origins: Vec::new(),
         }
     }
@@ -129,6 +136,8 @@ pub enum ServeError {
     Cors(String),
     #[error("cannot generate a token: {0}")]
     Random(String),
+    #[error("{0}")]
+    Tls(TlsError),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }
@@ -147,6 +156,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// The admin token generated on first start, if one was (shown once).
     pub generated_admin_token: Option<String>,
+    tls: Option<Arc<tls::Tls>>,
     trigger: tokio_util_shutdown::Trigger,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
@@ -169,10 +179,36 @@ impl Running {
         Ok(())
     }
 
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads the certificate and key files again and serves them to new
+    /// connections (open ones keep theirs); on error the previous
+    /// certificate stays. `Ok(false)` without TLS (nothing to reload).
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        reload_tls(self.tls.as_deref())
+    }
+
+    /// A handle that reloads the certificate when called
+    /// ([`Running::reload_tls`]), for a signal handler.
+    pub fn tls_reloader(&self) -> impl Fn() -> Result<bool, TlsError> + Send + Sync + 'static {
+        let tls = self.tls.clone();
+        move || reload_tls(tls.as_deref())
+    }
+
     /// A handle that begins a graceful shutdown when called.
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         let trigger = self.trigger.clone_trigger();
         move || trigger.fire()
+    }
+}
+
+fn reload_tls(tls: Option<&tls::Tls>) -> Result<bool, TlsError> {
+    match tls {
+        Some(tls) => tls.reload().map(|()| true),
+        None => Ok(false),
     }
 }
 
@@ -283,9 +319,13 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
 /// Opens the store, makes sure an admin token exists, binds and serves in
 /// the background.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
-    // Refusals and the listener first: a start that fails on them opens
-    // (and so creates) no database.
+    // Refusals, the certificate and the listener first: a start that
+    // fails on them opens (and so creates) no database.
     check_config(&config)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(files).map_err(ServeError::Tls)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|error| ServeError::Listen {
@@ -329,7 +369,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let shutdown = state.shutdown.clone();
             tokio::spawn(async move {
                 if let Err(e) =
-                    listener::serve(metrics_listener, metrics_app, limits, shutdown).await
+                    listener::serve(metrics_listener, metrics_app, limits, None, shutdown).await
                 {
                     tracing::error!(error = %e, "the metrics listener failed");
                 }
@@ -339,17 +379,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => None,
     };
+    let served_tls = tls.clone();
     let task = tokio::spawn(async move {
         // One router for all connections (cloned per connection: an Arc).
-        let result = listener::serve(listener, app, limits, shutdown).await;
+        let result = listener::serve(listener, app, limits, served_tls, shutdown).await;
         state.store.close().await;
         result
     });
-    tracing::info!(%addr, "guidon serving");
+    tracing::info!(%addr, tls = tls.is_some(), "guidon serving");
     Ok(Running {
         addr,
         metrics_addr,
         generated_admin_token,
+        tls,
         trigger,
         task,
     })

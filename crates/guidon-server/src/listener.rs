@@ -18,6 +18,12 @@
 //!   [`ConnLimits::send_buffer`] (`SO_SNDBUF`), instead of the kernel's
 //!   autotuning up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default):
 //!   what a stuck stream client can make the kernel hold is bounded too.
+//! - With TLS ([`crate::tls`]), the handshake must end within
+//!   [`ConnLimits::header_timeout`] of the connection opening (so a
+//!   silent client holds no slot longer over HTTPS than over HTTP), and
+//!   then the header timeout runs as above. A connection whose first byte
+//!   is not a TLS handshake (plain HTTP to the HTTPS port) gets a JSON 400
+//!   saying so, in plain text, and is closed.
 //!
 //! Graceful shutdown: the loop stops accepting, each connection finishes
 //! its request and closes, and the loop returns once every connection
@@ -36,12 +42,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 use crate::shutdown::Shutdown;
+use crate::tls::Tls;
 
 /// The bounds of every connection (`guidon serve --max-connections`,
 /// `--header-timeout-secs`, `--body-timeout-secs`, `--write-timeout-secs`,
@@ -105,12 +112,13 @@ pub(crate) fn raise_open_file_limit() -> Option<(u64, u64)> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, then waits for every
-/// connection to close.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`,
+/// then waits for every connection to close.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -151,8 +159,22 @@ pub(crate) async fn serve(
         {
             tracing::debug!(error = %e, bytes, "cannot set the socket's send buffer");
         }
-        let io = ConnIo::new(stream, permit, limits.write_timeout);
-        tokio::spawn(serve_connection(io, app.clone(), limits, shutdown.clone()));
+        match &tls {
+            Some(tls) => {
+                tokio::spawn(serve_tls(
+                    stream,
+                    permit,
+                    tls.clone(),
+                    app.clone(),
+                    limits,
+                    shutdown.clone(),
+                ));
+            }
+            None => {
+                let io = ConnIo::new(stream, permit, limits.write_timeout);
+                tokio::spawn(serve_connection(io, app.clone(), limits, shutdown.clone()));
+            }
+        }
     }
     drop(listener);
     // Every permit back: every connection (and WebSocket) has closed.
@@ -160,6 +182,82 @@ pub(crate) async fn serve(
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
         .await;
     Ok(())
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What plain HTTP to the HTTPS port is answered (then the connection closes).
+const PLAIN_HTTP_REFUSAL: &str =
+    "{\"error\":\"bad_request\",\"message\":\"this port speaks HTTPS: use https://\"}";
+
+/// One connection over TLS: the handshake within the header timeout
+/// (with the certificate current when it starts), then HTTP as
+/// [`serve_connection`].
+async fn serve_tls(
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    tls: Arc<Tls>,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: Shutdown,
+) {
+    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+    let mut first = [0_u8; 1];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+        () = shutdown.wait() => return,
+    };
+    match peeked {
+        Err(_) => {
+            tracing::debug!("no TLS handshake within the header timeout: closed");
+            return;
+        }
+        Ok(Err(_) | Ok(0)) => return,
+        Ok(Ok(_)) if first[0] != TLS_HANDSHAKE => {
+            refuse_plain_http(stream, deadline, limits.write_timeout).await;
+            return;
+        }
+        Ok(Ok(_)) => {}
+    }
+    let io = ConnIo::new(stream, permit, limits.write_timeout);
+    let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(io);
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, accept) => accepted,
+        () = shutdown.wait() => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => serve_connection(stream, app, limits, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake not done within the header timeout: closed"),
+    }
+}
+
+/// Answers plain HTTP on the HTTPS port with a JSON 400, then closes,
+/// reading what the client sent until it closes too (so the answer is not
+/// lost to a reset), until `deadline` at most.
+async fn refuse_plain_http(
+    mut stream: TcpStream,
+    deadline: tokio::time::Instant,
+    write_timeout: Duration,
+) {
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_REFUSAL}",
+        PLAIN_HTTP_REFUSAL.len()
+    );
+    let written = tokio::time::timeout(write_timeout, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let mut sink = [0_u8; 4096];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// One HTTP/1 connection (upgradable to a WebSocket), ended gracefully on

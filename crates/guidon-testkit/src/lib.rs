@@ -7,6 +7,8 @@
 //!   schema, so runs never collide; [`sqlite`] for one SQLite file alone.
 //! - [`TempDir`]: a fresh directory, removed on drop.
 //! - [`free_port`]: a port nothing listens on.
+//! - [`TestCa`] and [`ServerCert`]: a CA and server certificates made in
+//!   the test (`rcgen`), for the TLS tests.
 //!
 //! The server's own test support (`guidon_server::testing`, behind its
 //! `test-support` feature) builds on these and re-exports them.
@@ -15,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::AnyPool;
+
+mod tls;
+pub use tls::{ServerCert, TestCa};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

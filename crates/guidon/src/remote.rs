@@ -1,5 +1,5 @@
 //! What the commands that talk to a server share: how to reach it
-//! (`--server`, `--token`, `--json`), the admin client, and its errors as
+//! (`--server`, `--token`, `--ca-cert`, `--json`), the admin client, and its errors as
 //! one line each.
 
 use std::process::ExitCode;
@@ -26,6 +26,10 @@ pub(crate) struct RemoteArgs {
     /// An API token (an admin token for anything but reading flags).
     #[arg(long, global = true, env = "GUIDON_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust this CA certificate (PEM) for an https:// server, besides the
+    /// system's roots: a private CA, or the server's self-signed certificate.
+    #[arg(long, global = true, env = "GUIDON_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print the server's JSON answer (pretty) instead of a summary.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -50,7 +54,22 @@ impl RemoteArgs {
                 "no token: give --token TOKEN or set GUIDON_TOKEN (without one the server answers 401 Unauthorized)"
             );
         };
-        AdminClient::new(server, token).map_err(explain)
+        let client = AdminClient::new(server, token).map_err(explain)?;
+        match self
+            .ca_cert
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            None => Ok(client),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+                client.ca_certificate_pem(&pem).map_err(|e| match e {
+                    AdminError::Ca(reason) => anyhow!("--ca-cert {}: {reason}", path.display()),
+                    other => explain(other),
+                })
+            }
+        }
     }
 }
 
@@ -72,6 +91,9 @@ pub(crate) fn block_on(
 pub(crate) fn explain(error: AdminError) -> anyhow::Error {
     match error {
         AdminError::InvalidUrl { url, reason } => anyhow!("--server {url}: {reason}"),
+        AdminError::Certificate { .. } => {
+            anyhow!("{error} (give the server's CA with --ca-cert PATH or GUIDON_CA_CERT)")
+        }
         AdminError::Connect { .. } => {
             anyhow!("{error} (is it running? set --server or GUIDON_SERVER)")
         }

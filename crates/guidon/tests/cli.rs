@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use guidon_server::testing::TempDir;
+use guidon_server::testing::{TempDir, TestTls, served_certificate};
 use serde_json::Value;
 
 fn guidon(args: &[&str]) -> Output {
@@ -569,4 +569,136 @@ fn serve_logs_have_no_colour_in_a_pipe() {
     let err = text(&out.stderr);
     assert!(err.contains("guidon serving"), "logs were written: {err}");
     assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
+}
+
+#[test]
+fn serve_refuses_half_a_tls_setup_and_bad_tls_files_in_one_line_without_a_database() {
+    let tls = TestTls::new("cli-refused");
+    let files = tls.files();
+    let cert = files.cert.to_string_lossy().into_owned();
+    let key = files.key.to_string_lossy().into_owned();
+    let listen = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "a-long-enough-secret",
+    ];
+
+    let (out, db) = serve_fails("tls-half", &[&listen[..], &["--tls-cert", &cert]].concat());
+    assert_clean_failure(&out, "--tls-cert needs --tls-key (give both, or neither)");
+    assert!(!db, "no database file: {}", text(&out.stderr));
+    let (out, db) = serve_fails(
+        "tls-half-key",
+        &[&listen[..], &["--tls-key", &key]].concat(),
+    );
+    assert_clean_failure(&out, "--tls-key needs --tls-cert");
+    assert!(!db, "no database file: {}", text(&out.stderr));
+
+    // The key given as the certificate, and the certificate as the key.
+    let (out, db) = serve_fails(
+        "tls-swapped",
+        &[&listen[..], &["--tls-cert", &key, "--tls-key", &cert]].concat(),
+    );
+    assert_clean_failure(&out, &format!("--tls-cert {key}: no certificate in it"));
+    assert!(!db, "no database file: {}", text(&out.stderr));
+}
+
+/// The real binary over HTTPS: a SIGHUP (`kill -HUP`) makes it serve the
+/// renewed certificate; a SIGHUP with broken files logs one line and keeps
+/// serving the certificate it had.
+#[test]
+fn serve_reloads_its_certificate_on_sighup() {
+    let tls = TestTls::new("cli-sighup");
+    let files = tls.files();
+    let ca = tls.ca_pem();
+    let dir = TempDir::new("cli-sighup");
+    let url = format!("sqlite://{}", dir.join("guidon.db").display());
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .env("GUIDON_ADMIN_TOKEN", "a-long-enough-secret")
+        .env("GUIDON_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("guidon runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let listening = lines.by_ref().map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("guidon: listening on https://")
+            .map(str::to_owned)
+    });
+    let Some(addr) = listening else {
+        let _ = child.kill();
+        panic!(
+            "it did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let addr: std::net::SocketAddr = addr.trim().parse().expect("an address");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let served = || runtime.block_on(served_certificate(addr, &ca));
+    let hangup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP");
+    };
+    assert_eq!(served(), tls.cert.der);
+
+    let second = tls.renew("second");
+    hangup();
+    // Each check is a new handshake; the reload is done soon after the
+    // signal (a bounded number of tries, no time asserted).
+    let reloaded = (0..2000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        served() == second.der
+    });
+    assert!(
+        reloaded,
+        "the renewed certificate is served: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Broken files: one error line, and the second certificate still served.
+    std::fs::write(&files.key, "not a key").expect("write");
+    hangup();
+    let said = (0..2000).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(&log).ok().and_then(|l| {
+            l.lines()
+                .find(|l| l.contains("not reloaded"))
+                .map(str::to_owned)
+        })
+    });
+    let line = said.unwrap_or_else(|| {
+        panic!(
+            "no error line: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(
+        line.contains("still serving the previous one")
+            && line.contains(&format!("--tls-key {}", files.key.display())),
+        "{line}"
+    );
+    assert_eq!(served(), second.der);
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "a SIGHUP does not end the server"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let out = child.wait().expect("guidon ends");
+    assert!(out.success(), "a clean exit after SIGTERM: {out:?}");
 }

@@ -73,8 +73,11 @@ fn guidon(args: &[&str], vars: &[(&str, &str)]) -> Output {
     for var in [
         "GUIDON_SERVER",
         "GUIDON_TOKEN",
+        "GUIDON_CA_CERT",
         "HTTP_PROXY",
         "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
         "ALL_PROXY",
         "all_proxy",
     ] {
@@ -750,16 +753,6 @@ fn unreachable_server_is_one_line_naming_it() {
     );
     assert!(err.contains("GUIDON_SERVER"), "{err}");
 
-    let args = [
-        "envs",
-        "list",
-        "--server",
-        "https://flags.example.com",
-        "--token",
-        "x",
-    ];
-    let err = failed(&args, &guidon(&args, &[]));
-    assert!(err.contains("https") && err.contains("TLS"), "{err}");
     let args = ["envs", "list", "--server", "ftp://x", "--token", "x"];
     let err = failed(&args, &guidon(&args, &[]));
     assert!(err.contains("unsupported scheme"), "{err}");
@@ -876,4 +869,59 @@ fn experiment_results_as_a_table_and_as_json() {
         "purchase",
     ]);
     assert!(err.contains("invalid environment \"../x\""), "{err}");
+}
+
+/// Over HTTPS with a private CA: `--ca-cert` (or `GUIDON_CA_CERT`) makes
+/// the commands trust it; without it they say, in one line, that the
+/// certificate is not trusted and what to give.
+#[test]
+fn commands_speak_https_with_a_ca_cert() {
+    let server = BlockingServer::start_tls("cli-https");
+    let url = server.base().to_owned();
+    assert!(url.starts_with("https://"), "{url}");
+    let dir = TempDir::new("cli-https");
+    let ca = dir.file(
+        "ca.pem",
+        &server.server().tls.as_ref().expect("TLS").ca_pem(),
+    );
+    let with_ca = |ca: &str| -> Output {
+        let args = [
+            "envs",
+            "list",
+            "--server",
+            &url,
+            "--token",
+            ADMIN,
+            "--ca-cert",
+            ca,
+        ];
+        guidon(&args, &[])
+    };
+    let args = ["envs", "list", "--server", &url, "--token", ADMIN];
+    let out = succeeded(&args, &with_ca(&ca));
+    assert!(out.contains("production"), "{out}");
+    let out = succeeded(&args, &guidon(&args, &[("GUIDON_CA_CERT", &ca)]));
+    assert!(out.contains("production"), "{out}");
+
+    let err = failed(&args, &guidon(&args, &[]));
+    assert!(
+        err.contains("TLS certificate this client does not trust")
+            && err.contains("UnknownIssuer")
+            && err.contains("--ca-cert"),
+        "{err}"
+    );
+    let missing = dir.join("missing.pem").to_string_lossy().into_owned();
+    let err = failed(&args, &with_ca(&missing));
+    assert!(
+        err.starts_with(&format!("guidon: --ca-cert {missing}: cannot read it")),
+        "{err}"
+    );
+    let garbage = dir.file("garbage.pem", "hello");
+    let err = failed(&args, &with_ca(&garbage));
+    assert!(
+        err.starts_with(&format!(
+            "guidon: --ca-cert {garbage}: no certificate in it"
+        )),
+        "{err}"
+    );
 }

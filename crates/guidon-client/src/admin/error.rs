@@ -20,6 +20,13 @@ pub enum AdminError {
     /// header value.
     #[error("setting up the HTTP client: {0}")]
     Setup(String),
+    /// The CA certificates given cannot be used.
+    #[error("CA certificate: {0}")]
+    Ca(String),
+    /// The server's TLS certificate is not trusted (not signed by a CA
+    /// this client trusts, expired, for another name).
+    #[error("the server at {server} has a TLS certificate this client does not trust: {cause}")]
+    Certificate { server: String, cause: String },
     /// A request body could not be encoded.
     #[error("encoding the request: {0}")]
     Encode(#[from] serde_json::Error),

@@ -65,19 +65,25 @@ struct Reply {
 impl AdminClient {
     /// A client of the server at `server` (see the module's documentation
     /// for the forms it takes), authenticating with `token`.
+    /// An `https://` server's certificate must chain to the system's
+    /// roots; see [`AdminClient::ca_certificate_pem`] for another CA.
     pub fn new(server: &str, token: &str) -> Result<AdminClient, AdminError> {
         let (api, server) = api_root(server)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("guidon/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AdminError::Setup(e.to_string()))?;
         Ok(AdminClient {
-            http,
+            http: http_client(None, api.scheme() == "https")?,
             api,
             server,
             token: token.to_owned(),
+        })
+    }
+
+    /// The same client, trusting the CA certificates in `pem` (PEM, one or
+    /// more) besides the system's roots: a private CA, or the server's own
+    /// self-signed certificate.
+    pub fn ca_certificate_pem(self, pem: &[u8]) -> Result<AdminClient, AdminError> {
+        Ok(AdminClient {
+            http: http_client(Some(pem), true)?,
+            ..self
         })
     }
 
@@ -422,7 +428,9 @@ impl AdminClient {
     fn transport(&self, e: &reqwest::Error) -> AdminError {
         let server = self.server.clone();
         let cause = root_cause(e);
-        if e.is_timeout() {
+        if let Some(cause) = crate::tls::certificate_refused(e) {
+            AdminError::Certificate { server, cause }
+        } else if e.is_timeout() {
             AdminError::Timeout { server, cause }
         } else if e.is_connect() {
             AdminError::Connect { server, cause }
@@ -495,22 +503,15 @@ fn api_root(server: &str) -> Result<(Url, String), AdminError> {
     };
     let mut api = Url::parse(&with_scheme).map_err(|e| invalid(format!("not a URL: {e}")))?;
     match api.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(invalid(
-                "this client is built without TLS, so it speaks only http://; \
-                 reach an https server through a local TLS proxy"
-                    .into(),
-            ));
-        }
+        "http" | "https" => {}
         other => {
             return Err(invalid(format!(
-                "unsupported scheme {other:?}, use http://"
+                "unsupported scheme {other:?}, use http:// or https://"
             )));
         }
     }
     if api.cannot_be_a_base() || api.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("not an http:// URL with a host".into()));
+        return Err(invalid("not an http:// or https:// URL with a host".into()));
     }
     api.set_query(None);
     api.set_fragment(None);
@@ -523,6 +524,20 @@ fn api_root(server: &str) -> Result<(Url, String), AdminError> {
     let path = format!("/{}", segments.join("/"));
     api.set_path(&path);
     Ok((api, with_scheme.trim_end_matches('/').to_owned()))
+}
+
+/// The HTTP client, with the SDK's TLS trust (the system's roots, plus
+/// `ca_pem`) when `tls` (reading the roots only then).
+fn http_client(ca_pem: Option<&[u8]>, tls: bool) -> Result<reqwest::Client, AdminError> {
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("guidon/", env!("CARGO_PKG_VERSION")));
+    if tls {
+        let config = crate::tls::client_config(ca_pem).map_err(AdminError::Ca)?;
+        http = http.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+    }
+    http.build().map_err(|e| AdminError::Setup(e.to_string()))
 }
 
 /// Flag keys and environment names follow the server's key rule; checking
@@ -607,7 +622,10 @@ mod tests {
             Err(AdminError::InvalidUrl { reason, .. }) => reason,
             other => panic!("{server}: {other:?}"),
         };
-        assert!(reason("https://flags.example.com").contains("TLS"));
+        assert!(
+            api_root("https://flags.example.com").is_ok(),
+            "https is spoken"
+        );
         assert!(reason("ftp://x").contains("unsupported scheme \"ftp\""));
         assert!(reason("http://").contains("not a URL"));
         assert!(reason("").contains("not a URL"));

@@ -7,6 +7,9 @@
 //! - [`TestServer`]: a real `guidon serve` on 127.0.0.1:0 over a database
 //!   URL, with an admin HTTP client; [`servers`] starts one per backend;
 //!   [`BlockingServer`] runs one on its own runtime for plain blocking tests.
+//! - [`TestTls`]: HTTPS for a [`TestServer`] ([`TestServer::start_tls`]):
+//!   a CA and certificate made in the test; [`served_certificate`] tells
+//!   which certificate a server serves.
 //! - [`Proxy`]: a TCP proxy between a client and a server that injects
 //!   [`Faults`] (refused connections, cuts mid-message, delays, stalls).
 //! - [`FakeServer`]: a scripted HTTP server, for protocol cases a real
@@ -16,7 +19,7 @@
 //! - [`SseReader`]: reads a stream response's events with
 //!   [`guidon_protocol::sse`], the parser the SDK uses.
 //! - From `guidon-testkit`: [`databases`], [`sqlite`] and [`TestDb`] (fresh
-//!   databases), [`TempDir`], [`free_port`].
+//!   databases), [`TempDir`], [`free_port`], [`TestCa`] and [`ServerCert`].
 //!
 //! Everything here panics, with a message, on what a test did not expect:
 //! it is for tests only.
@@ -26,17 +29,19 @@ mod proxy;
 mod rng;
 mod server;
 mod sse;
+mod tls;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 pub use fake::{FakeServer, Handler, Reply, Seen, sse_event};
-pub use guidon_testkit::{TempDir, TestDb, databases, free_port, sqlite};
+pub use guidon_testkit::{ServerCert, TempDir, TestCa, TestDb, databases, free_port, sqlite};
 pub use proxy::{Faults, Proxy};
 pub use rng::Rng;
 pub use server::{BlockingServer, TestServer, config, servers};
 pub use sse::{SseEvent, SseEventJson, SseReader};
+pub use tls::{TestTls, served_certificate, tls_connect};
 
 /// The admin token every test server is started with.
 pub const ADMIN: &str = "test-admin-secret";

@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ADMIN, TestDb};
-use crate::{Config, ENV_HEADER, Running};
+use super::{ADMIN, TestDb, TestTls};
+use crate::{Config, ENV_HEADER, Running, TlsError};
 
 /// The tests' configuration: 127.0.0.1:0, the admin token [`ADMIN`], a
 /// one-second heartbeat and a 100 ms store poll (so other instances'
@@ -26,13 +26,17 @@ pub fn config(database_url: &str) -> Config {
 
 /// A running server (in this runtime) and an HTTP client for it.
 pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub base: String,
     pub addr: SocketAddr,
     /// The database it serves (another instance can start over it).
     pub database_url: String,
-    /// A client with a 30 s timeout (no token: see [`TestServer::admin`]).
+    /// A client with a 30 s timeout (no token: see [`TestServer::admin`]);
+    /// over TLS it trusts the server's CA.
     pub http: reqwest::Client,
+    /// The CA and certificate files, for a server started with
+    /// [`TestServer::start_tls`].
+    pub tls: Option<TestTls>,
     config: Config,
     running: Option<Running>,
 }
@@ -44,18 +48,58 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
+        TestServer::launch(config, None).await
+    }
+
+    /// A server over `database_url` with [`config`], serving HTTPS with a
+    /// certificate of a CA made for it ([`TestTls`]).
+    pub async fn start_tls(database_url: &str) -> TestServer {
+        let tls = TestTls::new("server");
+        TestServer::start_tls_with(config(database_url), tls).await
+    }
+
+    /// A server with `config`, serving HTTPS with `tls`'s files.
+    pub async fn start_tls_with(config: Config, tls: TestTls) -> TestServer {
+        TestServer::launch(
+            Config {
+                tls: Some(tls.files()),
+                ..config
+            },
+            Some(tls),
+        )
+        .await
+    }
+
+    async fn launch(config: Config, tls: Option<TestTls>) -> TestServer {
         let running = crate::start(config.clone()).await.expect("server starts");
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let base = match &tls {
+            Some(tls) => {
+                let ca = reqwest::Certificate::from_pem(tls.ca_pem().as_bytes())
+                    .expect("the CA certificate");
+                http = http.add_root_certificate(ca);
+                format!("https://{}", running.addr)
+            }
+            None => format!("http://{}", running.addr),
+        };
         TestServer {
-            base: format!("http://{}", running.addr),
+            base,
             addr: running.addr,
             database_url: config.database_url.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client"),
+            http: http.build().expect("an HTTP client"),
+            tls,
             config,
             running: Some(running),
         }
+    }
+
+    /// Reads the certificate files again ([`Running::reload_tls`]), as
+    /// `guidon serve` does on SIGHUP.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        self.running
+            .as_ref()
+            .expect("running until stopped")
+            .reload_tls()
     }
 
     /// Its configuration, listening on the address it has now: to start
@@ -193,13 +237,28 @@ pub struct BlockingServer {
 
 impl BlockingServer {
     pub fn start(label: &str) -> BlockingServer {
+        BlockingServer::launch(label, false)
+    }
+
+    /// The same, serving HTTPS ([`TestServer::start_tls`]).
+    pub fn start_tls(label: &str) -> BlockingServer {
+        BlockingServer::launch(label, true)
+    }
+
+    fn launch(label: &str, tls: bool) -> BlockingServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime");
         let db = super::sqlite(label);
-        let server = runtime.block_on(TestServer::start(&db.url));
+        let server = runtime.block_on(async {
+            if tls {
+                TestServer::start_tls(&db.url).await
+            } else {
+                TestServer::start(&db.url).await
+            }
+        });
         BlockingServer {
             server: Some(server),
             runtime,
@@ -211,7 +270,7 @@ impl BlockingServer {
         self.server.as_ref().expect("running until dropped")
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS).
     pub fn base(&self) -> &str {
         &self.server().base
     }

@@ -56,6 +56,13 @@ pub(crate) struct ServeArgs {
     /// /metrics needs a metrics or an admin token.
     #[arg(long, env = "GUIDON_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key. Reloaded on SIGHUP.
+    #[arg(long, env = "GUIDON_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "GUIDON_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<std::path::PathBuf>,
     /// An origin whose pages may call OFREP, evaluate and send events
     /// (CORS), such as https://app.example.com; repeat it for more. No
     /// wildcard, and never with credentials.
@@ -71,6 +78,14 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // An empty value (GUIDON_TLS_CERT= in a unit file) means none.
+    let given = |path: Option<std::path::PathBuf>| path.filter(|p| !p.as_os_str().is_empty());
+    let tls = match (given(args.tls_cert), given(args.tls_key)) {
+        (Some(cert), Some(key)) => Some(guidon_server::TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key (give both, or neither)"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert (give both, or neither)"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GUIDON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: not in a file or a pipe,
@@ -102,6 +117,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             send_buffer: (args.send_buffer_bytes > 0).then_some(args.send_buffer_bytes),
         },
         metrics_listen: args.metrics_listen.filter(|a| !a.is_empty()),
+        tls,
         cors_origins: args.cors_origins,
         ..guidon_server::Config::default()
     };
@@ -117,7 +133,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                  guidon: use it as  Authorization: Bearer {token}"
             );
         }
-        println!("guidon: listening on http://{}", running.addr);
+        // Listening for SIGHUP before saying the server is up: a SIGHUP
+        // sent then reloads, and never kills the process.
+        #[cfg(unix)]
+        if running.is_tls() {
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP (the certificate reload)")?;
+            tokio::spawn(reload_on_hangup(hangups, running.tls_reloader()));
+        }
+        let scheme = if running.is_tls() { "https" } else { "http" };
+        println!("guidon: listening on {scheme}://{}", running.addr);
         let stop = running.stopper();
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -148,6 +173,24 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// How long a graceful shutdown may wait for open connections.
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// On each SIGHUP, the certificate and key are read again: served to new
+/// connections, or, if they do not load, one error line and the previous
+/// certificate kept.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    reload: impl Fn() -> Result<bool, guidon_server::TlsError>,
+) {
+    while hangups.recv().await.is_some() {
+        match reload() {
+            Ok(_) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => tracing::error!(
+                "SIGHUP: TLS certificate not reloaded, still serving the previous one: {e}"
+            ),
+        }
+    }
+}
 
 /// Ctrl-C, or SIGTERM on Unix.
 async fn shutdown_signal() {
