@@ -264,7 +264,7 @@ fn event(label: &str, n: u64) -> Value {
     let user = format!("u{}", n % 97);
     if n.is_multiple_of(2) {
         json!({"type": "exposure", "event_id": format!("{label}-{n}"), "flag": "exp",
-               "variant": if n % 4 == 0 { "control" } else { "treatment" },
+               "variant": if n.is_multiple_of(4) { "control" } else { "treatment" },
                "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:00Z"})
     } else {
         json!({"type": "conversion", "event_id": format!("{label}-{n}"), "metric": "purchase",
@@ -672,6 +672,9 @@ async fn sqlite_disk_full_fails_a_write_cleanly_and_corrupts_nothing() {
     drop(server);
 }
 
+/// Events per batch the soak's sender posts.
+const BATCH: u64 = 25;
+
 /// What the soak's writers were told.
 #[derive(Default)]
 struct Tally {
@@ -682,7 +685,10 @@ struct Tally {
     reused: Mutex<Vec<String>>,
     /// Writes whose answer never came (cut, refused, server killed).
     unknown: AtomicU64,
-    events: Mutex<Vec<Value>>,
+    /// The first event number of each acknowledged batch of [`BATCH`]
+    /// (the events themselves are `event("soak", n)`: kept as numbers, the
+    /// test's own memory stays small over a long run).
+    events: Mutex<Vec<u64>>,
     events_unknown: AtomicU64,
     evals_ok: AtomicU64,
     evals_failed: AtomicU64,
@@ -774,19 +780,19 @@ async fn a_mixed_load_soak_with_sigkills_and_network_cuts_loses_nothing() {
                 .unwrap();
             let mut n = 0_u64;
             while !done.load(Ordering::Relaxed) {
-                let batch: Vec<Value> = (n..n + 25).map(|i| event("soak", i)).collect();
-                n += 25;
+                let batch: Vec<Value> = (n..n + BATCH).map(|i| event("soak", i)).collect();
+                n += BATCH;
                 match post_events(&http, &base, &token, &batch).await {
                     Ok((status, body))
                         if status == 200
                             && body["accepted"].as_u64().unwrap_or(0)
                                 + body["duplicates"].as_u64().unwrap_or(0)
-                                == 25 =>
+                                == BATCH =>
                     {
-                        tally.events.lock().unwrap().extend(batch);
+                        tally.events.lock().unwrap().push(n - BATCH);
                     }
                     _ => {
-                        tally.events_unknown.fetch_add(25, Ordering::Relaxed);
+                        tally.events_unknown.fetch_add(BATCH, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -824,6 +830,8 @@ async fn a_mixed_load_soak_with_sigkills_and_network_cuts_loses_nothing() {
     // (ms since start, VmRSS, RssAnon), every second; the steady third's.
     let mut rss: Vec<(u64, u64, u64)> = Vec::new();
     let mut steady: Vec<(u64, u64)> = Vec::new();
+    // From each SIGKILL to the restarted server listening.
+    let mut outages: Vec<Duration> = Vec::new();
     let tick = Duration::from_millis(250);
     // Kill k falls at a random moment of the k-th slice of the kill phase.
     let kill_every = u64::try_from(kill_phase.as_millis()).unwrap() / rounds;
@@ -841,12 +849,14 @@ async fn a_mixed_load_soak_with_sigkills_and_network_cuts_loses_nothing() {
             evaluations.fetch_add(1, Ordering::Relaxed);
         }
         if kills < rounds && now >= next_kill {
+            let down = Instant::now();
             server.take().unwrap().kill();
             kills += 1;
             tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
             server = Some(tokio::task::block_in_place(|| {
                 Serve::spawn(&url, port, &log)
             }));
+            outages.push(down.elapsed());
             next_kill = kill_at(kills, &mut rng);
         }
         if rng.chance(4) {
@@ -913,7 +923,10 @@ async fn a_mixed_load_soak_with_sigkills_and_network_cuts_loses_nothing() {
         writes.len(),
         "two acknowledgements of one revision"
     );
-    let events = std::mem::take(&mut *tally.events.lock().unwrap());
+    let events: Vec<Value> = std::mem::take(&mut *tally.events.lock().unwrap())
+        .into_iter()
+        .flat_map(|n| (n..n + BATCH).map(|i| event("soak", i)))
+        .collect();
     let found = events_found(&http, &base, &token, &events).await;
     assert_eq!(found, events.len() as u64);
     let sdk_rss_end = status_kib(std::process::id(), "VmRSS");
@@ -940,6 +953,16 @@ async fn a_mixed_load_soak_with_sigkills_and_network_cuts_loses_nothing() {
         tally.evals_failed.load(Ordering::Relaxed),
         evaluations.load(Ordering::Relaxed),
         steady.len(),
+    );
+    let longest = outages.iter().max().copied().unwrap_or_default();
+    let down: Duration = outages.iter().sum();
+    println!(
+        "  server down {down:.2?} in all over {kills} SIGKILLs (longest {longest:.2?}); \
+         (s, VmRSS KiB, RssAnon KiB) at tenths of the run: {:?}",
+        (0..10)
+            .filter_map(|i| rss.get(i * rss.len() / 10))
+            .map(|r| (r.0 / 1000, r.1, r.2))
+            .collect::<Vec<_>>()
     );
     assert!(
         !writes.is_empty() && !events.is_empty(),
