@@ -451,6 +451,8 @@ async fn a_postgres_outage_keeps_evaluations_and_streams_and_fails_writes_with_5
         assert_eq!(body["value"], 1, "{body}");
     }
     assert_eq!(document(&http, &base).await["revision"], before);
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the process is alive: /healthz");
     for since in [None, Some(before), Some(before - 1)] {
         let (status, first) = first_stream_event(&http, &base, &token, since).await;
         assert_eq!(
