@@ -147,7 +147,10 @@ async fn not_ahead(env: &EnvState, since: u64) -> ApiResult<()> {
 }
 
 /// What to send first: every revision after `since` when they can be
-/// replayed, else the snapshot.
+/// replayed, else the snapshot. A client at the served revision needs
+/// nothing, and the database is not asked; when the database cannot answer
+/// (an outage), the client gets the served snapshot: a stream opens and
+/// serves the last state while the database is away.
 async fn opening(
     state: &AppState,
     env: &EnvState,
@@ -157,6 +160,9 @@ async fn opening(
     let Some(since) = since.filter(|s| *s <= live.revision) else {
         return Ok(vec![Arc::new(live.encoded().clone())]);
     };
+    if since == live.revision {
+        return Ok(Vec::new());
+    }
     match state.store.changes_since(&env.name, since).await {
         Ok(changes) if changes.epoch.is_none_or(|e| e == live.epoch) => Ok(changes
             .into_updates()
@@ -165,6 +171,10 @@ async fn opening(
             .collect()),
         // Too old to replay, or re-created meanwhile.
         Ok(_) | Err(StoreError::TooOld { .. }) => Ok(vec![Arc::new(live.encoded().clone())]),
+        Err(e @ StoreError::Database(_)) => {
+            tracing::warn!(env = %env.name, error = %e, "stream opened with the served snapshot: the database cannot replay changes");
+            Ok(vec![Arc::new(live.encoded().clone())])
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -9,6 +9,10 @@
 //! - [`free_port`]: a port nothing listens on.
 //! - [`TestCa`] and [`ServerCert`]: a CA and server certificates made in
 //!   the test (`rcgen`), for the TLS tests.
+//! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, which it
+//!   may stop and start (the shared one is never touched).
+//! - [`SmallFs`]: a directory on a tmpfs of a few megabytes, to fill.
+//! - [`sqlite_integrity`]: SQLite's own `PRAGMA integrity_check` of a file.
 //!
 //! The server's own test support (`guidon_server::testing`, behind its
 //! `test-support` feature) builds on these and re-exports them.
@@ -20,6 +24,11 @@ use sqlx::AnyPool;
 
 mod tls;
 pub use tls::{ServerCert, TestCa};
+mod postgres;
+mod smallfs;
+
+pub use postgres::PrivatePostgres;
+pub use smallfs::SmallFs;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -155,4 +164,16 @@ pub async fn databases(label: &str) -> Vec<TestDb> {
 pub async fn raw_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     AnyPool::connect(url).await
+}
+
+/// SQLite's `PRAGMA integrity_check` of the database at `url`: `"ok"` when
+/// every page, index and constraint is sound, else SQLite's list of what is
+/// not.
+pub async fn sqlite_integrity(url: &str) -> Result<String, sqlx::Error> {
+    let pool = raw_pool(url).await?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    Ok(rows.join("\n"))
 }

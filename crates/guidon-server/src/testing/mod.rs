@@ -19,7 +19,9 @@
 //! - [`SseReader`]: reads a stream response's events with
 //!   [`guidon_protocol::sse`], the parser the SDK uses.
 //! - From `guidon-testkit`: [`databases`], [`sqlite`] and [`TestDb`] (fresh
-//!   databases), [`TempDir`], [`free_port`], [`TestCa`] and [`ServerCert`].
+//!   databases), [`TempDir`], [`free_port`], [`TestCa`] and [`ServerCert`],
+//!   [`PrivatePostgres`] (a server the test may stop), [`SmallFs`] (a small
+//!   filesystem to fill), [`sqlite_integrity`].
 //!
 //! Everything here panics, with a message, on what a test did not expect:
 //! it is for tests only.
@@ -36,7 +38,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use fake::{FakeServer, Handler, Reply, Seen, sse_event};
-pub use guidon_testkit::{ServerCert, TempDir, TestCa, TestDb, databases, free_port, sqlite};
+pub use guidon_testkit::{
+    PrivatePostgres, ServerCert, SmallFs, TempDir, TestCa, TestDb, databases, free_port, sqlite,
+    sqlite_integrity,
+};
 pub use proxy::{Faults, Proxy};
 pub use rng::Rng;
 pub use server::{BlockingServer, TestServer, config, servers};
