@@ -517,7 +517,8 @@ pub(crate) async fn healthz() -> Json<Value> {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct Status {
-    /// `ok` (`/healthz`); `ready`, `loading` or `unavailable` (`/readyz`).
+    /// `ok` (`/healthz`); `ready`, `degraded` (the database is away: the
+    /// last state is served, writes fail) or `loading` (`/readyz`).
     status: String,
     /// `ok`, or why the database does not answer.
     database: Option<String>,
@@ -534,17 +535,22 @@ pub(crate) struct Status {
     tag = "ops",
     summary = "Readiness: the database answers and every environment is loaded",
     security(()),
-    responses((status = 200, description = "Ready", body = Status), (status = 503, description = "Not ready: the database, or an environment that does not load", body = Status))
+    responses((status = 200, description = "Ready; or degraded: the database is away, the last state is served and writes fail", body = Status), (status = 503, description = "Not ready: an environment does not load", body = Status))
 )]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let envs = match state.store.list_envs().await {
         Ok(envs) => envs,
+        // The database away: evaluations, the document and streams still
+        // serve what this instance loaded (it could not have started
+        // without), so it stays in rotation; writes fail with a 503. A load
+        // balancer routing on /readyz must not pull every instance at once.
         Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": e.to_string()})),
-            )
-                .into_response();
+            return Json(json!({
+                "status": "degraded",
+                "database": e.to_string(),
+                "environments": state.envs.all().len(),
+            }))
+            .into_response();
         }
     };
     // Every environment loaded and compiled (one created through another

@@ -453,6 +453,12 @@ async fn a_postgres_outage_keeps_evaluations_and_streams_and_fails_writes_with_5
     assert_eq!(document(&http, &base).await["revision"], before);
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "the process is alive: /healthz");
+    // Still in rotation: it serves the last state, and says the database is away.
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "/readyz during the outage");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(ready["database"].as_str().is_some_and(|d| !d.is_empty()), "{ready}");
     for since in [None, Some(before), Some(before - 1)] {
         let (status, first) = first_stream_event(&http, &base, &token, since).await;
         assert_eq!(
