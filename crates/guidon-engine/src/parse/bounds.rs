@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashSet, HashSetExt as _};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::ParseError;
@@ -59,6 +59,7 @@ pub(crate) fn walk<'de, D: Deserializer<'de>>(de: D) -> Result<(), ParseError> {
     let mut state = State {
         path: Vec::new(),
         depth: 0,
+        keys: Vec::new(),
         broken: Cell::new(None),
     };
     let result = Node { state: &mut state }.deserialize(de);
@@ -77,8 +78,15 @@ enum Segment<'de> {
 struct State<'de> {
     path: Vec<Segment<'de>>,
     depth: usize,
+    /// The keys of every object being walked, innermost last: one buffer
+    /// for the whole walk rather than a set for each object.
+    keys: Vec<Cow<'de, str>>,
     broken: Cell<Option<ParseError>>,
 }
+
+/// Up to this many keys an object's are compared one by one; beyond, in a
+/// hash set.
+const LINEAR_KEYS: usize = 16;
 
 impl State<'_> {
     /// The path in the notation of [`ParseError::path`]: `flags[0].key`.
@@ -181,9 +189,25 @@ impl<'de> Visitor<'de> for Node<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.state;
         state.enter()?;
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        let start = state.keys.len();
+        let mut set: Option<HashSet<Cow<'de, str>>> = None;
         while let Some(key) = map.next_key_seed(Key)? {
-            if !seen.insert(key.clone()) {
+            let own = &state.keys[start..];
+            let repeated = match &mut set {
+                Some(set) => !set.insert(key.clone()),
+                None if own.len() < LINEAR_KEYS => own.contains(&key),
+                None => {
+                    let mut all: HashSet<Cow<'de, str>> = HashSet::with_capacity(own.len() * 2);
+                    all.extend(own.iter().cloned());
+                    let repeated = !all.insert(key.clone());
+                    set = Some(all);
+                    repeated
+                }
+            };
+            if set.is_none() {
+                state.keys.push(key.clone());
+            }
+            if repeated {
                 let at = state.path_string();
                 state.path.push(Segment::Key(key.clone()));
                 let path = state.path_string();
@@ -201,6 +225,7 @@ impl<'de> Visitor<'de> for Node<'_, 'de> {
             map.next_value_seed(Node { state: &mut *state })?;
             state.path.pop();
         }
+        state.keys.truncate(start);
         state.depth -= 1;
         Ok(())
     }
@@ -499,8 +524,7 @@ impl Scan<'_> {
                     // An anchor's or alias's name, or a tag: up to a blank,
                     // or a `,` in flow context (libyaml refuses any other
                     // character after one and stops).
-                    while !self.eof() && !self.blankz(0) && !(self.flow > 0 && self.peek(0) == b',')
-                    {
+                    while !(self.blankz(0) || (self.flow > 0 && self.peek(0) == b',')) {
                         if c != b'!' && matches!(self.peek(0), b'[' | b']' | b'{' | b'}') {
                             break;
                         }
@@ -689,6 +713,18 @@ mod tests {
         // The same key in sibling objects is no repetition.
         json(r#"{"a": {"k": 1}, "b": {"k": 1}, "c": [{"k": 1}, {"k": 2}]}"#).expect("siblings");
         yaml("a: {k: 1}\nb:\n  k: 1\n").expect("siblings");
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_in_a_large_object() {
+        let keys: Vec<String> = (0..100).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        json(&format!("{{{}}}", keys.join(", "))).expect("distinct");
+        for (first, again) in [(3, 10), (3, 40), (30, 90)] {
+            let mut with = keys.clone();
+            with.insert(again, format!(r#""k{first}": 0"#));
+            let err = json(&format!("{{{}}}", with.join(", "))).expect_err("repeated");
+            assert_eq!(err.path, format!("k{first}"), "{first} again at {again}");
+        }
     }
 
     #[test]

@@ -64,6 +64,14 @@ impl Format {
         }
     }
 
+    /// Holds `text` to the bounds of everything from outside, without
+    /// reading it as a value: no object repeats a key, nothing nests deeper
+    /// than [`MAX_DEPTH`]. [`Format::parse`] does this first; a syntax error
+    /// is not reported here but by the parse.
+    pub fn check_bounds(self, text: &str) -> Result<(), ParseError> {
+        bounds::check(self, text)
+    }
+
     /// Reads `text` as a `T`; an error names the path of the value at fault.
     /// JSON must be one value with nothing after it. The text is first held
     /// to the bounds of everything from outside: no object repeats a key, and
