@@ -37,7 +37,9 @@ pub(crate) fn parse_document(
         let file = FlagFile::parse(text, format).map_err(|e| parse_error(e.to_string()))?;
         return Ok(Document::from_file(file));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+    // The engine's parser holds the text to its bounds (no repeated key, no
+    // nesting deeper than `guidon_engine::MAX_DEPTH`) before anything reads it.
+    let value: Value = format.parse(text).map_err(|e| parse_error(e.to_string()))?;
     let is_document = value
         .as_object()
         .is_some_and(|o| o.contains_key("revision") || o.contains_key("versions"));
@@ -119,5 +121,22 @@ mod tests {
         assert_eq!(yaml.file.flags[0].key, "a");
         assert!(parse_document(r#"{"flags": [{"key": "a"}]}"#, Format::Json, "t").is_err());
         assert!(parse_document("{", Format::Json, "t").is_err());
+    }
+
+    /// A flag file repeating a key is refused in either format, naming the
+    /// key and where it is, not read as the last value.
+    #[test]
+    fn a_repeated_key_is_refused() {
+        let json = r#"{"flags": [{"key": "a", "enabled": false, "enabled": true}]}"#;
+        let yaml = "flags:\n  - key: a\n    enabled: false\n    enabled: true\n";
+        for (text, format) in [(json, Format::Json), (yaml, Format::Yaml)] {
+            let err = parse_document(text, format, "t").expect_err("duplicate");
+            let message = err.to_string();
+            assert!(message.contains(r#"duplicate key "enabled""#), "{message}");
+            assert!(message.contains("flags[0]"), "{message}");
+        }
+        let deep = format!("{{\"flags\": {}{}}}", "[".repeat(100), "]".repeat(100));
+        let err = parse_document(&deep, Format::Json, "t").expect_err("deep");
+        assert!(err.to_string().contains("64"), "{err}");
     }
 }

@@ -88,8 +88,11 @@ impl Context {
     }
 
     pub fn from_json_str(text: &str) -> Result<Context, ContextError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ContextError::Syntax(e.to_string()))?;
+        // Through the parser's bounds: a repeated attribute (`targetingKey`
+        // twice) or a context nested too deep is refused, not read as its last.
+        let value: Value = crate::Format::Json
+            .parse(text)
+            .map_err(|e| ContextError::Syntax(e.to_string()))?;
         Context::try_from(value)
     }
 
@@ -333,5 +336,20 @@ mod tests {
             Context::from_json_str("{"),
             Err(ContextError::Syntax(_))
         ));
+    }
+
+    /// The CLI's `--context`: a repeated attribute is refused, not read as
+    /// its last value.
+    #[test]
+    fn a_repeated_attribute_is_refused() {
+        let err = Context::from_json_str(r#"{"targetingKey": "a", "targetingKey": "b"}"#)
+            .expect_err("duplicate");
+        let message = err.to_string();
+        assert!(
+            message.contains(r#"duplicate key "targetingKey""#),
+            "{message}"
+        );
+        Context::from_json_str(r#"{"targetingKey": "a", "plan": {"targetingKey": "b"}}"#)
+            .expect("the same name at another level");
     }
 }

@@ -36,7 +36,7 @@ pub use explain::{ConditionTrace, Explanation, Step};
 pub use hashing::{rollout_bucket, variant_selection};
 pub use jiff::Timestamp;
 pub use model::FlagFile;
-pub use parse::Format;
+pub use parse::{Format, MAX_DEPTH};
 pub use result::{ErrorCode, Evaluation, Metadata, Reason};
 
 /// Evaluates `flag_key` for `context` at time `now`. Same as [`Snapshot::evaluate`].

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -170,7 +171,7 @@ pub(crate) async fn create_env(
     Body(bytes): Body,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let new: NewEnv = body::json(&headers, &bytes)?;
+    let new: NewEnv = body::json(&headers, &bytes).await?;
     let info = state.store.create_env(&new.name).await?;
     state.env(&info.name).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
@@ -275,7 +276,7 @@ pub(crate) async fn import(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     check_key("environment", &env)?;
-    let file: FlagFile = body::json_or_yaml(&headers, &bytes)?;
+    let file: FlagFile = body::json_or_yaml(&headers, &bytes).await?;
     let done = state.store.replace_all(&env, &file, &caller.name).await?;
     let body = json!({"revision": done.revision, "changes": done.changes});
     Ok(settled(&state, &env, done.revision, StatusCode::OK, body).await)
@@ -404,7 +405,7 @@ pub(crate) async fn put_flag(
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let expected = expected_version(&headers)?;
-    let value = keyed(body::json_or_yaml(&headers, &bytes)?, &key)?;
+    let value = keyed(body::json_or_yaml(&headers, &bytes).await?, &key)?;
     let flag: Flag = parse_definition(value)?;
     let done = state
         .store
@@ -433,7 +434,7 @@ pub(crate) async fn put_segment(
     check_key("environment", &env)?;
     check_key("segment", &key)?;
     let expected = expected_version(&headers)?;
-    let value = keyed(body::json_or_yaml(&headers, &bytes)?, &key)?;
+    let value = keyed(body::json_or_yaml(&headers, &bytes).await?, &key)?;
     let segment: Segment = parse_definition(value)?;
     let done = state
         .store
@@ -457,13 +458,13 @@ async fn patch_definition(
     env: &str,
     kind: Kind,
     key: &str,
-    bytes: &[u8],
+    bytes: &Bytes,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     let pinned = expected_version(headers)?;
-    let patch: Value = body::merge_patch(headers, bytes)?;
+    let patch: Value = body::merge_patch(headers, bytes).await?;
     let mut conflict = None;
     for _ in 0..PATCH_ATTEMPTS {
         let stored = state.store.get(env, kind, key).await?;
@@ -718,7 +719,7 @@ pub(crate) async fn revert_flag(
     caller.require_admin()?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
-    let revert: Revert = body::json(&headers, &bytes)?;
+    let revert: Revert = body::json(&headers, &bytes).await?;
     let done = state
         .store
         .revert_flag(&env, &key, revert.version, &caller.name)
@@ -751,7 +752,7 @@ pub(crate) async fn promote_flag(
     caller.require_admin()?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
-    let promote: Promote = body::json(&headers, &bytes)?;
+    let promote: Promote = body::json(&headers, &bytes).await?;
     check_key("environment", &promote.to)?;
     let done = state
         .store
@@ -822,7 +823,7 @@ pub(crate) async fn create_token(
     Body(bytes): Body,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let new: NewToken = body::json(&headers, &bytes)?;
+    let new: NewToken = body::json(&headers, &bytes).await?;
     let secret = generate_secret().map_err(|e| ApiError::Internal(e.to_string()))?;
     let info = state
         .store

@@ -118,18 +118,28 @@ pub(crate) fn format(headers: &HeaderMap, yaml_ok: bool) -> Result<Format, ApiEr
     }
 }
 
+/// Bodies up to this size are parsed where the request is served; larger
+/// ones on tokio's blocking pool, so a slow parse never holds an async
+/// worker (and every evaluation queued behind it). A 64 KiB flag file takes
+/// about 3 ms as JSON and 20 ms as YAML on a loaded 2-core machine
+/// (BENCHMARKS.md, "Bounds on outside text").
+pub(crate) const BLOCKING_PARSE: usize = 64 * 1024;
+
 /// Parses a JSON body, naming the field at fault.
-pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+pub(crate) async fn json<T: DeserializeOwned + Send + 'static>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
     format(headers, false)?;
-    parse(Format::Json, body)
+    parse(Format::Json, body).await
 }
 
 /// Parses a `PATCH` body: a JSON merge patch (RFC 7396), sent as
 /// `application/merge-patch+json` or plain `application/json`, and an
 /// object (a patch that replaces a definition whole is a `PUT`).
-pub(crate) fn merge_patch<T: DeserializeOwned>(
+pub(crate) async fn merge_patch<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
 ) -> Result<T, ApiError> {
     let given = headers
         .get(header::CONTENT_TYPE)
@@ -146,19 +156,37 @@ pub(crate) fn merge_patch<T: DeserializeOwned>(
             accepted: "application/merge-patch+json or application/json",
         });
     }
-    parse(Format::Json, body)
+    parse(Format::Json, body).await
 }
 
 /// Parses a JSON or YAML body (by `Content-Type`), naming the field at fault.
-pub(crate) fn json_or_yaml<T: DeserializeOwned>(
+pub(crate) async fn json_or_yaml<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
 ) -> Result<T, ApiError> {
     let format = format(headers, true)?;
-    parse(format, body)
+    parse(format, body).await
 }
 
-fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
+/// Parses `body` through [`Format::parse`], which first holds it to the
+/// engine's bounds: a repeated key or nesting deeper than
+/// [`guidon_engine::MAX_DEPTH`] is a 400 naming the key and its path, or
+/// the limit. Large bodies are parsed off the async workers
+/// ([`BLOCKING_PARSE`]).
+async fn parse<T: DeserializeOwned + Send + 'static>(
+    format: Format,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.len() <= BLOCKING_PARSE {
+        return parse_now(format, body);
+    }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || parse_now(format, &body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the body's parse failed: {e}")))?
+}
+
+fn parse_now<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidBody {
             path: String::new(),

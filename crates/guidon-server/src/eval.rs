@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -202,7 +203,7 @@ pub(crate) async fn evaluate(
 ) -> ApiResult<Json<Value>> {
     check_key("environment", &env_name)?;
     caller.require_evaluate(&env_name)?;
-    let request: EvaluateRequest = body::json(&headers, &bytes)?;
+    let request: EvaluateRequest = body::json(&headers, &bytes).await?;
     if request.explain {
         // The explanation shows the flag's rules, conditions and segments.
         caller.require_env(&env_name)?;
@@ -301,13 +302,13 @@ pub(crate) struct OfrepRequest {
 }
 
 /// The request's context, or the OFREP error response.
-fn ofrep_context(
+async fn ofrep_context(
     state: &AppState,
     headers: &HeaderMap,
-    bytes: &[u8],
+    bytes: &Bytes,
     key: Option<&str>,
 ) -> Result<Map<String, Value>, Box<Response>> {
-    let request: OfrepRequest = body::json(headers, bytes).map_err(|e| {
+    let request: OfrepRequest = body::json(headers, bytes).await.map_err(|e| {
         Box::new(match e {
             ApiError::UnsupportedMediaType { .. } => e.into_response(),
             other => ofrep_error(
@@ -379,7 +380,7 @@ pub(crate) async fn ofrep_one(
         Ok(env) => env,
         Err(response) => return response,
     };
-    let context = match ofrep_context(&state, &headers, &bytes, Some(&key)) {
+    let context = match ofrep_context(&state, &headers, &bytes, Some(&key)).await {
         Ok(context) => context,
         Err(response) => return *response,
     };
@@ -413,7 +414,7 @@ pub(crate) async fn ofrep_all(
         Ok(env) => env,
         Err(response) => return response,
     };
-    let context = match ofrep_context(&state, &headers, &bytes, None) {
+    let context = match ofrep_context(&state, &headers, &bytes, None).await {
         Ok(context) => context,
         Err(response) => return *response,
     };

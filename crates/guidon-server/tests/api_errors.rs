@@ -391,6 +391,56 @@ fn cases(sdk: &str) -> Vec<Case> {
             .raw("application/merge-patch+json", r#"[{"enabled": false}]"#)
             .expect(400, "invalid_body", &["object"])
             .no_path(),
+        // ---- repeated keys and depth: refused, never read as the last ----
+        case("PUT repeating enabled", Method::PUT, format!("{flag}/fresh"))
+            .raw("application/json", r#"{"key": "fresh", "enabled": false, "enabled": true}"#)
+            .expect(400, "invalid_body", &[r#"duplicate key "enabled""#, "top level"])
+            .field("enabled"),
+        case("PUT repeating a rollout percentage", Method::PUT, format!("{flag}/fresh"))
+            .raw(
+                "application/json",
+                r#"{"key": "fresh", "enabled": true, "rollout": {"percentage": 0, "percentage": 100}}"#,
+            )
+            .expect(400, "invalid_body", &[r#"duplicate key "percentage""#, "rollout"])
+            .field("rollout.percentage"),
+        case("PATCH repeating enabled", Method::PATCH, format!("{flag}/checkout"))
+            .raw("application/merge-patch+json", r#"{"enabled": false, "enabled": true}"#)
+            .expect(400, "invalid_body", &[r#"duplicate key "enabled""#])
+            .field("enabled"),
+        case("YAML PUT repeating a key", Method::PUT, format!("{flag}/fresh"))
+            .raw("application/yaml", "key: fresh\nenabled: false\nenabled: true\n")
+            .expect(400, "invalid_body", &[r#"duplicate key "enabled""#])
+            .field("enabled"),
+        case("bulk YAML PUT repeating a key in a flag", Method::PUT, flag)
+            .raw(
+                "application/yaml",
+                "flags:\n  - key: a\n    enabled: false\n    enabled: true\n",
+            )
+            .expect(400, "invalid_body", &[r#"duplicate key "enabled""#, "flags[0]"])
+            .field("flags[0].enabled"),
+        case("segment repeating its list", Method::PUT, "/api/v1/envs/production/segments/beta")
+            .raw("application/json", r#"{"key": "beta", "included": ["u1"], "included": ["u2"]}"#)
+            .expect(400, "invalid_body", &[r#"duplicate key "included""#])
+            .field("included"),
+        case("evaluation context repeating targetingKey", Method::POST, eval)
+            .raw(
+                "application/json",
+                r#"{"flag": "checkout", "context": {"targetingKey": "a", "targetingKey": "b"}}"#,
+            )
+            .expect(400, "invalid_body", &[r#"duplicate key "targetingKey""#])
+            .field("context.targetingKey"),
+        case("YAML nested 60,000 deep", Method::PUT, format!("{flag}/fresh"))
+            .raw("application/yaml", "key: ".to_owned() + &"[".repeat(60_000))
+            .expect(400, "invalid_body", &["deeper than 64 levels"]),
+        case("bulk YAML nested 60,000 deep in blocks", Method::PUT, flag)
+            .raw("application/yaml", "- ".repeat(60_000) + "x\n")
+            .expect(400, "invalid_body", &["deeper than 64 levels"]),
+        case("JSON nested 100 deep", Method::PUT, format!("{flag}/fresh"))
+            .raw(
+                "application/json",
+                format!(r#"{{"key": "fresh", "x": {}{}}}"#, "[".repeat(100), "]".repeat(100)),
+            )
+            .expect(400, "invalid_body", &["deeper than 64 levels"]),
         case("PATCH as YAML", Method::PATCH, format!("{flag}/checkout"))
             .raw("application/yaml", "enabled: false\n")
             .expect(415, "unsupported_media_type", &["application/merge-patch+json"]),

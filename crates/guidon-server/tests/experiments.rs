@@ -210,6 +210,57 @@ async fn a_batch_with_bad_events_stores_the_rest_and_names_each_bad_one() {
     }
 }
 
+/// An event naming its variant twice is not counted for the last one: the
+/// whole batch is a 400 naming the key and its path, and nothing is stored.
+#[tokio::test]
+async fn an_event_repeating_its_variant_is_refused_and_nothing_stored() {
+    for (db, server) in testing::servers("exp_dupkey").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let sdk = server.sdk_token("checkout", "production").await;
+        let good = exposure("d0", "u0", "treatment", 0).to_string();
+        let repeated = format!(
+            r#"{{"type": "exposure", "event_id": "d1", "flag": "new_checkout_experiment",
+                "variant": "control", "variant": "treatment",
+                "context": {{"user_id": "u1"}}, "timestamp": "{}"}}"#,
+            at(0)
+        );
+        let response = server
+            .http
+            .post(server.at(EVENTS))
+            .bearer_auth(&sdk)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"events": [{good}, {repeated}]}}"#))
+            .send()
+            .await
+            .expect("POST events");
+        assert_eq!(response.status(), 400, "{n}");
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(body["error"], "invalid_body", "{n}: {body}");
+        assert_eq!(body["path"], "events[1].variant", "{n}: {body}");
+        let message = body["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(r#"duplicate key "variant""#),
+            "{n}: {body}"
+        );
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        assert_eq!(r["exposures"]["units"], 0, "{n}: nothing stored: {r}");
+        // The same batch without the repetition is stored: the check can fail.
+        let (status, body) = send(
+            &server,
+            Some(&sdk),
+            None,
+            &json!({"events": [exposure("d0", "u0", "treatment", 0)]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {body}");
+        let (_, r) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(r["exposures"]["units"], 1, "{n}: {r}");
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_retried_batch_counts_once() {
     for (db, server) in testing::servers("exp_retry").await {

@@ -360,6 +360,42 @@ async fn single_flag_failures_follow_the_spec() {
             );
         }
 
+        // 400 PARSE_ERROR: a context repeating `targetingKey` is refused,
+        // not evaluated for whichever came last (single and bulk alike).
+        let repeated = r#"{"context": {"targetingKey": "a", "targetingKey": "b"}}"#;
+        for (path, key) in [
+            (format!("{ONE}split"), Some("split")),
+            (BULK.to_owned(), None),
+        ] {
+            let response = server
+                .http
+                .post(server.at(&path))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(repeated)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response.status(),
+                400,
+                "{n}: repeated targetingKey at {path}"
+            );
+            let body = json_of(n, response).await;
+            check_failure(
+                &format!("{n}: repeated targetingKey"),
+                &body,
+                key,
+                "PARSE_ERROR",
+            );
+            let details = body["errorDetails"].as_str().unwrap_or("");
+            assert!(
+                details.contains(r#"duplicate key "targetingKey""#)
+                    && details.contains("context.targetingKey"),
+                "{n}: {body}"
+            );
+        }
+
         // 401: no credentials, or unknown ones (X-API-Key or Bearer).
         let response = server
             .http
@@ -744,4 +780,55 @@ async fn an_etag_does_not_survive_recreating_the_environment() {
         assert_eq!(body["flags"][0]["value"], false, "{n}: {body}");
         server.stop().await;
     }
+}
+
+/// While large, deeply nested YAML bodies are being refused, evaluations
+/// keep answering: the bodies are refused by the bound before YAML is
+/// parsed, and a body over `BLOCKING_PARSE` is parsed off the async
+/// workers. Two server workers, as on the 2-core machine where two such
+/// bodies once held every evaluation for 18.8 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluations_answer_while_deep_yaml_bodies_are_refused() {
+    let db = testing::sqlite("ofrep_deep_yaml");
+    let server = TestServer::start(&db.url).await;
+    let token = setup(&server).await;
+    // 1 MB: a key, then a million open brackets (quadratic for libyaml).
+    let deep = "key: x\nenabled: ".to_owned() + &"[".repeat(1 << 20);
+    let bodies: Vec<_> = (0..4)
+        .map(|i| {
+            let request = server
+                .admin(
+                    Method::PUT,
+                    &format!("/api/v1/envs/production/flags/deep{i}"),
+                )
+                .header("content-type", "application/yaml")
+                .body(deep.clone());
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    let mut answered = 0;
+    while answered < 20 || bodies.iter().any(|b| !b.is_finished()) {
+        let body = evaluate_one(&server, &token, "bool_on", json!({"targetingKey": "u"})).await;
+        assert_eq!(body["value"], true, "{body}");
+        answered += 1;
+        assert!(answered < 100_000, "the deep bodies never finished");
+    }
+    for body in bodies {
+        let response = body
+            .await
+            .expect("task")
+            .expect("the deep body is answered");
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.expect("JSON error");
+        assert_eq!(error["error"], "invalid_body", "{error}");
+        let message = error["message"].as_str().unwrap_or("");
+        assert!(message.contains("deeper than 64 levels"), "{error}");
+    }
+    let response = server
+        .admin(Method::GET, "/api/v1/envs/production/flags/deep0")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404, "nothing was stored");
+    server.stop().await;
 }

@@ -302,7 +302,7 @@ fn eval_reads_a_flag_file_from_stdin() {
 #[test]
 fn bad_input_is_one_clear_line_and_a_failure() {
     let ex = example();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["eval", "--file", &ex, "--flag", "nope", "--context", "{}"],
             "unknown flag \"nope\"",
@@ -330,6 +330,18 @@ fn bad_input_is_one_clear_line_and_a_failure() {
                 "42",
             ],
             "must be a JSON object",
+        ),
+        (
+            &[
+                "eval",
+                "--file",
+                &ex,
+                "--flag",
+                "dark_mode",
+                "--context",
+                r#"{"targetingKey": "a", "targetingKey": "b"}"#,
+            ],
+            "targetingKey: duplicate key \"targetingKey\"",
         ),
         (
             &[

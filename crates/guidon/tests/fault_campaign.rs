@@ -458,7 +458,10 @@ async fn a_postgres_outage_keeps_evaluations_and_streams_and_fails_writes_with_5
     assert_eq!(ready.status(), 200, "/readyz during the outage");
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
-    assert!(ready["database"].as_str().is_some_and(|d| !d.is_empty()), "{ready}");
+    assert!(
+        ready["database"].as_str().is_some_and(|d| !d.is_empty()),
+        "{ready}"
+    );
     for since in [None, Some(before), Some(before - 1)] {
         let (status, first) = first_stream_event(&http, &base, &token, since).await;
         assert_eq!(

@@ -484,7 +484,7 @@ pub(crate) async fn ingest(
     Body(bytes): Body,
 ) -> ApiResult<Response> {
     let env_name = caller.sdk_env(&headers)?;
-    let Batch { events } = body::json(&headers, &bytes)?;
+    let Batch { events } = body::json(&headers, &bytes).await?;
     if events.len() > MAX_BATCH {
         return Ok((
             StatusCode::PAYLOAD_TOO_LARGE,

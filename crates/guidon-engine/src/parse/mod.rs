@@ -4,6 +4,8 @@
 //! [`Format`] is the one place that decides whether a text is JSON or YAML,
 //! from a file name or from a media type.
 
+mod bounds;
+
 use std::fmt;
 use std::path::Path;
 
@@ -11,6 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ParseError;
 use crate::model::FlagFile;
+
+pub use bounds::MAX_DEPTH;
 
 /// The two notations a flag file (or one flag) is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,9 +64,20 @@ impl Format {
         }
     }
 
+    /// Holds `text` to the bounds of everything from outside, without
+    /// reading it as a value: no object repeats a key, nothing nests deeper
+    /// than [`MAX_DEPTH`]. [`Format::parse`] does this first; a syntax error
+    /// is not reported here but by the parse.
+    pub fn check_bounds(self, text: &str) -> Result<(), ParseError> {
+        bounds::check(self, text)
+    }
+
     /// Reads `text` as a `T`; an error names the path of the value at fault.
-    /// JSON must be one value with nothing after it.
+    /// JSON must be one value with nothing after it. The text is first held
+    /// to the bounds of everything from outside: no object repeats a key, and
+    /// nothing nests deeper than [`MAX_DEPTH`] (see [`bounds`]).
     pub fn parse<T: DeserializeOwned>(self, text: &str) -> Result<T, ParseError> {
+        bounds::check(self, text)?;
         match self {
             Format::Json => {
                 let mut de = serde_json::Deserializer::from_str(text);
