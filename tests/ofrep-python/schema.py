@@ -42,6 +42,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import sys
 import urllib.parse
 from typing import Any
@@ -216,8 +217,10 @@ class Spec:
     def component(self, name: str, instance: Any) -> list[str]:
         return self.errors("openapi.yaml", pointer("components", "schemas", name), instance)
 
-    def response(self, path: str, status: int, body: bytes) -> list[str]:
-        """The body against the spec's schema for (POST path, status)."""
+    def response(self, path: str, status: int, body: bytes,
+                 content_type: str | None = None) -> list[str]:
+        """The body (and, when given, its Content-Type) against the spec's
+        schema for (POST path, status)."""
         responses = self.openapi["paths"][path]["post"]["responses"]
         documented = responses.get(str(status))
         if documented is None:
@@ -227,6 +230,9 @@ class Spec:
             if status == 304 and body:
                 return [f"304 must have no body, got {body[:200]!r}"]
             return []
+        media = (content_type or "").split(";")[0].strip().lower()
+        if content_type is not None and media not in content:
+            return [f"Content-Type {content_type!r}, the spec gives {', '.join(content)}"]
         try:
             instance = json.loads(body)
         except ValueError as e:
@@ -281,7 +287,7 @@ class Run:
         problems = []
         if status != expect_status:
             problems.append(f"expected HTTP {expect_status}, got {status}")
-        errors = self.spec.response(path, status, got)
+        errors = self.spec.response(path, status, got, got_headers.get("content-type", ""))
         label = f"{op} {status} {what}"
         if known is None:
             self.report(label, problems + errors, got)
@@ -305,6 +311,8 @@ class Run:
             for p in problems:
                 print(f"        {p}")
             shown = body if isinstance(body, str) else body.decode("utf-8", "replace")
+            # The channel is a credential (the spec: do not log the URL).
+            shown = re.sub(r"channel=[^&\"\s]+", "channel=(redacted)", shown)
             print(f"        body: {shown[:500]}")
         else:
             print(f"PASS  {label}")
@@ -426,7 +434,7 @@ def event_stream(run: Run, admin_token: str, stream: dict[str, Any]) -> None:
         # One event: lines up to a blank line, skipping comments
         # (heartbeats); bounded so a silent stream ends the check.
         for _ in range(1000):
-            line = response.fp.readline()
+            line = response.readline()
             if not line:
                 break
             text = line.decode("utf-8").rstrip("\r\n")
@@ -451,7 +459,8 @@ def event_stream(run: Run, admin_token: str, stream: dict[str, Any]) -> None:
     if "data" not in event:
         run.report(label, ["no event with data within the read"], "\n".join(lines))
         return
-    run.report(label, run.spec.component("sseEvent", event), json.dumps(event))
+    run.report(f"{label}: {json.dumps(event)}", run.spec.component("sseEvent", event),
+               json.dumps(event))
     try:
         data = json.loads(event["data"])
     except ValueError as e:
@@ -513,6 +522,18 @@ def self_test(spec: Spec) -> int:
                {"key": "f", "errorCode": "GENERAL"}, False),
               (BULK, 400, "no errorCode", {"errorDetails": "x"}, False),
               (BULK, 418, "undocumented status", {}, False)]
+    for name, schema, body, valid in [
+        ("unmutated", "sseEventData", {"type": "refetchEvaluation", "etag": "x"}, True),
+        ("no type", "sseEventData", {"etag": "x"}, False),
+        ("lastModified negative", "sseEventData", {"type": "t", "lastModified": -1}, False),
+        ("data an object", "sseEvent", {"data": {"type": "refetchEvaluation"}}, False),
+        ("no data", "sseEvent", {"id": "3"}, False),
+    ]:
+        errors = spec.component(schema, body)
+        ok = (not errors) == valid
+        failures += not ok
+        verdict = "accepted" if not errors else f"rejected: {errors[0]}"
+        print(f"{'PASS' if ok else 'FAIL'}  {schema} {name}: {verdict}")
     for path, status, name, body, valid in cases:
         errors = spec.response(path, status, json.dumps(copy.deepcopy(body)).encode())
         ok = (not errors) == valid
