@@ -2,11 +2,14 @@
 # OpenFeature end-to-end: starts `guidon serve` (a binary built beforehand)
 # on a free port with a throwaway SQLite database, and runs e2e.py, which
 # resolves flags through the stock OpenFeature Python SDK and OFREP provider
-# from PyPI (pinned in requirements.txt, installed in a virtualenv under
-# target/, which is not committed).
+# from PyPI, then schema.py, which validates every OFREP response shape (and
+# an event of the OFREP event stream) against the OFREP spec vendored in
+# testdata/ofrep/, after checking the validator itself (--self-test). All
+# from PyPI, pinned in requirements.txt, installed in a virtualenv under
+# target/, which is not committed.
 #
 # Usage: bash tests/ofrep-python/run.sh [PATH/TO/guidon]   (default target/debug/guidon)
-# Exit status: e2e.py's (0 = every check passed).
+# Exit status: 0 when e2e.py and schema.py both passed.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -92,6 +95,8 @@ echo "ofrep-python: guidon serve is up at $url ($("$venv/bin/python" -c \
 
 status=0
 "$venv/bin/python" "$here/e2e.py" --server "$url" --admin-token "$admin_token" || status=$?
+"$venv/bin/python" "$here/schema.py" --self-test || status=1
+"$venv/bin/python" "$here/schema.py" --server "$url" --admin-token "$admin_token" || status=1
 if [[ $status -ne 0 ]]; then
   show_log
 fi
