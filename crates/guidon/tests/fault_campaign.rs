@@ -650,7 +650,13 @@ async fn sqlite_disk_full_fails_a_write_cleanly_and_corrupts_nothing() {
     for (key, (version, revision)) in &acked {
         let f = flags
             .get(key.as_str())
-            .unwrap_or_else(|| panic!("{key} lost"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{key} lost: the restarted server is at revision {}, with {:?}; acknowledged {acked:?}",
+                    doc["revision"],
+                    flags.keys().collect::<Vec<_>>()
+                )
+            });
         assert_eq!(f["description"].as_str().map(str::len), Some(big.len()));
         let history: Value = http
             .get(format!(

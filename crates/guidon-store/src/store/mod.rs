@@ -142,6 +142,30 @@ impl Store {
         } else {
             options
         };
+        // A connection must come back to the pool outside any transaction.
+        // After SQLITE_FULL (a full disk) one can come back inside one that
+        // sqlx no longer tracks: a later write's BEGIN then becomes a
+        // savepoint in it, is acknowledged, and is rolled back when the
+        // connection closes. So a connection returned with a transaction
+        // open is rolled back and closed (ROLLBACK fails, harmlessly, when
+        // there is none).
+        let options = if backend == Backend::Sqlite {
+            options.after_release(|conn, _meta| {
+                Box::pin(async move {
+                    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        Ok(_) => {
+                            tracing::warn!(
+                                "a database connection came back inside a transaction: rolled back and closed"
+                            );
+                            Ok(false)
+                        }
+                        Err(_) => Ok(true),
+                    }
+                })
+            })
+        } else {
+            options
+        };
         let pool = options.connect(&url).await?;
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
