@@ -25,6 +25,8 @@ mod conditional;
 mod error;
 mod eval;
 mod experiments;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 mod live;
 mod metrics;

@@ -11,6 +11,8 @@
 mod ingest;
 mod results;
 
+pub(crate) use ingest::check_batch;
+
 use std::sync::Arc;
 
 use axum::Router;
