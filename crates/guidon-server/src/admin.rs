@@ -359,7 +359,7 @@ pub(crate) async fn get_segment(
 }
 
 /// The body's key must be the path's (a missing key is taken from the path).
-fn keyed(mut value: Value, key: &str) -> ApiResult<Value> {
+pub(crate) fn keyed(mut value: Value, key: &str) -> ApiResult<Value> {
     let Some(object) = value.as_object_mut() else {
         return Err(ApiError::InvalidBody {
             path: String::new(),
@@ -381,7 +381,7 @@ fn keyed(mut value: Value, key: &str) -> ApiResult<Value> {
     Ok(value)
 }
 
-fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
+pub(crate) fn parse_definition<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| body::invalid(&e))
 }
 

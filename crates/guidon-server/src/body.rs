@@ -125,38 +125,63 @@ pub(crate) fn format(headers: &HeaderMap, yaml_ok: bool) -> Result<Format, ApiEr
 /// (BENCHMARKS.md, "Bounds on outside text").
 pub(crate) const BLOCKING_PARSE: usize = 64 * 1024;
 
+/// What a body may be sent as: the check of its `Content-Type`, apart
+/// from the parse, so that the fuzz targets ([`crate::fuzzing`]) run the
+/// same two steps synchronously.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Accepts {
+    /// `application/json` (or no `Content-Type`).
+    Json,
+    /// JSON, or YAML by its media type.
+    JsonOrYaml,
+    /// A `PATCH` body: a JSON merge patch (RFC 7396), sent as
+    /// `application/merge-patch+json` or plain `application/json`.
+    MergePatch,
+}
+
+impl Accepts {
+    /// The format to parse the body in, or the 415 its `Content-Type` gets.
+    pub(crate) fn format(self, headers: &HeaderMap) -> Result<Format, ApiError> {
+        match self {
+            Accepts::Json => format(headers, false),
+            Accepts::JsonOrYaml => format(headers, true),
+            Accepts::MergePatch => {
+                let given = headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap_or(""));
+                let merge_patch = given.is_some_and(|t| {
+                    t.split(';').next().is_some_and(|t| {
+                        t.trim()
+                            .eq_ignore_ascii_case("application/merge-patch+json")
+                    })
+                });
+                if !merge_patch && format(headers, false).is_err() {
+                    return Err(ApiError::UnsupportedMediaType {
+                        given: given.unwrap_or("").to_owned(),
+                        accepted: "application/merge-patch+json or application/json",
+                    });
+                }
+                Ok(Format::Json)
+            }
+        }
+    }
+}
+
 /// Parses a JSON body, naming the field at fault.
 pub(crate) async fn json<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {
-    format(headers, false)?;
-    parse(Format::Json, body).await
+    parse(Accepts::Json.format(headers)?, body).await
 }
 
-/// Parses a `PATCH` body: a JSON merge patch (RFC 7396), sent as
-/// `application/merge-patch+json` or plain `application/json`, and an
-/// object (a patch that replaces a definition whole is a `PUT`).
+/// Parses a `PATCH` body ([`Accepts::MergePatch`]): an object (a patch
+/// that replaces a definition whole is a `PUT`).
 pub(crate) async fn merge_patch<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {
-    let given = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or(""));
-    let merge_patch = given.is_some_and(|t| {
-        t.split(';').next().is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/merge-patch+json")
-        })
-    });
-    if !merge_patch && format(headers, false).is_err() {
-        return Err(ApiError::UnsupportedMediaType {
-            given: given.unwrap_or("").to_owned(),
-            accepted: "application/merge-patch+json or application/json",
-        });
-    }
-    parse(Format::Json, body).await
+    parse(Accepts::MergePatch.format(headers)?, body).await
 }
 
 /// Parses a JSON or YAML body (by `Content-Type`), naming the field at fault.
@@ -164,8 +189,7 @@ pub(crate) async fn json_or_yaml<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {
-    let format = format(headers, true)?;
-    parse(format, body).await
+    parse(Accepts::JsonOrYaml.format(headers)?, body).await
 }
 
 /// Parses `body` through [`Format::parse`], which first holds it to the
@@ -186,7 +210,8 @@ async fn parse<T: DeserializeOwned + Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("the body's parse failed: {e}")))?
 }
 
-fn parse_now<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
+/// [`parse`] where it is called.
+pub(crate) fn parse_now<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidBody {
             path: String::new(),

@@ -26,6 +26,8 @@ mod cors;
 mod error;
 mod eval;
 mod experiments;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 mod live;
 mod metrics;

@@ -482,6 +482,7 @@ impl Scan<'_> {
                 continue;
             }
             let c = self.peek(0);
+            let start = self.i;
             match c {
                 b'[' | b'{' => {
                     self.save_key();
@@ -547,6 +548,12 @@ impl Scan<'_> {
                     self.save_key();
                     self.plain();
                 }
+            }
+            // Every token moves on; one that cannot (a NUL byte, which the
+            // scan reads as the end and libyaml refuses) is stepped over,
+            // and the real parse reports it.
+            if self.i == start {
+                self.bump();
             }
         }
     }
@@ -806,5 +813,14 @@ mod tests {
         json("{").expect("not the walk's business");
         json(r#"{"a": }"#).expect("not the walk's business");
         yaml("a: [").expect("not the walk's business");
+    }
+
+    /// Found by the request_body fuzz target (fuzz/corpus/request_body/eab97c19…):
+    /// a NUL byte after a form feed made the scan stop moving.
+    #[test]
+    fn a_nul_byte_does_not_stall_the_scan() {
+        for text in ["\u{c}\0*", "\0", "a: \0", "[\0]", "- \0\0"] {
+            let _ = yaml_scan(text);
+        }
     }
 }

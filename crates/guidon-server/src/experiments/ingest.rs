@@ -89,6 +89,20 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Checks each event of a batch: the valid ones, and the rejections
+    /// as answered (`{"index", "error", "message", "path"?}`).
+    fn check_all(&self, events: Vec<Value>) -> (Vec<Event>, Vec<Value>) {
+        let mut valid = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            match self.check(event) {
+                Ok(event) => valid.push(event),
+                Err(rejection) => rejected.push(rejection.json(index)),
+            }
+        }
+        (valid, rejected)
+    }
+
     fn check(&self, value: Value) -> Result<Event, Rejection> {
         let Value::Object(mut fields) = value else {
             return Err(Rejection {
@@ -507,14 +521,7 @@ pub(crate) async fn ingest(
         state.limits.max_context_attributes,
         Timestamp::now().as_millisecond(),
     );
-    let mut valid = Vec::with_capacity(events.len());
-    let mut rejected = Vec::new();
-    for (index, event) in events.into_iter().enumerate() {
-        match checker.check(event) {
-            Ok(event) => valid.push(event),
-            Err(rejection) => rejected.push(rejection.json(index)),
-        }
-    }
+    let (valid, rejected) = checker.check_all(events);
     let ingested = state.store.ingest_events(&env_name, valid).await?;
     let status = if rejected.is_empty() {
         StatusCode::OK
@@ -530,4 +537,23 @@ pub(crate) async fn ingest(
         })),
     )
         .into_response())
+}
+
+/// The checks of [`ingest`] without a store: a batch body (`application/json`)
+/// against `snapshot` (compiled from `flags`) at `now_ms`. The valid events
+/// and the rejections, or the batch's own error. For `crate::fuzzing`.
+pub(crate) fn check_batch(
+    body: &[u8],
+    snapshot: &Snapshot,
+    flags: &[Flag],
+    now_ms: i64,
+) -> Result<(Vec<Event>, Vec<Value>), crate::error::ApiError> {
+    let Batch { events } = body::parse_now(body::Accepts::Json.format(&HeaderMap::new())?, body)?;
+    let checker = Checker::new(
+        snapshot,
+        flags,
+        crate::app::Limits::default().max_context_attributes,
+        now_ms,
+    );
+    Ok(checker.check_all(events))
 }

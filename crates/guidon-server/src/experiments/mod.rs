@@ -11,6 +11,8 @@
 pub(crate) mod ingest;
 pub(crate) mod results;
 
+pub(crate) use ingest::check_batch;
+
 use std::sync::Arc;
 
 use axum::Router;
