@@ -34,7 +34,9 @@ pub(crate) struct Endpoint {
     pub(crate) request_timeout: Duration,
     pub(crate) max_message_bytes: usize,
     /// The TLS trust of every connection (the HTTP client has the same);
-    /// `None` for an `http://` server.
+    /// `None` for an `http://` server. Read by the WebSocket transport
+    /// (`wss://`); without that feature only the HTTP client uses it.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
