@@ -29,21 +29,9 @@ async fn server(label: &str, limits: ConnLimits) -> (testing::TestDb, TestServer
     (db, server)
 }
 
-/// Reads until the server closes the connection (EOF or reset); what it
-/// sent before. Panics if it keeps the connection past [`GUARD`].
-async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0_u8; 4096];
-    loop {
-        match tokio::time::timeout(GUARD, stream.read(&mut buf)).await {
-            Err(_) => panic!(
-                "the server kept the connection open; it sent {:?}",
-                String::from_utf8_lossy(&got)
-            ),
-            Ok(Ok(0) | Err(_)) => return got,
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+/// [`testing::until_closed`] within [`GUARD`].
+async fn until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    testing::until_closed(stream, GUARD).await
 }
 
 /// An OFREP evaluation with an sdk token: it must answer true.

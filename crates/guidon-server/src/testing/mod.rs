@@ -54,6 +54,28 @@ pub const ADMIN: &str = "test-admin-secret";
 /// The environment every new database has.
 pub const ENV: &str = "production";
 
+/// Reads `stream` until the server closes it (EOF or reset): what it sent
+/// before. Panics if it keeps the connection open past `guard`, so a
+/// regression fails instead of hanging.
+pub async fn until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    guard: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        match tokio::time::timeout(guard, stream.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the server kept the connection open; it sent {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0) | Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Polls `check` (every millisecond) until it holds or `deadline` passes;
 /// the time it took, or `None` if it never held.
 pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
