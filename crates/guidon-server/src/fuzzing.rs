@@ -24,6 +24,31 @@ fn refusal(e: ApiError) -> Refusal {
     (e.status().as_u16(), e.to_string())
 }
 
+/// The `Content-Type`s a fuzz input picks from (its second byte).
+pub const CONTENT_TYPES: [Option<&str>; 6] = [
+    None,
+    Some("application/json"),
+    Some("application/yaml"),
+    Some("application/merge-patch+json"),
+    Some("text/plain"),
+    Some("application/json; charset=utf-8"),
+];
+
+/// A `request_body` fuzz input, `[route][content type][body]`, through
+/// [`request_body`]; `None` for an input shorter than its two header bytes.
+/// The fuzz target and the corpus replay share this reading.
+pub fn request_input(input: &[u8]) -> Option<Result<(), Refusal>> {
+    let [route, content_type, body @ ..] = input else {
+        return None;
+    };
+    let content_type = CONTENT_TYPES[usize::from(*content_type) % CONTENT_TYPES.len()];
+    Some(request_body(
+        usize::from(*route) % ROUTES,
+        content_type,
+        body,
+    ))
+}
+
 /// Parses `bytes` as the body of route number `route % ROUTES` with the
 /// given `Content-Type`, as its handler does before any store access: `Ok`
 /// when the handler would go on, or the status and message it would answer.
