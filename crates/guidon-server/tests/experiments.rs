@@ -4,7 +4,9 @@
 //! `guidon-stats` computed here from what the test itself sent.
 
 use guidon_server::testing::{self, ADMIN, TestServer};
-use guidon_stats::{AnalysisOptions, Correction, MetricKind, VariantStats, analyze};
+use guidon_stats::{
+    AnalysisOptions, Correction, Method as ReadMethod, MetricKind, VariantStats, analyze, headline,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -80,6 +82,36 @@ fn close(a: &Value, b: f64, what: &str) {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0),
         "{what}: server {a}, expected {b}"
     );
+}
+
+/// `a` and `b` are the same JSON, numbers equal to 1e-9 relative (sums
+/// that a database adds up in another order differ in the last bits).
+fn same_json(a: &Value, b: &Value, path: &str) {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => {
+            close(a, b.as_f64().unwrap_or(f64::NAN), path);
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                same_json(&a[k.as_str()], &b[k.as_str()], &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: {a} vs {b}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                same_json(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::String(x), Value::String(y)) if x != y => {
+            // Notes carry formatted numbers: compare them without digits.
+            let strip = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
+            assert_eq!(strip(x), strip(y), "{path}");
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
 }
 
 #[tokio::test]
@@ -413,38 +445,70 @@ async fn results_are_the_statistics_of_what_was_sent() {
                 bayes.chance_to_win,
                 "chance",
             );
-            close(
-                &c["summary"]["chance_to_win"],
-                bayes.chance_to_win,
-                "summary chance",
+            // The headline is guidon_stats' for the same analysis: the
+            // absolute test decides, the relative lift (log-scale
+            // interval) is the headline number, the Beta posterior gives
+            // the chance to win of this binomial metric.
+            let method_enum = match method {
+                "sequential" => ReadMethod::Sequential,
+                "bayesian" => ReadMethod::Bayesian,
+                _ => ReadMethod::Frequentist,
+            };
+            let want_headline =
+                serde_json::to_value(headline(&want, &want.comparisons[0], method_enum, None))
+                    .expect("headline");
+            same_json(
+                &c["summary"],
+                &want_headline,
+                &format!("{n} {query}: summary"),
             );
-            close(
-                &c["summary"]["lift"],
-                relative.test.estimate,
-                "summary lift",
+            let interval = want.comparisons[0]
+                .relative_interval
+                .computed()
+                .expect("relative interval");
+            close(&c["summary"]["lift"], interval.estimate, "summary lift");
+            assert_eq!(c["summary"]["scale"], "relative", "{n}");
+            assert!(
+                c["summary"]["ci"]["lower"].as_f64().expect("lower") > -1.0,
+                "{n}: {c}"
             );
-            if method == "sequential" {
-                let seq = relative.sequential.expect("sequential");
+            let absolute_p = if method == "sequential" {
+                absolute.sequential.as_ref().expect("sequential").p_value
+            } else {
+                absolute.adjusted_p_value.unwrap_or(absolute.test.p_value)
+            };
+            if method == "bayesian" {
+                assert_eq!(c["summary"]["test"], "chance_to_win_beta", "{n}");
+                let beta = want.beta.as_ref().and_then(|b| b.computed()).expect("beta");
                 close(
-                    &c["relative"]["sequential"]["p_value"],
-                    seq.p_value,
-                    "seq p",
+                    &c["summary"]["chance_to_win"],
+                    beta.comparisons[0].chance_to_win,
+                    "beta chance",
                 );
-                close(&c["summary"]["p_value"], seq.p_value, "summary seq p");
-                close(&c["summary"]["ci"][0], seq.ci.lower, "summary seq lower");
-            } else if method == "bayesian" {
-                close(&c["summary"]["ci"][0], bayes.ci.lower, "credible lower");
                 close(
                     &c["relative"]["adjusted_p_value"],
                     relative.adjusted_p_value.expect("adjusted"),
                     "adjusted",
                 );
             } else {
-                close(&c["summary"]["p_value"], relative.test.p_value, "summary p");
+                close(&c["summary"]["p_value"], absolute_p, "summary p");
+            }
+            if kind == MetricKind::Continuous {
                 close(
-                    &c["summary"]["ci"][1],
-                    relative.test.ci.upper,
-                    "summary upper",
+                    &c["summary"]["chance_to_win"],
+                    bayes.chance_to_win,
+                    "normal chance",
+                );
+                assert_eq!(r["bayesian"], Value::Null, "{n}");
+            } else {
+                assert_eq!(r["bayesian"]["method"], "beta_posterior", "{n}: {r}");
+            }
+            if method == "sequential" {
+                let seq = relative.sequential.expect("sequential");
+                close(
+                    &c["relative"]["sequential"]["p_value"],
+                    seq.p_value,
+                    "seq p",
                 );
             }
             close(&r["srm"]["p_value"], want.srm.p_value, "srm");
@@ -472,11 +536,21 @@ async fn results_are_the_statistics_of_what_was_sent() {
         )
         .await;
         assert_eq!(r["variants"][1]["conversions"], buyers[1], "{n}");
-        // A metric nobody sent: every unit, no conversion.
-        let (status, r) = results(&server, "new_checkout_experiment", "metric=signup").await;
-        assert_eq!(status, 200, "{n}: {r}");
-        assert_eq!(r["variants"][0]["units"], units[0], "{n}");
-        assert_eq!(r["variants"][0]["conversions"], 0, "{n}");
+        // A metric nobody sent (a typo of one, say) while another has
+        // conversions: 404 naming the metrics that exist, not a result of
+        // zeros with "no warnings".
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchse").await;
+        assert_eq!(
+            (status, r["error"].as_str()),
+            (404, Some("not_found")),
+            "{n}: {r}"
+        );
+        assert!(
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("\"purchse\"") && m.contains("are: purchase")),
+            "{n}: {r}"
+        );
         server.stop().await;
     }
 }
@@ -534,6 +608,36 @@ async fn a_skewed_split_and_multiple_exposures_are_flagged() {
                 .is_some_and(|w| w.contains("more than one variant"))),
             "{n}: {r}"
         );
+        // No metric has conversions yet: said, not silently zero.
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("No conversions of any metric"))),
+            "{n}: {r}"
+        );
+        // A failed health check withholds every verdict and says what to check.
+        let withheld = r["verdict_withheld"].as_str().unwrap_or_default();
+        assert!(
+            withheld.contains("sample-ratio mismatch")
+                && withheld.contains("more than one variant")
+                && withheld.contains("check that"),
+            "{n}: {r}"
+        );
+        let summary = &r["comparisons"][0]["summary"];
+        assert_eq!(summary["verdict"], "withheld", "{n}: {summary}");
+        assert_eq!(summary["significant"], false, "{n}");
+        for method in ["bayesian", "sequential"] {
+            let (_, r) = results(
+                &server,
+                "new_checkout_experiment",
+                &format!("metric=purchase&method={method}"),
+            )
+            .await;
+            assert_eq!(
+                r["comparisons"][0]["summary"]["verdict"], "withheld",
+                "{n} {method}: {r}"
+            );
+        }
 
         // Too few units: a fresh flag with a handful.
         server

@@ -32,7 +32,8 @@ pub enum MetricKind {
 pub struct VariantStats {
     /// Number of units (users, sessions, ...) exposed to the variant.
     pub units: u64,
-    /// Number of those units that converted (had a positive value).
+    /// Number of those units that converted: their values summed to more
+    /// than zero (Guidon's one definition of "converted").
     pub count: u64,
     /// Σ y over the units.
     pub sum: f64,

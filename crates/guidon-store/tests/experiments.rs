@@ -557,3 +557,68 @@ async fn an_event_is_its_id_and_its_time() {
         assert!(close(variant(&t, "control").sum, 2.0), "{n}: {t:?}");
     }
 }
+
+/// "Converted" has one definition: the unit's attributed values sum to
+/// more than zero (no value counts 1). A refund cancelling a purchase, a
+/// lone refund and a value of 0 are not conversions; the sums still carry
+/// every value. The metrics with conversions are listed.
+#[tokio::test]
+async fn converted_means_a_positive_total() {
+    for (db, store) in stores("exp_converted").await {
+        let n = db.name;
+        assert_eq!(
+            store
+                .experiment_metrics("production")
+                .await
+                .expect("metrics"),
+            Vec::<String>::new(),
+            "{n}"
+        );
+        let mut events = Vec::new();
+        for u in [
+            "buyer",
+            "refunded",
+            "refund_only",
+            "zero",
+            "no_value",
+            "net",
+        ] {
+            events.push(exposure(&format!("e_{u}"), u, "treatment", T0));
+        }
+        events.extend([
+            conversion("c1", "buyer", Some(20.0), T0 + 1),
+            conversion("c2", "refunded", Some(20.0), T0 + 1),
+            conversion("c3", "refunded", Some(-20.0), T0 + 2),
+            conversion("c4", "refund_only", Some(-5.0), T0 + 1),
+            conversion("c5", "zero", Some(0.0), T0 + 1),
+            conversion("c6", "no_value", None, T0 + 1),
+            conversion("c7", "net", Some(30.0), T0 + 1),
+            conversion("c8", "net", Some(-10.0), T0 + 2),
+        ]);
+        store
+            .ingest_events("production", events)
+            .await
+            .expect("ingest");
+        let t = totals(&store, None).await;
+        let treatment = variant(&t, "treatment");
+        assert_eq!(treatment.units, 6, "{n}");
+        // buyer, no_value (counts 1) and net (+20): three.
+        assert_eq!(treatment.converted, 3, "{n}: {treatment:?}");
+        assert!(
+            close(treatment.sum, 20.0 + 0.0 - 5.0 + 0.0 + 1.0 + 20.0),
+            "{n}"
+        );
+        assert_eq!(
+            store
+                .experiment_metrics("production")
+                .await
+                .expect("metrics"),
+            vec!["purchase".to_owned()],
+            "{n}"
+        );
+        assert!(matches!(
+            store.experiment_metrics("nowhere").await,
+            Err(StoreError::UnknownEnv(_))
+        ));
+    }
+}

@@ -40,6 +40,15 @@
 //! by one, through the `(metric, unit, time)` index. The answer is
 //! therefore the same whatever order the events arrived in.
 //!
+//! # "Converted"
+//!
+//! A unit **converted** for a metric when the values of its attributed
+//! conversions sum to more than zero; a conversion sent without a value
+//! counts 1. So a purchase refunded in full (a conversion of −value), or
+//! conversions of value 0, do not make a unit converted. Binomial results
+//! count these units; continuous results sum every unit's values, negative
+//! ones included. README and `guidon_stats` say the same.
+//!
 //! Conversions are keyed by unit *attribute* as well as unit, because flags
 //! may bucket by different attributes (`user_id`, `account_id`): the caller
 //! gives each conversion's unit for every attribute an experiment of the
@@ -177,7 +186,8 @@ pub struct VariantTotals {
     pub variant: String,
     /// Units whose first exposure was to this variant, and who saw no other.
     pub units: u64,
-    /// Of those, units with at least one attributed conversion.
+    /// Of those, units that converted: their attributed conversion values
+    /// sum to more than zero (a conversion without a value counts 1).
     pub converted: u64,
     /// Σ over the units of the sum of their attributed conversion values.
     pub sum: f64,

@@ -130,10 +130,13 @@ impl Store {
             Backend::Postgres => ("JOIN", "OFFSET 0"),
         };
         // `y`: the sum of a unit's attributed conversion values, NULL when
-        // none is attributed (SUM over no rows is NULL), so COUNT(y) is the
-        // number of converted units.
+        // none is attributed (SUM over no rows is NULL). A unit *converted*
+        // when its attributed values sum to more than zero (a conversion
+        // without a value counts 1): a purchase refunded in full, or events
+        // of value 0, are not a conversion. This is the one definition of
+        // "converted" (see the module documentation).
         let sql = format!(
-            "SELECT variant, CAST(COUNT(y) AS BIGINT) AS converted, \
+            "SELECT variant, CAST(COUNT(CASE WHEN y > 0 THEN 1 END) AS BIGINT) AS converted, \
                 CAST(COALESCE(SUM(y), 0) AS DOUBLE PRECISION) AS total, \
                 CAST(COALESCE(SUM(y * y), 0) AS DOUBLE PRECISION) AS total_squares \
              FROM (SELECT e.variant AS variant, \
@@ -157,6 +160,24 @@ impl Store {
             }
         }
         Ok(totals)
+    }
+}
+
+impl Store {
+    /// The metrics of `env` that have conversions, sorted: what a results
+    /// query can name. Errors with [`StoreError::UnknownEnv`] for an
+    /// unknown environment.
+    pub async fn experiment_metrics(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.revision(env).await?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT key FROM exp_keys WHERE env = $1 AND kind = 'metric' ORDER BY key",
+        )
+        .bind(env)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("key").map_err(StoreError::from))
+            .collect()
     }
 }
 

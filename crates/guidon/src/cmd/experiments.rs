@@ -47,6 +47,15 @@ pub(crate) enum ExperimentsCommand {
         /// Count conversions only within this many hours of the first exposure.
         #[arg(long, value_name = "HOURS")]
         window_hours: Option<f64>,
+        /// Significance level: intervals are 1 − alpha (default 0.05).
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Bayesian: mean of a normal prior on the lift (needs --prior-variance).
+        #[arg(long, allow_hyphen_values = true)]
+        prior_mean: Option<f64>,
+        /// Bayesian: variance of a normal prior on the lift (flat without it).
+        #[arg(long)]
+        prior_variance: Option<f64>,
     },
 }
 
@@ -63,6 +72,9 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             kind,
             correction,
             window_hours,
+            alpha,
+            prior_mean,
+            prior_variance,
         } => block_on(async move {
             let query = ResultsQuery {
                 metric,
@@ -70,6 +82,9 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 kind,
                 correction,
                 window_hours,
+                alpha,
+                prior_mean,
+                prior_variance,
             };
             let results = client
                 .experiment_results(&env, &flag, &query)
@@ -130,6 +145,7 @@ pub(crate) fn render_results(results: &Value) -> String {
     } else {
         "P-VALUE"
     };
+    let binomial = results["kind"].as_str().unwrap_or("binomial") == "binomial";
     let headers = [
         "VARIANT",
         "UNITS",
@@ -137,13 +153,21 @@ pub(crate) fn render_results(results: &Value) -> String {
         &format!("RATE ({level} CI)"),
         "MEAN",
         &lift_header,
+        if binomial {
+            "ABSOLUTE LIFT (POINTS)"
+        } else {
+            "ABSOLUTE LIFT"
+        },
         p_header,
         "CHANCE TO WIN",
+        "VERDICT",
     ];
     let empty = Vec::new();
     let variants = results["variants"].as_array().unwrap_or(&empty);
     let comparisons = results["comparisons"].as_array().unwrap_or(&empty);
     let mut any_significant = false;
+    let mut tests: Vec<&str> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut table = Table::new(&headers).right(&[1, 2]);
     for (i, v) in variants.iter().enumerate() {
         let key = text(&v["key"]);
@@ -178,33 +202,48 @@ pub(crate) fn render_results(results: &Value) -> String {
         ];
         let comparison = comparisons.iter().find(|c| c["variant"] == v["key"]);
         match comparison.map(|c| &c["summary"]) {
-            None => row.extend(["—".to_owned(), "—".to_owned(), "—".to_owned()]),
-            Some(summary) => match summary["lift"].as_f64() {
-                None => {
-                    let why = summary["unavailable"]
-                        .as_str()
-                        .map_or_else(|| "not available".to_owned(), short_reason);
-                    row.extend([format!("n/a: {why}"), "—".to_owned(), chance(summary)]);
+            None => row.extend(std::iter::repeat_n("—".to_owned(), 5)),
+            Some(summary) => {
+                let significant = summary["significant"].as_bool().unwrap_or(false);
+                any_significant |= significant;
+                let star = |scale: &str| {
+                    if significant && summary["scale"].as_str() == Some(scale) {
+                        " *"
+                    } else {
+                        ""
+                    }
+                };
+                let relative = reading(&summary["relative"], signed_percent)
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r}{}", star("relative")));
+                let absolute_format = if binomial {
+                    signed_points
+                } else {
+                    signed_number
+                };
+                let absolute = reading(&summary["absolute"], absolute_format)
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r}{}", star("absolute")));
+                row.push(relative);
+                row.push(absolute);
+                row.push(
+                    summary["p_value"]
+                        .as_f64()
+                        .map_or_else(|| "—".to_owned(), p_value),
+                );
+                row.push(chance(summary));
+                row.push(match summary["verdict"].as_str() {
+                    Some("withheld") => "WITHHELD".to_owned(),
+                    Some(verdict) => verdict.to_owned(),
+                    None => "—".to_owned(),
+                });
+                if let Some(test) = summary["test"].as_str()
+                    && !tests.contains(&test)
+                {
+                    tests.push(test);
                 }
-                Some(lift) => {
-                    let ci = &summary["ci"];
-                    let significant = summary["significant"].as_bool().unwrap_or(false);
-                    any_significant |= significant;
-                    row.push(format!(
-                        "{} ({} … {}){}",
-                        signed_percent(lift),
-                        signed_percent(ci[0].as_f64().unwrap_or(f64::NAN)),
-                        signed_percent(ci[1].as_f64().unwrap_or(f64::NAN)),
-                        if significant { " *" } else { "" }
-                    ));
-                    row.push(
-                        summary["p_value"]
-                            .as_f64()
-                            .map_or_else(|| "—".to_owned(), p_value),
-                    );
-                    row.push(chance(summary));
+                for note in summary["notes"].as_array().unwrap_or(&empty) {
+                    notes.push(format!("{key}: {}", text(note)));
                 }
-            },
+            }
         }
         table.row(row);
     }
@@ -219,6 +258,23 @@ pub(crate) fn render_results(results: &Value) -> String {
             format!("p-value below {}", trim_number(alpha, 4))
         };
         let _ = writeln!(out, "* significant: {rule}");
+    }
+    if !tests.is_empty() {
+        let described: Vec<&str> = tests.iter().map(|t| describe_test(t)).collect();
+        let _ = writeln!(
+            out,
+            "Verdicts follow {}; relative intervals are on the log scale.",
+            described.join(", ")
+        );
+    }
+    for note in &notes {
+        let _ = writeln!(out, "Note, {note}");
+    }
+    if let Some(best) = chance_to_be_best(results) {
+        let _ = writeln!(out, "{best}");
+    }
+    if let Some(why) = results["verdict_withheld"].as_str() {
+        let _ = writeln!(out, "\nVERDICT WITHHELD. {}", clean(why));
     }
     out.push('\n');
 
@@ -301,19 +357,77 @@ fn p_value(p: f64) -> String {
     }
 }
 
+/// `±x (lower … upper)` of a headline reading (`{lift, ci}`), if present.
+fn reading(value: &Value, format: fn(f64) -> String) -> Option<String> {
+    let lift = value["lift"].as_f64()?;
+    let ci = &value["ci"];
+    Some(format!(
+        "{} ({} … {})",
+        format(lift),
+        format(ci["lower"].as_f64().unwrap_or(f64::NAN)),
+        format(ci["upper"].as_f64().unwrap_or(f64::NAN)),
+    ))
+}
+
+/// A difference of rates in percentage points.
+fn signed_points(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:+.1}", x * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn signed_number(x: f64) -> String {
+    if x.is_finite() {
+        let s = trim_number(x, 4);
+        if x >= 0.0 { format!("+{s}") } else { s }
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn describe_test(test: &str) -> &str {
+    match test {
+        "welch_absolute" => "the Welch t-test of the absolute difference",
+        "confidence_sequence_absolute" => {
+            "the always-valid confidence sequence of the absolute difference"
+        }
+        "chance_to_win_beta" => "the chance to win from the Beta posteriors of the rates",
+        "chance_to_win_normal" => "the chance to win under a normal model of the lift",
+        other => other,
+    }
+}
+
+/// "Chance to be best: …; expected loss: …" for three or more arms of a
+/// conversion metric.
+fn chance_to_be_best(results: &Value) -> Option<String> {
+    let bayesian = &results["bayesian"];
+    let best = bayesian["chance_to_be_best"].as_array()?;
+    let loss = bayesian["expected_loss"].as_array()?;
+    let variants = results["variants"].as_array()?;
+    if variants.len() < 3 || best.len() != variants.len() {
+        return None;
+    }
+    let line: Vec<String> = variants
+        .iter()
+        .zip(best.iter().zip(loss))
+        .map(|(v, (b, l))| {
+            format!(
+                "{} {} (expected loss {} points)",
+                text(&v["key"]),
+                percent(b.as_f64().unwrap_or(f64::NAN), 1),
+                trim_number(l.as_f64().unwrap_or(f64::NAN) * 100.0, 2)
+            )
+        })
+        .collect();
+    Some(format!("Chance to be best: {}.", line.join(", ")))
+}
+
 fn chance(summary: &Value) -> String {
     summary["chance_to_win"]
         .as_f64()
         .map_or_else(|| "—".to_owned(), |c| percent(c, 1))
-}
-
-/// The first clause of a reason, for a table cell.
-fn short_reason(reason: &str) -> String {
-    let reason = clean(reason);
-    match reason.split_once(':') {
-        Some((_, rest)) if reason.starts_with("invalid input") => rest.trim().to_owned(),
-        _ => reason,
-    }
 }
 
 #[cfg(test)]
@@ -337,8 +451,15 @@ mod tests {
                  "mean": 25.094, "variance": 1579.0}
             ],
             "comparisons": [{"variant": "treatment",
-                "summary": {"lift": 0.4934, "ci": [0.1408, 0.8460], "p_value": 0.00617,
-                            "chance_to_win": 0.99699, "significant": true}}],
+                "summary": {"verdict": "increase", "significant": true, "test": "welch_absolute",
+                            "p_value": 0.00617, "scale": "relative", "lift": 0.4934,
+                            "ci": {"lower": 0.1408, "upper": 0.8460},
+                            "absolute": {"lift": 0.0829, "ci": {"lower": 0.035, "upper": 0.131},
+                                         "ci_method": "welch"},
+                            "relative": {"lift": 0.4934, "ci": {"lower": 0.1408, "upper": 0.8460},
+                                         "ci_method": "log_delta"},
+                            "chance_to_win": 0.99699, "chance_to_win_method": "beta_posterior",
+                            "notes": []}}],
             "health": {"srm": {"status": "ok", "p_value": 0.2542}},
             "warnings": []
         })
@@ -375,6 +496,14 @@ mod tests {
             treatment.contains("0.0062") && treatment.contains("99.7%"),
             "{treatment}"
         );
+        assert!(
+            treatment.contains("+8.3 (+3.5 … +13.1)") && treatment.contains("increase"),
+            "the absolute lift and the verdict: {treatment}"
+        );
+        assert!(
+            out.contains("Verdicts follow the Welch t-test of the absolute difference"),
+            "{out}"
+        );
         assert!(out.contains("* significant: p-value below 0.05"), "{out}");
         assert!(out.contains("Sample ratio: ok (p = 0.2542)"), "{out}");
         assert!(out.contains("No warnings."), "{out}");
@@ -384,17 +513,28 @@ mod tests {
     fn warnings_and_unavailable_results_are_shown() {
         let mut a = answer();
         a["method"] = json!("sequential");
-        a["comparisons"][0]["summary"] = json!({"lift": null, "ci": null, "p_value": null,
-            "chance_to_win": null, "significant": false,
-            "unavailable": "a conversion rate needs at least 1 units, got 0"});
+        a["comparisons"][0]["summary"] = json!({"verdict": "unavailable", "lift": null,
+            "ci": null, "p_value": null, "chance_to_win": null, "significant": false,
+            "absolute": null, "relative": null, "test": "confidence_sequence_absolute",
+            "notes": ["No test: a two-sample test needs at least 2 units, got 0."]});
         a["health"]["srm"] = json!({"status": "mismatch", "p_value": 0.00002});
+        a["verdict_withheld"] = json!(
+            "No verdict: sample-ratio mismatch (p = 2.00e-5): check that every variant logs its exposures"
+        );
         a["warnings"] = json!(["Sample-ratio mismatch: units per variant [1000, 1200] differ"]);
         let out = render_results(&a);
         assert!(
             out.contains("CONF. SEQUENCE") && out.contains("ALWAYS VALID"),
             "{out}"
         );
-        assert!(out.contains("n/a: a conversion rate needs"), "{out}");
+        assert!(
+            out.contains("Note, treatment: No test: a two-sample test needs"),
+            "{out}"
+        );
+        assert!(
+            out.contains("VERDICT WITHHELD. No verdict: sample-ratio mismatch"),
+            "{out}"
+        );
         assert!(
             out.contains("Sample ratio: MISMATCH (p = <0.0001)"),
             "{out}"
