@@ -46,6 +46,9 @@ const now = () => performance.timeOrigin + performance.now();
 // change to reach the page). Not a performance bound: a change that has
 // not arrived by then is a failure to deliver it.
 const WAIT_MS = 10_000;
+// The whole run, start to end: past it the run stops (and cleans up) with
+// a failure.
+const RUN_MS = 180_000;
 // The issue's target for a change to reach the page; reported, not asserted
 // (the team measures performance, it does not assert wall-clock limits).
 const TARGET_MS = 1000;
@@ -147,16 +150,19 @@ const show = (v) => JSON.stringify(v);
 // The event stream's URL carries a credential (the channel): never print it.
 const redact = (s) => String(s).replace(/channel=[0-9a-f]+/g, 'channel=<redacted>');
 
-// Whether the browser logs a line that `pred` accepts (it may log it just
-// after the page's promise settled).
-async function consoleSays(lines, pred) {
-  const deadline = now() + 2000;
+// Whether `pred` holds within `ms` (checked every 20 ms).
+async function until(pred, ms = WAIT_MS) {
+  const deadline = now() + ms;
   for (;;) {
-    if (lines.some(pred)) return true;
+    if (pred()) return true;
     if (now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+// Whether the browser logs a line that `pred` accepts (it may log it just
+// after the page's promise settled).
+const consoleSays = (lines, pred) => until(() => lines.some(pred), 2000);
 
 // ---------------------------------------------------------------- HTTP
 
@@ -336,6 +342,12 @@ async function main() {
 
     const adminToken = `e2e-admin-${randomBytes(16).toString('hex')}`;
     guidon = startGuidon(args.guidon, dir, adminToken, allowed.origin);
+    // Stopped by a signal, or exiting any way at all: no server left behind.
+    const child = guidon.child;
+    process.on('exit', () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    });
     cleanups.unshift(() => stopGuidon(guidon.child));
     const server = await guidon.url;
     expectStatus('/healthz', await api(server, 'GET', '/healthz', adminToken), 200);
@@ -346,9 +358,19 @@ async function main() {
     console.log(`ofrep-web: guidon serve at ${server}; page at ${allowed.origin} (allowed by --cors-origin), ` +
       `${refused.origin} (not allowed); Chromium ${browser.version()}`);
 
-    await allowedPage({ browser, server, origin: allowed.origin, clientToken, adminToken, versions, updates, verbose: args.verbose });
-    await refusedPage({ browser, server, origin: refused.origin, clientToken, verbose: args.verbose });
-    await definitionsRefused({ server, origin: allowed.origin, clientToken });
+    let timer;
+    const overdue = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the run took longer than ${RUN_MS} ms: stopped`)), RUN_MS);
+    });
+    try {
+      await Promise.race([overdue, (async () => {
+        await allowedPage({ browser, server, origin: allowed.origin, clientToken, adminToken, versions, updates, verbose: args.verbose });
+        await refusedPage({ browser, server, origin: refused.origin, clientToken, verbose: args.verbose });
+        await definitionsRefused({ server, origin: allowed.origin, clientToken });
+      })()]);
+    } finally {
+      clearTimeout(timer);
+    }
   } catch (e) {
     broken = true;
     throw e;
@@ -435,7 +457,9 @@ async function allowedPage({ browser, server, origin, clientToken, adminToken, v
   cases.forEach(([name, , want], i) => checkDetails(name, got[i], want));
 
   // 2. The bulk answer named the event stream, and the page follows it.
-  const bulk = received.find((r) => new URL(r.url).pathname === '/ofrep/v1/evaluate/flags' && r.status === 200);
+  const isBulk = (r) => new URL(r.url).pathname === '/ofrep/v1/evaluate/flags' && r.status === 200;
+  await until(() => received.some(isBulk));
+  const bulk = received.find(isBulk);
   let eventStreams = null;
   try {
     eventStreams = JSON.parse(bulk?.body ?? 'null')?.eventStreams ?? null;
@@ -447,8 +471,7 @@ async function allowedPage({ browser, server, origin, clientToken, adminToken, v
     redact(show(eventStreams)));
   // Give the EventSource a moment to be opened (it is opened right after
   // the first bulk answer), then require it.
-  const deadline = now() + WAIT_MS;
-  while (streams.length === 0 && now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await until(() => streams.length > 0);
   check('page opened the OFREP event stream on the server\'s origin',
     streams.length >= 1 && streams.every((u) => new URL(u).pathname === '/ofrep/v1/events' && u.startsWith(server)),
     streams.map(redact).join(', ') || 'no EventSource request');
@@ -602,6 +625,12 @@ async function definitionsRefused({ server, origin, clientToken }) {
   }
 }
 
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.once(sig, () => {
+    console.error(`ofrep-web e2e: ${sig}: stopped`);
+    process.exit(code);
+  });
+}
 try {
   await main();
 } catch (e) {
