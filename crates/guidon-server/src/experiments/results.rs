@@ -335,6 +335,9 @@ pub(crate) async fn results(
                 metric: &request.metric,
                 unit_attribute,
                 window_ms: request.window_ms,
+                from_ms: None,
+                until_ms: None,
+                cap: None,
             },
         )
         .await?;
