@@ -23,7 +23,9 @@
 //! - reasons map one to one (`STALE` has no OpenFeature variant in this
 //!   crate: it is `Other("STALE")`); an unknown flag is `FLAG_NOT_FOUND`,
 //!   a value of another type `TYPE_MISMATCH`, a client with no flags yet
-//!   `PROVIDER_NOT_READY`;
+//!   `PROVIDER_NOT_READY`, a client the server refused before any flags
+//!   arrived `PROVIDER_FATAL` (as `General`: the crate has no such code;
+//!   its status is then `Error`, the crate having no `Fatal` either);
 //! - a boolean asked of a flag that serves no value (off with no off
 //!   variant) is `enabled`; other types get an error, so the caller's
 //!   default is used, as OFREP's "code default";
@@ -44,6 +46,10 @@ use serde_json::Value;
 
 use crate::{Client, Status};
 
+/// OpenFeature's error code for a provider in an irrecoverable state; the
+/// `open-feature` crate (0.3) has no variant for it, so it is `General`.
+pub const PROVIDER_FATAL: &str = "PROVIDER_FATAL";
+
 /// The provider: evaluates locally through a [`Client`].
 #[derive(Debug)]
 pub struct GuidonProvider {
@@ -63,17 +69,36 @@ impl GuidonProvider {
         &self.client
     }
 
+    /// Whether there is a copy to evaluate: from the server, a snapshot or
+    /// a bootstrap.
+    fn has_flags(&self) -> bool {
+        let doc = self.client.document();
+        doc.revision.is_some() || !doc.file.flags.is_empty()
+    }
+
     fn resolve<T>(
         &self,
         flag_key: &str,
         context: &EvaluationContext,
         convert: impl FnOnce(&Evaluation<'_>) -> Result<T, EvaluationError>,
     ) -> EvaluationResult<ResolutionDetails<T>> {
-        if self.client.status() == Status::Starting {
-            return Err(error(
-                EvaluationErrorCode::ProviderNotReady,
-                "no flags yet: the server has not answered and there is no bootstrap",
-            ));
+        match self.client.status() {
+            Status::Starting => {
+                return Err(error(
+                    EvaluationErrorCode::ProviderNotReady,
+                    "no flags yet: the server has not answered and there is no bootstrap",
+                ));
+            }
+            // Refused (token, environment) before any flags arrived: every
+            // flag would otherwise look missing (FLAG_NOT_FOUND).
+            Status::Error if !self.has_flags() => {
+                let why = self.client.last_error().unwrap_or_default();
+                return Err(error(
+                    EvaluationErrorCode::General(PROVIDER_FATAL.into()),
+                    format!("no flags: the server refuses this client: {why}"),
+                ));
+            }
+            _ => {}
         }
         let ctx = to_context(context);
         let revision = self.client.revision();
