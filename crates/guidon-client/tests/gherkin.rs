@@ -542,7 +542,7 @@ impl fmt::Debug for Conformance {
 
 impl Conformance {
     async fn use_client(&mut self, client: Client) {
-        self.close().await;
+        self.close().await.unwrap();
         let mut api = OpenFeature::default();
         api.set_provider(GuidonProvider::new(client.clone())).await;
         self.of = Some(Arc::new(api.create_client()));
@@ -550,9 +550,10 @@ impl Conformance {
         self.guidon = Some(client);
     }
 
-    async fn close(&mut self) {
-        if let Some(client) = self.guidon.take() {
-            client.close().await.unwrap();
+    async fn close(&mut self) -> Result<(), guidon_client::ClientError> {
+        match self.guidon.take() {
+            Some(client) => client.close().await,
+            None => Ok(()),
         }
     }
 
@@ -962,11 +963,15 @@ async fn run_case(case: &Case) -> Result<(), String> {
             .is_err()
         {
             let why = LAST_PANIC.lock().unwrap().take().unwrap_or_default();
+            // One line per scenario in the report.
+            let why = why.lines().map(str::trim).collect::<Vec<_>>().join(" ");
             result = Err(format!("{:?}: {why}", step.text));
             break;
         }
     }
-    world.close().await;
+    if let Err(e) = world.close().await {
+        result = result.and(Err(format!("closing the client: {e}")));
+    }
     result
 }
 
@@ -1036,9 +1041,18 @@ async fn main() {
     let base = server.base.clone();
     assert!(SERVER.set(Server { base, token }).is_ok());
 
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
-        *LAST_PANIC.lock().unwrap() = Some(info.to_string());
+    // The steps' panics (on this thread) are reported per scenario; any
+    // other thread's (the server's, say) as usual.
+    let default_hook: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    let runner = std::thread::current().id();
+    let others = default_hook.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == runner {
+            *LAST_PANIC.lock().unwrap() = Some(info.to_string());
+        } else {
+            others(info);
+        }
     }));
     let mut unexpected = Vec::new();
     let known = known_cases();
@@ -1075,7 +1089,7 @@ async fn main() {
         };
         println!("{line}");
     }
-    std::panic::set_hook(default_hook);
+    std::panic::set_hook(Box::new(move |info| default_hook(info)));
     server.stop().await;
 
     println!(
