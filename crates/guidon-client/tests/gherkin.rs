@@ -18,7 +18,7 @@
 //! Not the `cucumber` crate: it turns on clap's default features
 //! (suggestions, colour, wrapped help) in every test build, so the `guidon`
 //! CLI under test would differ from the one shipped; and its parser, the
-//! `gherkin` crate, refuses `"` in a table cell, which these files use
+//! `gherkin` crate, refuses `\"` in a table cell, which these files use
 //! and Cucumber's reference parser accepts (it also brings Unicode line
 //! breaking, whose `alloc` features on the ICU crates under `url` would
 //! rebuild reqwest, sqlx and the server for every test build apart from
@@ -63,7 +63,10 @@
 //!   crate's provider interface is never given the caller's default, so the
 //!   provider cannot return it with reason `DISABLED`: it returns an error
 //!   (`NO_VALUE`) and the caller's default is used, reason `ERROR`. The
-//!   boolean case passes (a disabled boolean is `false`).
+//!   boolean case passes: a boolean asked of a flag that serves no value is
+//!   the flag's `enabled`, `false`, with reason `DISABLED`, and the suite's
+//!   default is `false` too (with a default of `true` it would still be
+//!   `false`).
 //! - **`CACHED`** (2). Guidon evaluates every call against its local copy
 //!   of the rules; nothing is cached per evaluation, and `CACHED` is
 //!   reserved (flag-format.md §7). Reporting it would be untrue.
@@ -379,6 +382,7 @@ impl Step {
 fn cases(path: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(path).unwrap();
     let parsed = parse(&text, &path.display().to_string());
+    let placeholder = Regex::new(r"<[^>\s]+>").unwrap();
     let mut out = Vec::new();
     for outline in &parsed.scenarios {
         let case = |values: &[(String, String)]| Case {
@@ -405,7 +409,12 @@ fn cases(path: &Path) -> Vec<Case> {
                 assert_eq!(row.len(), header.len(), "{}: {row:?}", outline.name);
                 let values: Vec<(String, String)> =
                     header.iter().cloned().zip(row.iter().cloned()).collect();
-                out.push(case(&values));
+                let case = case(&values);
+                for step in &case.steps {
+                    let left = placeholder.find(&step.text);
+                    assert!(left.is_none(), "{}: {left:?} has no column", outline.name);
+                }
+                out.push(case);
             }
         }
     }
