@@ -918,6 +918,7 @@ impl Conformance {
         let client = match kind {
             "stable" => {
                 let client = Client::builder(&server.base, &server.token)
+                    .start_timeout(Duration::from_secs(20))
                     .build()
                     .await
                     .unwrap();
