@@ -27,8 +27,10 @@
 //!   arrived `PROVIDER_FATAL` (as `General`: the crate has no such code;
 //!   its status is then `Error`, the crate having no `Fatal` either);
 //! - a boolean asked of a flag that serves no value (off with no off
-//!   variant) is `enabled`; other types get an error, so the caller's
-//!   default is used, as OFREP's "code default";
+//!   variant) is `enabled`; other types get an error (`GENERAL`, saying
+//!   so), so the caller's default is used, as OFREP's "code default" (the
+//!   crate does not give the provider the caller's default, which it could
+//!   return with reason `DISABLED`);
 //! - metadata: `flag_version`, `revision`, `rule`, `bucket`, `target`,
 //!   `override`, `prerequisite_failed`, `missing_bucketing_value`.
 
@@ -49,6 +51,9 @@ use crate::{Client, Status};
 /// OpenFeature's error code for a provider in an irrecoverable state; the
 /// `open-feature` crate (0.3) has no variant for it, so it is `General`.
 pub const PROVIDER_FATAL: &str = "PROVIDER_FATAL";
+
+/// OpenFeature's error code for any other error.
+pub const GENERAL: &str = "GENERAL";
 
 /// The provider: evaluates locally through a [`Client`].
 #[derive(Debug)]
@@ -135,7 +140,8 @@ fn mismatch(ev: &Evaluation<'_>, wanted: &str) -> EvaluationError {
             format!("flag {:?} serves {v}, not {wanted}", ev.flag),
         ),
         None => error(
-            EvaluationErrorCode::General("NO_VALUE".into()),
+            // OpenFeature's codes are a closed set: this is GENERAL.
+            EvaluationErrorCode::General(GENERAL.into()),
             format!(
                 "flag {:?} is off and has no off variant: use the default",
                 ev.flag

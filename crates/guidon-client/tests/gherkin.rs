@@ -62,7 +62,7 @@
 //!   off variant serves no value, so the caller's default applies. The
 //!   crate's provider interface is never given the caller's default, so the
 //!   provider cannot return it with reason `DISABLED`: it returns an error
-//!   (`NO_VALUE`) and the caller's default is used, reason `ERROR`. The
+//!   (`GENERAL`) and the caller's default is used, reason `ERROR`. The
 //!   boolean case passes: a boolean asked of a flag that serves no value is
 //!   the flag's `enabled`, `false`, with reason `DISABLED`, and the suite's
 //!   default is `false` too (with a default of `true` it would still be
