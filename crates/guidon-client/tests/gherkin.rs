@@ -11,8 +11,8 @@
 //! `context-aware` flag that `test-flags.json` does not have, and
 //! `evaluation_v2.feature` covers the rest of it.)
 //!
-//! The runner is the few lines below, with no dependency of its own: a
-//! reader of the Gherkin these files use (it refuses any other line),
+//! The runner is part of this file (about 300 lines, no dependency of its
+//! own): a reader of the Gherkin these files use (it refuses any other line),
 //! backgrounds prepended, outlines expanded, each step matched by exactly
 //! one definition, one fresh world per scenario, one scenario at a time.
 //! Not the `cucumber` crate: it turns on clap's default features
