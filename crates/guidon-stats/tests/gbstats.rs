@@ -382,6 +382,17 @@ fn gaussian_bayesian_results_match_gbstats() {
     assert!(proper >= 3, "{proper} comparisons with a proper prior");
 }
 
+/// gbstats' relative interval `r ± h` (delta method on the ratio) mapped to
+/// the log scale. The two delta-method variances differ by exactly the
+/// factor `(m_t/m_c)²`: `SE_delta = (1 + r)·SE_log`. So with the same
+/// quantile, guidon's interval `exp(ln(1 + r) ± q·SE_log) − 1` is
+/// `(1 + r)·exp(±h/(1 + r)) − 1`, above −100 % whatever `h`.
+fn log_scale_from_gbstats(r: f64, ci: [f64; 2]) -> [f64; 2] {
+    let h = (ci[1] - ci[0]) / 2.0;
+    let g = 1.0 + r;
+    [g * (-h / g).exp() - 1.0, g * (h / g).exp() - 1.0]
+}
+
 /// The frequentist headline: the deciding test is gbstats' absolute Welch
 /// test; the relative reading differs by design, its interval taken on the
 /// log scale (`exp(ln(m_t/m_c) ± t·SE_log) − 1`, as computed independently),
@@ -451,6 +462,9 @@ fn frequentist_headline_is_the_absolute_test_with_a_log_scale_relative_interval(
             relative.ci.upper - relative.lift > relative.lift - relative.ci.lower,
             "{what}"
         );
+        // And exactly: guidon's interval is gbstats' mapped to the log scale.
+        let mapped = log_scale_from_gbstats(relative.lift, gb.frequentist_relative.ci);
+        close_interval(&format!("{what} from gbstats"), &relative.ci, mapped);
         below_minus_100 += usize::from(lo < -1.0);
     });
     assert!(
@@ -478,6 +492,9 @@ fn sequential_headline_follows_the_absolute_confidence_sequence() {
         }
         if let Some(log) = &want.independent.log_relative {
             relative_reading_is(what, &h, "log_delta_confidence_sequence", log.sequential_ci);
+            let gb = &want.gbstats.sequential_relative;
+            let mapped = log_scale_from_gbstats(gb.expected, gb.ci);
+            relative_reading_is(what, &h, "log_delta_confidence_sequence", mapped);
         }
     });
 }
@@ -577,6 +594,12 @@ fn bayesian_headline_uses_beta_posteriors_for_conversions() {
         }
         if let Some(log) = &want.independent.log_relative {
             relative_reading_is(what, &h, "log_delta_credible", log.credible_ci);
+            if case.prior.is_none() {
+                // Flat: gbstats' credible interval is r ± z·SE_delta.
+                let g = &gb.bayesian_relative;
+                let mapped = log_scale_from_gbstats(g.expected, g.ci);
+                relative_reading_is(what, &h, "log_delta_credible", mapped);
+            }
         }
     });
     assert!(beta_cases >= 10, "{beta_cases}");
@@ -650,14 +673,32 @@ fn a_relative_prior_needs_a_control_mean_for_the_absolute_lift() {
 }
 
 /// The figures of docs/statistics.md: where the two differ by design, how
-/// much (`cargo test --workspace --test gbstats -- --nocapture`).
+/// much (`cargo test --workspace --test gbstats -- --nocapture`). The Beta
+/// and the Gaussian chance to win of a conversion metric converge as the
+/// arms grow: within 1e-3 from 100,000 units per arm (flat prior), while in
+/// small arms they differ by more than 0.1.
 #[test]
-fn print_the_differences_by_design() {
+fn differences_by_design_shrink_as_arms_grow() {
+    let (mut large, mut small_gap) = (0, 0.0_f64);
     println!("case | gbstats relative CI | guidon log-scale CI | gbstats P(win) | guidon P(win)");
-    each_comparison(|_, analysis, got, want, what| {
+    each_comparison(|case, analysis, got, want, what| {
         let gb = &want.gbstats;
         let f = headline(analysis, got, Method::Frequentist, None);
         let b = headline(analysis, got, Method::Bayesian, None);
+        let units = case.variants.iter().map(|v| v.units).min().unwrap_or(0);
+        if case.metric == MetricKind::Binomial
+            && case.prior.is_none()
+            && gb.bayesian_relative.error.is_none()
+        {
+            let gap =
+                (gb.bayesian_relative.chance_to_win - b.chance_to_win.unwrap_or(f64::NAN)).abs();
+            if units >= 100_000 {
+                assert!(gap < 1e-3, "{what}: P(win) differs by {gap}");
+                large += 1;
+            } else if units < 200 {
+                small_gap = small_gap.max(gap);
+            }
+        }
         let rel = |ci: [f64; 2]| format!("[{:+.2}%, {:+.2}%]", ci[0] * 100.0, ci[1] * 100.0);
         let log = f
             .relative
@@ -673,4 +714,6 @@ fn print_the_differences_by_design() {
             b.chance_to_win_method.unwrap_or("none"),
         );
     });
+    assert!(large >= 3, "{large}");
+    assert!(small_gap > 0.1, "{small_gap}");
 }
