@@ -729,7 +729,7 @@ async fn who_may_send_events_and_read_results() {
 
         for (flag, query, want, code) in [
             ("nope", "metric=purchase", 404, "not_found"),
-            ("new_checkout_experiment", "", 400, "bad_request"),
+            ("new_checkout_experiment", "", 404, "not_found"),
             (
                 "new_checkout_experiment",
                 "metric=purchase&method=magic",
@@ -801,5 +801,417 @@ async fn zero_conversions_and_an_empty_variant_still_answer() {
             !text.contains("NaN") && !text.contains("inf"),
             "{n}: {text}"
         );
+    }
+}
+
+fn conversion_of(id: &str, user: &str, value: f64, metric: &str, seconds: i64) -> Value {
+    json!({"type": "conversion", "event_id": id, "metric": metric, "value": value,
+           "context": {"user_id": user}, "timestamp": at(seconds)})
+}
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server.admin(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn detail_paths(body: &Value) -> Vec<String> {
+    body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|p| p["path"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The catalogue's definitions are checked at the field, versioned, and
+/// protected from deleting what an experiment or a ratio uses.
+#[tokio::test]
+async fn the_metric_catalogue_is_checked_and_versioned() {
+    for (db, server) in testing::servers("exp_catalogue").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let metrics = "/api/v1/envs/production/metrics";
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{metrics}/buy"),
+            Some(json!({"kind": "binomial", "event": "purchase", "description": "bought"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["version"].as_u64()),
+            (201, Some(1)),
+            "{n}: {body}"
+        );
+        for (key, definition, path) in [
+            (
+                "rev",
+                json!({"kind": "sum", "event": "purchase", "cap": {"percentile": 150}}),
+                "cap.percentile",
+            ),
+            ("rev", json!({"kind": "sum"}), "event"),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "buy", "denominator": "buy"}),
+                "denominator",
+            ),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "r", "denominator": "buy"}),
+                "numerator",
+            ),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "nope", "denominator": "buy"}),
+                "numerator",
+            ),
+        ] {
+            let (status, body) = call(
+                &server,
+                Method::PUT,
+                &format!("{metrics}/{key}"),
+                Some(definition),
+            )
+            .await;
+            assert_eq!(status, 422, "{n} {path}: {body}");
+            assert!(
+                detail_paths(&body).contains(&path.to_owned()),
+                "{n} {path}: {body}"
+            );
+        }
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{metrics}/buy"),
+            Some(json!({"kind": "binomial", "evnt": "purchase"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{n}: unknown field: {body}");
+        // Nothing invalid was stored.
+        let (_, list) = call(&server, Method::GET, metrics, None).await;
+        let keys: Vec<&str> = list["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["key"].as_str())
+            .collect();
+        assert_eq!(keys, ["buy"], "{n}: {list}");
+        // A stale version is refused.
+        let stale = server
+            .admin(Method::PUT, &format!("{metrics}/buy"))
+            .header("If-Match", "7")
+            .json(&json!({"kind": "binomial", "event": "order"}))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(stale.status(), 412, "{n}");
+        let (status, body) = call(&server, Method::GET, &format!("{metrics}/buyy"), None).await;
+        assert_eq!(status, 404, "{n}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("its metrics: buy")),
+            "{n}: {body}"
+        );
+
+        // An experiment naming what does not exist: 422 at each field.
+        let experiments = "/api/v1/envs/production/experiments";
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{experiments}/checkout_test"),
+            Some(json!({"flag": "nope", "primary_metric": "buyy", "stop": "yesterday"})),
+        )
+        .await;
+        assert_eq!(status, 422, "{n}: {body}");
+        let paths = detail_paths(&body);
+        for path in ["primary_metric", "stop", "flag"] {
+            assert!(paths.contains(&path.to_owned()), "{n} {path}: {body}");
+        }
+        assert!(body.to_string().contains("its metrics: buy"), "{n}: {body}");
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{experiments}/checkout_test"),
+            Some(json!({"flag": "new_checkout_experiment", "primary_metric": "buy"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{n}: {body}");
+        assert!(body["start"].as_str().is_some(), "{n}: started now: {body}");
+        // A metric an experiment uses cannot be deleted.
+        let (status, body) = call(&server, Method::DELETE, &format!("{metrics}/buy"), None).await;
+        assert_eq!(status, 409, "{n}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("checkout_test")),
+            "{n}"
+        );
+        let (status, body) = call(
+            &server,
+            Method::GET,
+            &format!("{experiments}/checkout_test"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("running")),
+            "{n}: {body}"
+        );
+        // Unknown experiment: 404 naming those that exist; a parameter
+        // without ?metric=: 400.
+        let (status, body) = results(&server, "checkout_tset", "").await;
+        assert_eq!(status, 404, "{n}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("its experiments: checkout_test")),
+            "{n}: {body}"
+        );
+        let (status, _) = results(&server, "checkout_test", "alpha=0.1").await;
+        assert_eq!(status, 400, "{n}");
+        server.stop().await;
+    }
+}
+
+/// An experiment's results: every metric of the catalogue it names, the
+/// primary and secondary corrected together, the guardrail judged on its
+/// own, a percentile cap resolved from the data, a ratio, and a stop that
+/// ends what counts.
+#[tokio::test]
+async fn an_experiment_reads_all_its_metrics() {
+    for (db, server) in testing::servers("exp_report").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let mut events = Vec::new();
+        for i in 0..400 {
+            events.push(exposure(&format!("ec{i}"), &format!("c{i}"), "control", 0));
+            events.push(exposure(
+                &format!("et{i}"),
+                &format!("t{i}"),
+                "treatment",
+                0,
+            ));
+        }
+        for i in 0..40 {
+            events.push(conversion_of(
+                &format!("pc{i}"),
+                &format!("c{i}"),
+                50.0,
+                "purchase",
+                60,
+            ));
+        }
+        // One whale in control: capped at the 95th percentile (50).
+        events.push(conversion_of("whale", "c0", 10_000.0, "purchase", 70));
+        for i in 0..70 {
+            events.push(conversion_of(
+                &format!("pt{i}"),
+                &format!("t{i}"),
+                50.0,
+                "purchase",
+                60,
+            ));
+        }
+        for i in 0..5 {
+            events.push(conversion_of(
+                &format!("rc{i}"),
+                &format!("c{}", 100 + i),
+                1.0,
+                "refund",
+                80,
+            ));
+        }
+        for i in 0..40 {
+            events.push(conversion_of(
+                &format!("rt{i}"),
+                &format!("t{}", 100 + i),
+                1.0,
+                "refund",
+                80,
+            ));
+        }
+        for chunk in events.chunks(5000) {
+            let (status, body) = send(
+                &server,
+                Some(ADMIN),
+                Some("production"),
+                &json!({ "events": chunk }),
+            )
+            .await;
+            assert_eq!(status, 200, "{n}: {body}");
+        }
+        let metrics = "/api/v1/envs/production/metrics";
+        for (key, definition) in [
+            ("buy", json!({"kind": "binomial", "event": "purchase"})),
+            (
+                "revenue",
+                json!({"kind": "sum", "event": "purchase", "cap": {"percentile": 95}}),
+            ),
+            (
+                "revenue_per_buyer",
+                json!({"kind": "ratio", "numerator": "revenue", "denominator": "buy"}),
+            ),
+            (
+                "refunds",
+                json!({"kind": "sum", "event": "refund", "direction": "lower", "guardrail": true}),
+            ),
+        ] {
+            let (status, body) = call(
+                &server,
+                Method::PUT,
+                &format!("{metrics}/{key}"),
+                Some(definition),
+            )
+            .await;
+            assert_eq!(status, 201, "{n} {key}: {body}");
+        }
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            "/api/v1/envs/production/experiments/checkout_test",
+            Some(
+                json!({"flag": "new_checkout_experiment", "primary_metric": "buy",
+                        "secondary_metrics": ["revenue", "revenue_per_buyer"],
+                        "guardrail_metrics": ["refunds"],
+                        "hypothesis": "a single page converts more",
+                        "start": "2026-11-20T00:00:00Z"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{n}: {body}");
+
+        let (status, r) = results(&server, "checkout_test", "").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        let roles: Vec<(&str, &str)> = r["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| {
+                (
+                    m["key"].as_str().unwrap_or(""),
+                    m["role"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("buy", "primary"),
+                ("revenue", "secondary"),
+                ("revenue_per_buyer", "secondary"),
+                ("refunds", "guardrail")
+            ],
+            "{n}"
+        );
+        assert_eq!(r["correction"]["tests"], 3, "{n}: {}", r["correction"]);
+        assert_eq!(r["status"], "running", "{n}");
+
+        // The primary: 40/400 against 70/400, its p-value corrected (Holm
+        // over three tests makes it larger, never smaller).
+        let buy = &r["metrics"][0];
+        assert_eq!(buy["variants"][0]["conversions"], 40, "{n}: {buy}");
+        assert_eq!(buy["variants"][1]["conversions"], 70, "{n}");
+        let want = analyze(
+            &VariantStats::binomial(400, 40),
+            &[VariantStats::binomial(400, 70)],
+            &AnalysisOptions {
+                weights: Some(vec![50.0, 50.0]),
+                ..AnalysisOptions::default()
+            },
+        )
+        .expect("analysis");
+        let raw = want.comparisons[0]
+            .absolute
+            .computed()
+            .expect("absolute")
+            .test
+            .p_value;
+        let summary = &buy["comparisons"][0]["summary"];
+        let adjusted = summary["p_value"].as_f64().expect("p");
+        assert!(
+            adjusted >= raw && adjusted <= 3.0 * raw + 1e-12,
+            "{n}: {raw} → {adjusted}"
+        );
+        assert_eq!(summary["verdict"], "increase", "{n}: {summary}");
+        assert_eq!(buy["comparisons"][0]["outcome"], "better", "{n}");
+
+        // Revenue capped at the 95th percentile of the buyers' values (50):
+        // the whale counts 50.
+        let revenue = &r["metrics"][1];
+        assert_eq!(revenue["cap"], 50.0, "{n}: {revenue}");
+        close(
+            &revenue["variants"][0]["mean"],
+            40.0 * 50.0 / 400.0,
+            "capped mean",
+        );
+        // Revenue per buyer: 50 in both arms once capped.
+        let ratio = &r["metrics"][2];
+        assert_eq!(ratio["kind"], "ratio", "{n}");
+        close(&ratio["variants"][0]["ratio"], 50.0, "ratio control");
+        close(&ratio["variants"][1]["ratio"], 50.0, "ratio treatment");
+
+        // The guardrail: 40 refunds against 5, lower is better: breached.
+        let guardrail = &r["guardrails"][0];
+        assert_eq!(guardrail["metric"], "refunds", "{n}: {guardrail}");
+        assert_eq!(guardrail["status"], "breached", "{n}: {guardrail}");
+        assert_eq!(guardrail["breached_by"], json!(["treatment"]), "{n}");
+        assert_eq!(r["metrics"][3]["comparisons"][0]["outcome"], "worse", "{n}");
+
+        // Stop it: what happens afterwards does not count.
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            "/api/v1/envs/production/experiments/checkout_test/stop",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {body}");
+        assert!(body["stop"].as_str().is_some(), "{n}: {body}");
+        let (status, _) = call(
+            &server,
+            Method::POST,
+            "/api/v1/envs/production/experiments/checkout_test/stop",
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{n}: stopped twice");
+        let later = guidon_engine::Timestamp::now()
+            .checked_add(jiff_seconds(60))
+            .expect("time")
+            .to_string();
+        let late = json!({"events": [
+            {"type": "exposure", "event_id": "late", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"user_id": "late_user"}, "timestamp": later},
+            {"type": "conversion", "event_id": "late_buy", "metric": "purchase", "value": 5,
+             "context": {"user_id": "t300"}, "timestamp": later}
+        ]});
+        let (status, body) = send(&server, Some(ADMIN), Some("production"), &late).await;
+        assert_eq!(status, 200, "{n}: {body}");
+        let (_, r) = results(&server, "checkout_test", "").await;
+        assert_eq!(r["status"], "stopped", "{n}");
+        assert_eq!(r["metrics"][0]["variants"][0]["units"], 400, "{n}: {r}");
+        assert_eq!(r["metrics"][0]["variants"][1]["conversions"], 70, "{n}");
+        // The flag's one-metric reading still answers with ?metric=.
+        let (status, one) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {one}");
+        assert_eq!(
+            one["variants"][0]["units"], 401,
+            "{n}: not bounded by the experiment"
+        );
+        server.stop().await;
     }
 }

@@ -554,7 +554,7 @@ fn bayesian_headline_uses_beta_posteriors_for_conversions() {
                 }
                 beta_cases += 1;
             }
-            MetricKind::Continuous => {
+            MetricKind::Continuous | MetricKind::Ratio => {
                 assert_eq!(h.chance_to_win_method, Some("normal_relative"));
                 assert_eq!(h.test, "chance_to_win_normal");
                 let g = &gb.bayesian_relative;

@@ -42,7 +42,7 @@ pub(crate) struct ResultsParams {
     prior_variance: Option<f64>,
 }
 
-fn method_name(method: Method) -> &'static str {
+pub(crate) fn method_name(method: Method) -> &'static str {
     match method {
         Method::Frequentist => "frequentist",
         Method::Bayesian => "bayesian",
@@ -62,6 +62,23 @@ struct Request {
     window_ms: Option<i64>,
     /// Without the arms' weights: those come with the flag.
     options: AnalysisOptions,
+}
+
+impl ResultsParams {
+    /// The first parameter given besides `metric`, if any.
+    fn given(&self) -> Option<&'static str> {
+        [
+            ("method", self.method.is_some()),
+            ("correction", self.correction.is_some()),
+            ("window_hours", self.window_hours.is_some()),
+            ("kind", self.kind.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("prior_mean", self.prior_mean.is_some()),
+            ("prior_variance", self.prior_variance.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
 }
 
 impl Request {
@@ -148,7 +165,7 @@ impl Request {
 
 /// The variants an experiment on `flag` compares: those with a positive
 /// weight, control first, with their weights.
-fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
+pub(crate) fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
     let arms: Vec<(&str, f64)> = flag
         .variants
         .iter()
@@ -168,18 +185,18 @@ fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
 
 /// The health checks of one result: their statuses and the warnings they
 /// raise.
-struct Health {
-    exposed: u64,
-    multiple: u64,
-    multiple_share: f64,
-    checks: Value,
-    warnings: Vec<String>,
+pub(crate) struct Health {
+    pub(crate) exposed: u64,
+    pub(crate) multiple: u64,
+    pub(crate) multiple_share: f64,
+    pub(crate) checks: Value,
+    pub(crate) warnings: Vec<String>,
     /// Why no verdict may be given: a failed check, and what to look at.
-    withheld: Option<String>,
+    pub(crate) withheld: Option<String>,
 }
 
 impl Health {
-    fn check(
+    pub(crate) fn check(
         totals: &ExperimentTotals,
         analysis: &Analysis,
         arms: &[(&str, f64)],
@@ -271,12 +288,12 @@ impl Health {
 /// [&prior_mean=M&prior_variance=V]`. Admin tokens only.
 #[utoipa::path(
     get,
-    path = "/api/v1/envs/{env}/experiments/{flag}/results",
+    path = "/api/v1/envs/{env}/experiments/{key}/results",
     tag = "experiments",
-    summary = "One metric's results: per variant, each comparison with the control, SRM and health checks",
+    summary = "An experiment's results (every metric, as its definition says); or, with ?metric=, one metric of a flag",
     params(
-        ("env" = String, Path, description = "Environment"), ("flag" = String, Path, description = "The experiment's flag"),
-        ("metric" = String, Query, description = "The conversions' metric"),
+        ("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "The experiment, or with ?metric= a flag"),
+        ("metric" = Option<String>, Query, description = "Read one metric (the conversions' name) of the flag named by the path instead of an experiment"),
         ("method" = Option<String>, Query, description = "frequentist (default), bayesian or sequential"),
         ("correction" = Option<String>, Query, description = "none, holm or bh"),
         ("window_hours" = Option<f64>, Query, description = "Count conversions only this long after the first exposure"),
@@ -296,6 +313,27 @@ pub(crate) async fn results(
     caller.require_admin()?;
     if !is_valid_key(&env_name) {
         return Err(bad(format!("invalid environment {env_name:?}")));
+    }
+    if params.metric.is_none() {
+        // An experiment of the catalogue: every metric, as it says.
+        if let Some(name) = params.given() {
+            return Err(bad(format!(
+                "{name}: an experiment's results are read as its definition says; \
+                 to read one metric of a flag instead, give ?metric=NAME"
+            )));
+        }
+        let stored = match super::catalogue::experiment_or_404(&state, &env_name, &flag_key).await {
+            Ok(stored) => stored,
+            Err(ApiError::NotFound(message)) => {
+                return Err(ApiError::NotFound(format!(
+                    "{message} (or give ?metric=NAME to read one metric of a flag)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        return Ok(Json(
+            super::report::report(&state, &env_name, &stored).await?,
+        ));
     }
     let request = Request::parse(params)?;
 
@@ -335,6 +373,9 @@ pub(crate) async fn results(
                 metric: &request.metric,
                 unit_attribute,
                 window_ms: request.window_ms,
+                from_ms: None,
+                until_ms: None,
+                cap: None,
             },
         )
         .await?;
