@@ -8,12 +8,13 @@ regenerate:
 
     target/stats-venv/bin/python testdata/stats/gbstats_reference.py > testdata/stats/gbstats_reference.json
 
-For each synthetic experiment (binomial and continuous, 2 and 3 arms, small
+For each synthetic experiment (binomial, continuous and ratio, 2 and 3 arms, small
 and large, flat and proper priors, and the edge cases where the two differ
 most) the per-variant aggregates guidon-stats takes (units, converted,
 sum, sum of squares) are turned into gbstats' own statistics
 (`ProportionStatistic(n, sum)` for a conversion metric, `SampleMeanStatistic(n,
-sum, sum_squares)` for a value metric), and each treatment against control is
+sum, sum_squares)` for a value metric, `RatioStatistic` of two of them and
+the sum of products for a ratio metric), and each treatment against control is
 run through gbstats' tests as its runner configures them:
 
 - `TwoSidedTTest` (frequentist), absolute and relative;
@@ -34,6 +35,8 @@ independently with scipy, under `independent`:
   the Beta(1 + converted, 1 + units - converted) posteriors, by
   scipy.integrate.quad (and for arms above 1,000,000 units the normal with the
   Beta's mean and variance, which is what guidon uses there);
+- for a ratio metric (revenue per order), the ratio's delta-method variance
+  from the per-unit data with numpy, before any aggregate;
 - the absolute Welch test (scipy's `ttest_ind_from_stats`), for the cases where
   gbstats gives no result at all (a zero control mean or a zero variance in
   one arm).
@@ -60,7 +63,7 @@ from gbstats.frequentist.tests import (
     SequentialTwoSidedTTest,
     TwoSidedTTest,
 )
-from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
+from gbstats.models.statistics import ProportionStatistic, RatioStatistic, SampleMeanStatistic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from refcheck import finish  # noqa: E402
@@ -86,19 +89,44 @@ def values_variant(y):
             "sum": math.fsum(y), "sum_squares": math.fsum(y * y)}
 
 
+def ratio_variant(y, x):
+    """A ratio metric Σy/Σx (revenue per order: y the revenue, x the orders)."""
+    v = values_variant(y)
+    x = np.asarray(x, dtype=float)
+    v["denominator"] = {"sum": math.fsum(x), "sum_squares": math.fsum(x * x),
+                        "sum_products": math.fsum(x * np.asarray(y, dtype=float))}
+    return v
+
+
 def gb_statistic(metric, v):
+    n = v["units"]
     if metric == "binomial":
-        return ProportionStatistic(n=v["units"], sum=v["sum"])
-    return SampleMeanStatistic(n=v["units"], sum=v["sum"], sum_squares=v["sum_squares"])
+        return ProportionStatistic(n=n, sum=v["sum"])
+    numerator = SampleMeanStatistic(n=n, sum=v["sum"], sum_squares=v["sum_squares"])
+    if metric == "ratio":
+        d = v["denominator"]
+        return RatioStatistic(
+            n=n, m_statistic=numerator,
+            d_statistic=SampleMeanStatistic(n=n, sum=d["sum"], sum_squares=d["sum_squares"]),
+            m_d_sum_of_products=d["sum_products"])
+    return numerator
 
 
-def moments(metric, v):
+def moments(metric, v, data=None):
     """(n, mean, variance of a unit's value): p(1 - p) for a conversion
-    metric, the sample variance for a value metric."""
+    metric, the sample variance for a value metric; for a ratio Σy/Σx the
+    delta method on the per-unit data (y, x) with numpy's sample moments,
+    (s_yy - 2R s_xy + R² s_xx) / x̄²."""
     n = v["units"]
     mean = v["sum"] / n
     if metric == "binomial":
         return n, mean, mean * (1 - mean)
+    if metric == "ratio":
+        y, x = data
+        r = math.fsum(y) / math.fsum(x)
+        cov = np.cov(np.vstack([y, x]), ddof=1)
+        var = (cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]) / np.mean(x) ** 2
+        return n, r, float(var)
     return n, mean, (v["sum_squares"] - v["sum"] ** 2 / n) / (n - 1)
 
 
@@ -236,6 +264,19 @@ def continuous(name, samples, alpha=0.05, prior=None):
             "variants": [values_variant(y) for y in samples]}
 
 
+def ratio(name, samples, alpha=0.05, prior=None):
+    """samples: per arm, (y, x) per-unit values."""
+    return {"name": name, "metric": "ratio", "alpha": alpha, "prior": prior,
+            "variants": [ratio_variant(y, x) for y, x in samples],
+            "data": [(np.asarray(y, dtype=float), np.asarray(x, dtype=float)) for y, x in samples]}
+
+
+def orders_and_revenue(rng, n, orders, basket):
+    x = rng.poisson(orders, n).astype(float)
+    y = np.array([math.fsum(rng.lognormal(basket, 0.6, int(k))) for k in x])
+    return y, x
+
+
 def experiments():
     out = [
         binomial("binomial 2 arms small: 12/150 vs 21/160", [(150, 12), (160, 21)]),
@@ -275,6 +316,13 @@ def experiments():
     out.append(continuous("continuous 3 arms small at 90%: exponential 12, 15, 10",
                           [rng.exponential(5.0, 12), rng.exponential(8.0, 15),
                            rng.exponential(4.0, 10)], alpha=0.10))
+    rng = np.random.default_rng(20261209)
+    out.append(ratio("ratio 2 arms: revenue per order, 300 vs 320 units",
+                     [orders_and_revenue(rng, 300, 1.2, 3.0), orders_and_revenue(rng, 320, 1.25, 3.1)]))
+    rng = np.random.default_rng(20261210)
+    out.append(ratio("ratio 3 arms large, prior N(0, 0.1^2): revenue per order, 50000 each",
+                     [orders_and_revenue(rng, 50000, 1.0, 3.0), orders_and_revenue(rng, 50000, 1.0, 3.02),
+                      orders_and_revenue(rng, 50000, 1.05, 2.99)], prior={"mean": 0.0, "variance": 0.01}))
     return out
 
 
@@ -295,8 +343,9 @@ def main():
     for case in experiments():
         metric, alpha, prior, variants = case["metric"], case["alpha"], case["prior"], case["variants"]
         normal = any(v["units"] > EXACT_LIMIT for v in variants)
+        data = case.pop("data", [None] * len(variants))
         gb = [gb_statistic(metric, v) for v in variants]
-        mo = [moments(metric, v) for v in variants]
+        mo = [moments(metric, v, d) for v, d in zip(variants, data)]
         comparisons = []
         for i in range(1, len(variants)):
             gbstats = {}

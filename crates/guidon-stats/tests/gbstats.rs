@@ -235,6 +235,12 @@ fn the_reference_covers_the_experiments() {
         assert!(has(&|c| c.metric == kind && c.prior.is_some()));
     }
     assert!(has(
+        &|c| c.metric == MetricKind::Ratio && c.variants.len() == 2
+    ));
+    assert!(has(
+        &|c| c.metric == MetricKind::Ratio && c.variants.len() == 3
+    ));
+    assert!(has(
         &|c| c.beta_method.as_deref() == Some("beta_posterior_normal")
     ));
     assert!(has(&|c| c.alpha != 0.05));
@@ -327,6 +333,16 @@ fn sequential_lifts_match_gbstats() {
     });
 }
 
+/// Risks against gbstats'. A risk in the tail is a difference of two terms
+/// of the posterior's size (μΦ(z) and σφ(z)), so they are compared to 1e-9
+/// relative or 1e-12 of the posterior sd.
+#[track_caller]
+fn close_risks(what: &str, got: [f64; 2], gb: &GbBayesian) {
+    let scale = 1e-3 * gb.std_dev;
+    close(&format!("{what} risk control"), got[0], gb.risk[0], scale);
+    close(&format!("{what} risk treatment"), got[1], gb.risk[1], scale);
+}
+
 /// The Gaussian Bayesian model is the same in both: on the relative lift
 /// with the prior as given, and on the absolute lift with that relative
 /// prior rescaled by the control mean, `N(μ·|m_c|, σ²·m_c²)`, as gbstats
@@ -361,22 +377,7 @@ fn gaussian_bayesian_results_match_gbstats() {
             );
             close(&format!("{what} sd"), r.std_dev, gb.std_dev, 0.0);
             close_interval(&format!("{what} ci"), &r.ci, gb.ci);
-            // A risk in the tail is a difference of two terms of the
-            // posterior's size (μΦ(z) and σφ(z)): compared to 1e-9 relative
-            // or 1e-12 of the posterior sd.
-            let risk_scale = 1e-3 * r.std_dev;
-            close(
-                &format!("{what} risk control"),
-                r.risk_control,
-                gb.risk[0],
-                risk_scale,
-            );
-            close(
-                &format!("{what} risk treatment"),
-                r.risk_treatment,
-                gb.risk[1],
-                risk_scale,
-            );
+            close_risks(&what, [r.risk_control, r.risk_treatment], gb);
         }
     });
     assert!(proper >= 3, "{proper} comparisons with a proper prior");
@@ -566,18 +567,7 @@ fn bayesian_headline_uses_beta_posteriors_for_conversions() {
                     g.chance_to_win,
                     0.0,
                 );
-                close(
-                    &format!("{what} risk control"),
-                    risk.control,
-                    g.risk[0],
-                    0.0,
-                );
-                close(
-                    &format!("{what} risk treatment"),
-                    risk.treatment,
-                    g.risk[1],
-                    0.0,
-                );
+                close_risks(what, [risk.control, risk.treatment], g);
             }
         }
         let ctw = h.chance_to_win.unwrap_or(f64::NAN);
