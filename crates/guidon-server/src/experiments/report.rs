@@ -30,7 +30,7 @@ use guidon_store::{ExperimentTotals, MetricQuery, RatioPart};
 use serde_json::{Value, json};
 
 use super::catalogue::{metrics_of, names, status};
-use super::results::{Health, arms, method_name};
+use super::results::{Health, arms, cuped_summary, method_name, variant_stats};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -43,6 +43,8 @@ struct Reading {
     window_ms: Option<i64>,
     from_ms: Option<i64>,
     until_ms: Option<i64>,
+    cuped_days: Option<f64>,
+    cuped_ms: Option<i64>,
 }
 
 impl Reading {
@@ -65,6 +67,10 @@ impl Reading {
             window_ms: e.window_hours.map(|h| (h * 3_600_000.0).round() as i64),
             from_ms: e.start_time().map(|t| t.as_millisecond()),
             until_ms: e.stop_time().map(|t| t.as_millisecond()),
+            cuped_days: e.cuped_days,
+            cuped_ms: e
+                .cuped_days
+                .map(|d| (d * 86_400_000.0).round().max(1.0) as i64),
         }
     }
 
@@ -153,15 +159,19 @@ async fn metric_data(
             };
             let totals = state
                 .store
-                .experiment_totals(env, &MetricQuery { cap, ..base })
+                .experiment_totals(
+                    env,
+                    &MetricQuery {
+                        cap,
+                        pre_window_ms: reading.cuped_ms,
+                        ..base
+                    },
+                )
                 .await?;
             let stats = totals
                 .variants
                 .iter()
-                .map(|t| match metric.kind {
-                    CatalogueKind::Binomial => VariantStats::binomial(t.units, t.converted),
-                    _ => VariantStats::new(t.units, t.converted, t.sum, t.sum_squares),
-                })
+                .map(|t| variant_stats(t, metric.kind == CatalogueKind::Binomial))
                 .collect();
             Ok(MetricData {
                 kind: if metric.kind == CatalogueKind::Binomial {
@@ -363,7 +373,9 @@ pub(crate) async fn report(
         sequential_tuning_parameter: reading.tuning,
         weights: Some(arms.iter().map(|(_, w)| *w).collect()),
         correction: Correction::None,
-        cuped: false,
+        // Only binomial and sum metrics carry the covariate; a ratio is
+        // analysed without it.
+        cuped: reading.cuped_ms.is_some() && kind != MetricKind::Ratio,
     };
     let mut analyses: Vec<(usize, Analysis)> = Vec::new();
     let mut guardrail_analyses: Vec<(usize, Analysis)> = Vec::new();
@@ -453,6 +465,7 @@ pub(crate) async fn report(
             "variants": variants,
             "comparisons": comparisons,
             "bayesian": analysis.beta,
+            "cuped": cuped_summary(analysis, if d.kind == MetricKind::Ratio { None } else { reading.cuped_days }),
         }));
     }
 
@@ -487,6 +500,7 @@ pub(crate) async fn report(
         },
         "sequential_tuning": (reading.method == Method::Sequential).then_some(reading.tuning),
         "window_hours": experiment.window_hours,
+        "cuped_days": experiment.cuped_days,
         "unit_attribute": unit,
         "control": arms[0].0,
         "exposures": {

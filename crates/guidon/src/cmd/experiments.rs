@@ -60,6 +60,10 @@ pub(crate) enum ExperimentsCommand {
         /// Bayesian: variance of a normal prior on the lift (flat without it).
         #[arg(long)]
         prior_variance: Option<f64>,
+        /// CUPED: adjust by each unit's value of the metric in this many
+        /// days before its first exposure.
+        #[arg(long, value_name = "DAYS")]
+        cuped_days: Option<f64>,
     },
     /// Create or replace an experiment: a flag, its metrics from the
     /// catalogue (`guidon metrics`), and how to read them.
@@ -99,6 +103,9 @@ pub(crate) enum ExperimentsCommand {
         sequential_tuning: Option<f64>,
         #[arg(long, value_name = "HOURS")]
         window_hours: Option<f64>,
+        /// CUPED: adjust by each unit's value in this many days before exposure.
+        #[arg(long, value_name = "DAYS")]
+        cuped_days: Option<f64>,
         /// Only if the experiment is still at this version (0: only if new).
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
@@ -132,6 +139,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             alpha: None,
             prior_mean: None,
             prior_variance: None,
+            cuped_days: None,
         } => block_on(async move {
             let report = client
                 .experiment_report(&env, &key)
@@ -140,7 +148,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             answer(as_json, &report, render_report)
         }),
         ExperimentsCommand::Results { metric: None, .. } => Err(anyhow::anyhow!(
-            "an experiment is read as its definition says: --method, --kind, --correction, --window-hours, --alpha and the priors need --metric NAME (one metric of a flag)"
+            "an experiment is read as its definition says: --method, --kind, --correction, --window-hours, --alpha, the priors and --cuped-days need --metric NAME (one metric of a flag)"
         )),
         ExperimentsCommand::Results {
             key: flag,
@@ -153,6 +161,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             alpha,
             prior_mean,
             prior_variance,
+            cuped_days,
         } => block_on(async move {
             let query = ResultsQuery {
                 metric,
@@ -163,6 +172,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 alpha,
                 prior_mean,
                 prior_variance,
+                cuped_days,
             };
             let results = client
                 .experiment_results(&env, &flag, &query)
@@ -185,6 +195,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             correction,
             sequential_tuning,
             window_hours,
+            cuped_days,
             if_version,
         } => block_on(async move {
             let body = match file {
@@ -212,6 +223,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                         ("alpha", alpha.map(Value::from)),
                         ("sequential_tuning", sequential_tuning.map(Value::from)),
                         ("window_hours", window_hours.map(Value::from)),
+                        ("cuped_days", cuped_days.map(Value::from)),
                     ] {
                         if let Some(v) = value {
                             e.insert(name.into(), v);
@@ -578,6 +590,22 @@ fn comparison_table(out: &mut String, results: &Value) {
     for note in &notes {
         let _ = writeln!(out, "Note, {note}");
     }
+    let cuped = &results["cuped"];
+    if cuped["applied"].as_bool() == Some(true) {
+        let reduction: Vec<String> = cuped["variance_reduction"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|r| r.as_f64().map_or_else(|| "—".to_owned(), |r| percent(r, 0)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "CUPED over the {} days before exposure: θ = {}, variance reduced by {} (per variant)",
+            trim_number(cuped["pre_exposure_days"].as_f64().unwrap_or(f64::NAN), 2),
+            trim_number(cuped["theta"].as_f64().unwrap_or(f64::NAN), 4),
+            reduction.join(", ")
+        );
+    }
     if let Some(best) = chance_to_be_best(results) {
         let _ = writeln!(out, "{best}");
     }
@@ -773,6 +801,8 @@ mod tests {
                             "chance_to_win": 0.99699, "chance_to_win_method": "beta_posterior",
                             "notes": []}}],
             "health": {"srm": {"status": "ok", "p_value": 0.2542}},
+            "cuped": {"applied": true, "pre_exposure_days": 14.0, "theta": 0.9312,
+                      "variance_reduction": [0.812, 0.795]},
             "warnings": []
         })
     }
@@ -817,6 +847,12 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("* significant: p-value below 0.05"), "{out}");
+        assert!(
+            out.contains(
+                "CUPED over the 14 days before exposure: θ = 0.9312, variance reduced by 81%, 80%"
+            ),
+            "{out}"
+        );
         assert!(out.contains("Sample ratio: ok (p = 0.2542)"), "{out}");
         assert!(out.contains("No warnings."), "{out}");
     }
