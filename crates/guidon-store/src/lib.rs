@@ -9,11 +9,13 @@
 //! one environment (a row lock in PostgreSQL, the write lock in SQLite), and a
 //! failed write rolls the increment back.
 
+mod edge;
 mod error;
 mod experiments;
 mod store;
 mod tokens;
 
+pub use edge::{EdgeStore, Outgoing};
 pub use error::StoreError;
 pub use experiments::{
     Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,

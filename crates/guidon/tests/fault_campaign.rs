@@ -25,10 +25,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::Guidon;
 
 /// How long the SDKs may take to converge once the faults are over.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -53,7 +54,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// One `guidon serve` process, killed (SIGKILL) on drop.
 struct Serve {
-    child: Child,
+    process: Guidon,
     base: String,
     pid: u32,
 }
@@ -63,67 +64,26 @@ impl Serve {
     /// `log`, and waits until it says it listens. The port may still be held
     /// for a moment after a SIGKILL: it retries.
     fn spawn(url: &str, port: u16, log: &Path) -> Serve {
-        let start = Instant::now();
-        loop {
-            match Serve::try_spawn(url, port, log) {
-                Ok(serve) => return serve,
-                Err(why) if start.elapsed() < Duration::from_secs(30) => {
-                    eprintln!("guidon serve did not start ({why}); retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(why) => panic!("guidon serve did not start within 30 s: {why}"),
-            }
-        }
-    }
-
-    fn try_spawn(url: &str, port: u16, log: &Path) -> Result<Serve, String> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_guidon"))
-            .args([
+        let listen = format!("127.0.0.1:{port}");
+        let process = Guidon::spawn(
+            &[
                 "serve",
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                &listen,
                 "--database-url",
                 url,
                 "--heartbeat-secs",
                 "1",
                 "--poll-ms",
                 "100",
-            ])
-            .env("GUIDON_ADMIN_TOKEN", ADMIN)
-            .env("GUIDON_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn guidon serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let pid = child.id();
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(()) => Ok(Serve {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                pid,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                Err(format!(
-                    "exited {status:?}; log tail: {}",
-                    tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
-                ))
-            }
+            ],
+            &[("GUIDON_ADMIN_TOKEN", ADMIN)],
+            log,
+        );
+        Serve {
+            base: process.base.clone(),
+            pid: process.pid,
+            process,
         }
     }
 
@@ -138,24 +98,13 @@ impl Serve {
     }
 
     /// SIGKILL, and reaped.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.process.kill();
     }
 
     /// SIGTERM; the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        self.child.wait().expect("reaped")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) -> std::process::ExitStatus {
+        self.process.stop()
     }
 }
 
@@ -169,11 +118,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn http() -> reqwest::Client {

@@ -328,6 +328,25 @@ impl AdminClient {
             .decode()
     }
 
+    /// The live token whose secret `secret` is (`POST /api/v1/auth/verify`,
+    /// an admin token's call), or `None` when no live token has it
+    /// (unknown or revoked). `guidon edge` authenticates its callers so.
+    pub async fn verify_token(&self, secret: &str) -> Result<Option<TokenInfo>, AdminError> {
+        let body = Body::json(&json!({ "token": secret }))?;
+        match self
+            .send(Method::POST, &["auth", "verify"], Some(body), |r| r)
+            .await
+        {
+            Ok(reply) => reply.decode().map(Some),
+            Err(AdminError::Refused { status: 404, body })
+                if body.message == "no live token has this secret" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn revoke_token(&self, name: &str) -> Result<(), AdminError> {
         check_segment("token name", name)?;
         self.send(Method::DELETE, &["tokens", name], None, |r| r)

@@ -307,7 +307,7 @@ pub(crate) async fn results(
     let arms = arms(flag)?;
     let unit_attribute = flag.bucket_by();
     let totals = state
-        .store
+        .store()?
         .experiment_totals(
             &env_name,
             &MetricQuery {

@@ -1,0 +1,109 @@
+//! The `guidon` binary as a process of a test: started with its
+//! arguments, ready once it prints where it listens, killed on drop.
+
+// Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `guidon` process (`serve` or `edge`), SIGKILLed on drop.
+pub(crate) struct Guidon {
+    child: Child,
+    /// `http://ADDR`, as it printed it.
+    pub(crate) base: String,
+    pub(crate) pid: u32,
+}
+
+impl Guidon {
+    /// Runs `guidon ARGS` with `envs`, its stderr appended to `log`, until
+    /// it prints `listening on URL`; an error with the log's tail if it
+    /// exits first or says nothing within 30 s.
+    pub(crate) fn try_spawn(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Guidon, String> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_guidon"));
+        command
+            .args(args)
+            .env("GUIDON_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn guidon");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, url)) = line.split_once("listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let pid = child.id();
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => Ok(Guidon { child, base, pid }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                Err(format!(
+                    "exited {status:?}; log tail: {}",
+                    tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
+                ))
+            }
+        }
+    }
+
+    /// [`Guidon::try_spawn`], retried for 30 s: a port may still be held
+    /// for a moment after a SIGKILL.
+    pub(crate) fn spawn(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Guidon {
+        let start = Instant::now();
+        loop {
+            match Guidon::try_spawn(args, envs, log) {
+                Ok(process) => return process,
+                Err(why) if start.elapsed() < Duration::from_secs(30) => {
+                    eprintln!("guidon {} did not start ({why}); retrying", args[0]);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => panic!("guidon {} did not start within 30 s: {why}", args[0]),
+            }
+        }
+    }
+
+    /// SIGKILL, and reaped.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; the exit status.
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        self.child.wait().expect("reaped")
+    }
+}
+
+impl Drop for Guidon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
