@@ -114,7 +114,7 @@ impl AppState {
     ) -> Result<Changes, StoreError> {
         match &self.backend {
             Backend::Store(store) => store.changes_since(&env.name, since).await,
-            Backend::Edge(upstream) => upstream.changes_since(env, since),
+            Backend::Edge(upstream) => upstream.changes_since(env, since).await,
         }
     }
 

@@ -329,21 +329,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Some(files) => Some(Arc::new(tls::Tls::load(files).map_err(ServeError::Tls)?)),
         None => None,
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|error| ServeError::Listen {
-            addr: config.listen.clone(),
-            error,
-        })?;
+    let listener = bind(&config.listen).await?;
     let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|error| ServeError::Listen {
-                    addr: addr.clone(),
-                    error,
-                })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
@@ -400,6 +388,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         trigger,
         task,
     })
+}
+
+/// Binds `addr`, or says which address could not be.
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServeError::Listen {
+            addr: addr.to_owned(),
+            error,
+        })
 }
 
 /// `GUIDON_ADMIN_TOKEN` becomes an admin token; without it, and with no

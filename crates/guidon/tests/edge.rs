@@ -23,19 +23,31 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::Guidon;
+use support::{Guidon, answer, event, experiment_flag, http, sdk_token};
+
+/// `PUT` a flag upstream; the revision it made.
+async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> u64 {
+    let (status, body) = support::put_flag(http, base, flag).await;
+    assert!(status.is_success(), "{status} {body}");
+    body["revision"].as_u64().unwrap()
+}
+
+/// `POST /api/v1/events`; a failed connection is a 502.
+async fn post_events(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    events: &[Value],
+) -> (StatusCode, Value) {
+    support::post_events(http, base, token, events)
+        .await
+        .unwrap_or((StatusCode::BAD_GATEWAY, Value::Null))
+}
 
 /// How long the edge may take to follow a change or an outage.
 const FOLLOW: Duration = Duration::from_secs(30);
 /// The token cache's TTL the edges run with (`--token-cache-ttl`).
 const TTL_SECS: u64 = 2;
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
 
 /// Polls `check` every 50 ms until it holds; the time it took, or a panic
 /// naming `what` after `deadline`.
@@ -110,41 +122,6 @@ fn edge(dir: &TempDir, upstream: &str, data: &Path) -> Guidon {
         &[],
         &dir.join("edge.log"),
     )
-}
-
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> u64 {
-    let key = flag["key"].as_str().unwrap();
-    let (status, body) = answer(
-        http.put(format!("{base}/api/v1/envs/{ENV}/flags/{key}"))
-            .bearer_auth(ADMIN)
-            .json(flag)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert!(status.is_success(), "{status} {body}");
-    body["revision"].as_u64().unwrap()
-}
-
-async fn token(http: &reqwest::Client, base: &str, name: &str, role: &str) -> String {
-    let (status, body) = answer(
-        http.post(format!("{base}/api/v1/tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"name": name, "role": role, "env": ENV}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
 }
 
 /// `GET /api/v1/sdk/flags`: status, ETag and body.
@@ -313,7 +290,7 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
         &json!({"key": "b", "enabled": true, "rollout": {"percentage": 50}}),
     )
     .await;
-    let sdk_token = token(&http, &up.base, "app", "sdk").await;
+    let sdk_token = sdk_token(&http, &up.base, "app").await;
     let data = dir.join("edge-data");
     let edge1 = edge(&dir, &proxy.base(), &data);
     let took = until(FOLLOW, "the edge is ready", || async {
@@ -355,30 +332,29 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
         ),
         ("update", r1.to_string().as_str())
     );
-    let upstream_changes: Value = http
-        .get(format!("{}/api/v1/sdk/changes?since={r0}", up.base))
-        .bearer_auth(&sdk_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let changes = |base: &str, since: u64| {
+        let url = format!("{base}/api/v1/sdk/changes?since={since}");
+        let request = http.get(url).bearer_auth(&sdk_token);
+        async move { answer(request.send().await.unwrap()).await }
+    };
+    let (status, upstream_changes) = changes(&up.base, r0).await;
+    assert_eq!(status, 200);
     assert_eq!(
         update.json()["changes"],
         upstream_changes["changes"],
         "the relayed update is the upstream's"
     );
-    let edge_changes: Value = http
-        .get(format!("{}/api/v1/sdk/changes?since={r0}", edge1.base))
-        .bearer_auth(&sdk_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(edge_changes, upstream_changes, "/sdk/changes on the edge");
+    assert_eq!(
+        changes(&edge1.base, r0).await,
+        (StatusCode::OK, upstream_changes),
+        "/sdk/changes on the edge, from what it relayed"
+    );
+    // From before the edge started: the edge asks its upstream.
+    assert_eq!(
+        changes(&edge1.base, 0).await,
+        changes(&up.base, 0).await,
+        "/sdk/changes on the edge, from before it started"
+    );
     sdks_at(&sdks, r1, "SDKs on the edge (SSE, WebSocket) follow").await;
     assert_same_as_upstream(&http, &up.base, &edge1.base, &sdk_token, "after a change").await;
     // The admin token was seen (for /metrics) before the outage below.
@@ -531,7 +507,7 @@ async fn a_token_revoked_upstream_stops_at_the_edge_within_the_ttl() {
     let http = http();
     let up = upstream(&dir, free_port());
     put_flag(&http, &up.base, &valued_flag("a", json!("one"))).await;
-    let app = token(&http, &up.base, "doomed", "sdk").await;
+    let app = sdk_token(&http, &up.base, "doomed").await;
     let edge = edge(&dir, &up.base, &dir.join("edge-data"));
     until(FOLLOW, "the edge is ready", || async {
         readyz(&http, &edge.base).await.1["status"] == "ready"
@@ -609,37 +585,6 @@ async fn a_token_revoked_upstream_stops_at_the_edge_within_the_ttl() {
     assert_eq!(status, 401);
 }
 
-/// Event `n`: an exposure or a purchase with a unique id and a fixed time.
-fn event(label: &str, n: u64) -> Value {
-    let user = format!("u{}", n % 31);
-    if n.is_multiple_of(2) {
-        json!({"type": "exposure", "event_id": format!("{label}-{n}"), "flag": "exp",
-               "variant": if n.is_multiple_of(4) { "control" } else { "treatment" },
-               "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:00Z"})
-    } else {
-        json!({"type": "conversion", "event_id": format!("{label}-{n}"), "metric": "purchase",
-               "value": 1.5, "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:01Z"})
-    }
-}
-
-async fn post_events(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    events: &[Value],
-) -> (StatusCode, Value) {
-    match http
-        .post(format!("{base}/api/v1/events"))
-        .bearer_auth(token)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-    {
-        Ok(response) => answer(response).await,
-        Err(_) => (StatusCode::BAD_GATEWAY, Value::Null),
-    }
-}
-
 /// How many of `acked` the upstream holds: each is resent to it, and
 /// counts when it is a duplicate.
 async fn arrived(http: &reqwest::Client, up: &str, token: &str, acked: &[Value]) -> u64 {
@@ -660,15 +605,8 @@ async fn events_the_edge_acknowledged_arrive_upstream_across_edge_and_upstream_r
     let mut up = Some(upstream(&dir, port));
     let up_base = up.as_ref().unwrap().base.clone();
     let proxy = Proxy::start(addr(&up_base), 15).await;
-    put_flag(
-        &http,
-        &up_base,
-        &json!({"key": "exp", "enabled": true,
-                "variants": [{"key": "control", "weight": 50, "value": false},
-                             {"key": "treatment", "weight": 50, "value": true}]}),
-    )
-    .await;
-    let app = token(&http, &up_base, "app", "sdk").await;
+    put_flag(&http, &up_base, &experiment_flag()).await;
+    let app = sdk_token(&http, &up_base, "app").await;
     let data = dir.join("edge-data");
     let mut edge_process = Some(edge(&dir, &proxy.base(), &data));
     let mut base = edge_process.as_ref().unwrap().base.clone();
@@ -815,7 +753,7 @@ async fn a_wrong_upstream_url_token_or_environment_is_one_line_and_a_failure() {
     // plain path under the upstream that is not its API is another.
     let (ok, stderr) = edge_fails(&dir, &format!("{}/not-guidon", up.base));
     assert_one_line(ok, &stderr, "not a Guidon server");
-    let sdk_token = token(&http, &up.base, "app", "sdk").await;
+    let sdk_token = sdk_token(&http, &up.base, "app").await;
     let data = dir.join("bad-edge").display().to_string();
     for (secret, fragment) in [
         ("gdn_wrong_secret_0000000000", "refuses the edge's token"),
@@ -880,7 +818,7 @@ async fn an_unreachable_upstream_at_start_without_a_snapshot_is_not_ready_and_re
     })
     .await;
     println!("ready {took:?} after the upstream appeared");
-    let app = token(&http, &up.base, "app", "sdk").await;
+    let app = sdk_token(&http, &up.base, "app").await;
     caught_up(&http, &up.base, &edge.base, &app, "late upstream").await;
     assert_eq!(
         ofrep_value(&http, &edge.base, &app, "a").await,

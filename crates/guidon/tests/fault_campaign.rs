@@ -40,7 +40,7 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::Guidon;
+use support::{Guidon, answer, event, experiment_flag, http, post_events, put_flag, sdk_token};
 
 /// How long the SDKs may take to converge once the faults are over.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -120,47 +120,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// An answer: its status and JSON body (`Value::Null` when it is not JSON).
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> (StatusCode, Value) {
-    let key = flag["key"].as_str().unwrap();
-    answer(
-        http.put(format!("{base}/api/v1/envs/{ENV}/flags/{key}"))
-            .bearer_auth(ADMIN)
-            .json(flag)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-async fn sdk_token(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let (status, body) = answer(
-        http.post(format!("{base}/api/v1/tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"name": name, "role": "sdk", "env": ENV}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 async fn document(http: &reqwest::Client, base: &str) -> Value {
     http.get(format!("{base}/api/v1/sdk/flags"))
         .bearer_auth(ADMIN)
@@ -185,42 +144,6 @@ async fn ofrep(http: &reqwest::Client, base: &str, token: &str, key: &str) -> (S
         Ok(response) => answer(response).await,
         Err(_) => (StatusCode::BAD_GATEWAY, Value::Null),
     }
-}
-
-async fn post_events(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    events: &[Value],
-) -> Result<(StatusCode, Value), reqwest::Error> {
-    let response = http
-        .post(format!("{base}/api/v1/events"))
-        .bearer_auth(token)
-        .json(&json!({ "events": events }))
-        .send()
-        .await?;
-    Ok(answer(response).await)
-}
-
-/// Event `n`: an exposure to the experiment flag, or a purchase, with a
-/// unique id and a fixed time (so a resend is a duplicate).
-fn event(label: &str, n: u64) -> Value {
-    let user = format!("u{}", n % 97);
-    if n.is_multiple_of(2) {
-        json!({"type": "exposure", "event_id": format!("{label}-{n}"), "flag": "exp",
-               "variant": if n.is_multiple_of(4) { "control" } else { "treatment" },
-               "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:00Z"})
-    } else {
-        json!({"type": "conversion", "event_id": format!("{label}-{n}"), "metric": "purchase",
-               "value": 1.5, "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:01Z"})
-    }
-}
-
-/// The experiment flag events refer to (never changed by the writers).
-fn experiment_flag() -> Value {
-    json!({"key": "exp", "enabled": true,
-           "variants": [{"key": "control", "weight": 50, "value": false},
-                        {"key": "treatment", "weight": 50, "value": true}]})
 }
 
 /// Resends every acknowledged event: each must be a duplicate, that is,

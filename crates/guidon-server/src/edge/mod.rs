@@ -36,7 +36,6 @@ use guidon_protocol::api::TokenInfo;
 use guidon_protocol::{Changes, Update};
 use guidon_store::{EdgeStore, StoreError};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::app::{AppState, Backend, Limits};
 use crate::error::{ApiError, ApiResult};
@@ -124,8 +123,11 @@ struct Log {
 /// An edge's side of [`Backend::Edge`]: its upstream, and what it keeps of it.
 #[derive(Debug)]
 pub(crate) struct Upstream {
+    /// The upstream's URL, without a trailing `/`.
     url: String,
+    token: String,
     admin: AdminClient,
+    http: reqwest::Client,
     verdicts: verdicts::Verdicts,
     logs: Mutex<HashMap<String, Log>>,
     /// Each relayed environment's follow: its status and why it last failed.
@@ -157,8 +159,50 @@ impl Upstream {
         self.verdicts.by_channel(env, channel)
     }
 
+    /// The changes of `env` after `since`, up to the revision this edge
+    /// serves: from the revisions it relayed, else from the upstream's
+    /// `/sdk/changes`; `TooOld` (take the document) when neither has them.
+    pub(crate) async fn changes_since(
+        &self,
+        env: &EnvState,
+        since: u64,
+    ) -> Result<Changes, StoreError> {
+        match self.relayed_since(env, since) {
+            Err(too_old @ StoreError::TooOld { .. }) => {
+                let live = env.live.load_full();
+                match self.ask_changes(&env.name, since).await {
+                    Some(mut changes) if changes.epoch == Some(live.epoch) => {
+                        // Not past what this edge serves: its streams go on from there.
+                        changes.changes.retain(|c| c.revision() <= live.revision);
+                        changes.revision = live.revision;
+                        Ok(changes)
+                    }
+                    _ => Err(too_old),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The upstream's `/sdk/changes?since=`, when it answers with them.
+    async fn ask_changes(&self, env: &str, since: u64) -> Option<Changes> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/sdk/changes?since={since}", self.url))
+            .bearer_auth(&self.token)
+            .header(crate::ENV_HEADER, env)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        Changes::from_json(&response.text().await.ok()?).ok()
+    }
+
     /// The relayed revisions of `env` after `since`, up to what it serves.
-    pub(crate) fn changes_since(&self, env: &EnvState, since: u64) -> Result<Changes, StoreError> {
+    fn relayed_since(&self, env: &EnvState, since: u64) -> Result<Changes, StoreError> {
         let live = env.live.load();
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         let empty = Log::default();
@@ -389,12 +433,7 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
             url: config.upstream.clone(),
             reason: e.to_string(),
         })?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|error| ServeError::Listen {
-            addr: config.listen.clone(),
-            error,
-        })?;
+    let listener = crate::bind(&config.listen).await?;
     let probed = probe(&admin, &config).await?;
     let data_dir = |error: String| EdgeError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -417,9 +456,18 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
             Some(why)
         }
     };
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| EdgeError::Upstream {
+            url: config.upstream.clone(),
+            reason: e.to_string(),
+        })?;
     let upstream = Arc::new(Upstream {
-        url: config.upstream.clone(),
+        url: config.upstream.trim_end_matches('/').to_owned(),
+        token: config.token.clone(),
         admin,
+        http,
         verdicts: verdicts::Verdicts::load(config.token_cache_ttl, &outbox).await,
         logs: Mutex::new(HashMap::new()),
         follows: Mutex::new(HashMap::new()),

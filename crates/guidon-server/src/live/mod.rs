@@ -203,14 +203,7 @@ impl Envs {
         }
         let document = store.snapshot(name).await?;
         let live = Live::build(name, document).await?;
-        let (signals, rx) = mpsc::unbounded_channel();
-        let env = Arc::new(EnvState {
-            name: name.to_owned(),
-            updates: broadcast::channel(STREAM_BUFFER).0,
-            served: watch::channel(live.revision).0,
-            live: ArcSwap::from_pointee(live),
-            signals,
-        });
+        let (env, rx) = self.insert(name, live);
         let syncer = sync::Syncer {
             store: store.clone(),
             env: env.clone(),
@@ -219,10 +212,24 @@ impl Envs {
             syncs: self.syncs.clone(),
         };
         tokio::spawn(syncer.run());
+        Ok(env)
+    }
+
+    /// Adds an environment at `live` (the write lock held); the receiver
+    /// of its signals, for its sync task.
+    fn insert(&self, name: &str, live: Live) -> (Arc<EnvState>, mpsc::UnboundedReceiver<Signal>) {
+        let (signals, rx) = mpsc::unbounded_channel();
+        let env = Arc::new(EnvState {
+            name: name.to_owned(),
+            updates: broadcast::channel(STREAM_BUFFER).0,
+            served: watch::channel(live.revision).0,
+            live: ArcSwap::from_pointee(live),
+            signals,
+        });
         let mut map = HashMap::clone(&self.map.load());
         map.insert(name.to_owned(), env.clone());
         self.map.store(Arc::new(map));
-        Ok(env)
+        (env, rx)
     }
 
     /// An edge's relay hands in the first state of an environment it
@@ -232,19 +239,8 @@ impl Envs {
         if let Some(env) = self.map.load().get(name) {
             return env.clone();
         }
-        // No sync task: the relay is the only writer.
-        let (signals, _) = mpsc::unbounded_channel();
-        let env = Arc::new(EnvState {
-            name: name.to_owned(),
-            updates: broadcast::channel(STREAM_BUFFER).0,
-            served: watch::channel(live.revision).0,
-            live: ArcSwap::from_pointee(live),
-            signals,
-        });
-        let mut map = HashMap::clone(&self.map.load());
-        map.insert(name.to_owned(), env.clone());
-        self.map.store(Arc::new(map));
-        env
+        // No sync task (its signals go nowhere): the relay is the only writer.
+        self.insert(name, live).0
     }
 
     /// The environments an edge relays (empty for a server).

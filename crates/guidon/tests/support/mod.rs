@@ -1,5 +1,6 @@
 //! The `guidon` binary as a process of a test: started with its
-//! arguments, ready once it prints where it listens, killed on drop.
+//! arguments, ready once it prints where it listens, killed on drop;
+//! and the requests those tests make of it.
 
 // Each test file uses a part of it.
 #![allow(dead_code)]
@@ -8,6 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use guidon_server::testing::{ADMIN, ENV};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 /// One `guidon` process (`serve` or `edge`), SIGKILLed on drop.
 pub(crate) struct Guidon {
@@ -106,4 +111,85 @@ impl Drop for Guidon {
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// An answer: its status and JSON body (`Value::Null` when it is not JSON).
+pub(crate) async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub(crate) async fn put_flag(
+    http: &reqwest::Client,
+    base: &str,
+    flag: &Value,
+) -> (StatusCode, Value) {
+    let key = flag["key"].as_str().unwrap();
+    answer(
+        http.put(format!("{base}/api/v1/envs/{ENV}/flags/{key}"))
+            .bearer_auth(ADMIN)
+            .json(flag)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+pub(crate) async fn sdk_token(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let (status, body) = answer(
+        http.post(format!("{base}/api/v1/tokens"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": name, "role": "sdk", "env": ENV}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+pub(crate) async fn post_events(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    events: &[Value],
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    let response = http
+        .post(format!("{base}/api/v1/events"))
+        .bearer_auth(token)
+        .json(&json!({ "events": events }))
+        .send()
+        .await?;
+    Ok(answer(response).await)
+}
+
+/// Event `n`: an exposure to the experiment flag, or a purchase, with a
+/// unique id and a fixed time (so a resend is a duplicate).
+pub(crate) fn event(label: &str, n: u64) -> Value {
+    let user = format!("u{}", n % 97);
+    if n.is_multiple_of(2) {
+        json!({"type": "exposure", "event_id": format!("{label}-{n}"), "flag": "exp",
+               "variant": if n.is_multiple_of(4) { "control" } else { "treatment" },
+               "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:00Z"})
+    } else {
+        json!({"type": "conversion", "event_id": format!("{label}-{n}"), "metric": "purchase",
+               "value": 1.5, "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:01Z"})
+    }
+}
+
+/// The experiment flag events refer to (never changed by the writers).
+pub(crate) fn experiment_flag() -> Value {
+    json!({"key": "exp", "enabled": true,
+           "variants": [{"key": "control", "weight": 50, "value": false},
+                        {"key": "treatment", "weight": 50, "value": true}]})
 }
