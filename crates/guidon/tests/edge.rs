@@ -110,6 +110,8 @@ fn edge_args<'a>(upstream: &'a str, data: &'a str, ttl: &'a str) -> Vec<&'a str>
         "1",
         "--upstream-heartbeat-secs",
         "1",
+        "--env",
+        "development",
     ]
 }
 
@@ -299,6 +301,19 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
     .await;
     println!("edge ready in {took:?}");
     assert_same_as_upstream(&http, &up.base, &edge1.base, &sdk_token, "start").await;
+    // It relays every environment it was given: an admin token names one.
+    let development = |base: &str| {
+        let request = http
+            .get(format!("{base}/api/v1/sdk/flags"))
+            .bearer_auth(ADMIN)
+            .header("X-Guidon-Environment", "development");
+        async move { answer(request.send().await.unwrap()).await }
+    };
+    assert_eq!(development(&edge1.base).await, development(&up.base).await);
+    assert_eq!(
+        readyz(&http, &edge1.base).await.1["environments"]["development"]["status"],
+        "current"
+    );
 
     // Streams: the edge's SSE carries the upstream's revisions as they come.
     let stream = http
@@ -322,9 +337,30 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
             .await
             .unwrap(),
     ];
+    // OFREP's eventStreams on the edge: a browser's EventSource, with the
+    // channel in the URL and no header, hears every revision.
+    let (_, _, bulk) = ofrep_bulk(&http, &edge1.base, &sdk_token).await.unwrap();
+    let uri = bulk["eventStreams"][0]["endpoint"]["requestUri"]
+        .as_str()
+        .expect("eventStreams in the edge's bulk answer")
+        .to_owned();
+    let events = http
+        .get(format!("{}{uri}", edge1.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut ofrep_events = SseReader::new(events);
     let r1 = put_flag(&http, &up.base, &valued_flag("a", json!("two"))).await;
+    let written = Instant::now();
     assert_eq!(r1, r0 + 1);
     let update = sse.next(FOLLOW).await.expect("an update");
+    println!(
+        "a write reached an SSE client of the edge {:?} after the upstream answered it",
+        written.elapsed()
+    );
+    let refetch = ofrep_events.next(FOLLOW).await.expect("an OFREP event");
+    assert_eq!(refetch.json()["type"], "refetchEvaluation");
     assert_eq!(
         (
             update.event.as_str(),
