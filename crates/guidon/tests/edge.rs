@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use guidon_client::{Client, EventOptions, Transport};
 use guidon_server::testing::{
-    ADMIN, ENV, Faults, Proxy, SseEventJson, SseReader, TempDir, canonical, free_port, valued_flag,
+    ADMIN, ENV, Faults, Proxy, SseEventJson, SseReader, TempDir, TestTls, canonical, free_port,
+    valued_flag,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -204,10 +205,13 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    // The sum over its series (one per environment, for some).
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// The edge serves the upstream's document with the upstream's ETag, and
@@ -396,14 +400,18 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
     // The admin token was seen (for /metrics) before the outage below.
     assert_eq!(
         metric(&http, &edge1.base, "guidon_edge_upstream_connected").await,
-        Some(1.0)
+        Some(2.0),
+        "both environments follow"
     );
 
     // The upstream dies: the edge serves its last state, and says so.
     up.kill();
     let took = until(FOLLOW, "the edge says it is degraded", || async {
         let (status, body) = readyz(&http, &edge1.base).await;
-        status == 200 && body["status"] == "degraded"
+        status == 200
+            && body["status"] == "degraded"
+            && body["environments"][ENV]["status"] == "stale"
+            && body["environments"]["development"]["status"] == "stale"
     })
     .await;
     println!("upstream killed: the edge degraded in {took:?}");
@@ -859,5 +867,72 @@ async fn an_unreachable_upstream_at_start_without_a_snapshot_is_not_ready_and_re
     assert_eq!(
         ofrep_value(&http, &edge.base, &app, "a").await,
         (StatusCode::OK, json!("late"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_followed_with_its_ca_and_refused_without() {
+    let dir = TempDir::new("edge-tls");
+    let http = http();
+    let tls = TestTls::new("edge-tls");
+    let files = tls.files();
+    let ca = dir.file("ca.pem", &tls.ca_pem());
+    let db = format!("sqlite://{}", dir.join("upstream.db").display());
+    let (cert, key) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
+    let up = Guidon::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--heartbeat-secs",
+            "1",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+        &[("GUIDON_ADMIN_TOKEN", ADMIN)],
+        &dir.join("upstream.log"),
+    );
+    assert!(up.base.starts_with("https://"), "{}", up.base);
+    let data = dir.join("edge-data").display().to_string();
+    let ttl = TTL_SECS.to_string();
+    // Without its CA: one line naming the certificate, and a failure.
+    let out = Command::new(env!("CARGO_BIN_EXE_guidon"))
+        .args(edge_args(&up.base, &data, &ttl))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_one_line(out.status.code() == Some(1), &stderr, "does not trust");
+    let mut args = edge_args(&up.base, &data, &ttl);
+    args.extend(["--ca-cert", ca.as_str()]);
+    let edge = Guidon::spawn(&args, &[], &dir.join("edge.log"));
+    until(FOLLOW, "the edge is ready", || async {
+        readyz(&http, &edge.base).await.1["status"] == "ready"
+    })
+    .await;
+    let admin = guidon_client::admin::AdminClient::new(&up.base, ADMIN)
+        .unwrap()
+        .ca_certificate_pem(tls.ca_pem().as_bytes())
+        .unwrap();
+    let flag = guidon_client::admin::Body::json(&valued_flag("a", json!("secure"))).unwrap();
+    let written = admin.set_flag(ENV, "a", flag, None).await.unwrap();
+    let app = admin
+        .create_token("app", guidon_client::admin::Role::Sdk, Some(ENV))
+        .await
+        .unwrap()
+        .token;
+    until(FOLLOW, "the edge follows the https upstream", || async {
+        sdk_flags(&http, &edge.base, &app).await.2["revision"].as_u64() == Some(written.revision)
+    })
+    .await;
+    assert_eq!(
+        ofrep_value(&http, &edge.base, &app, "a").await,
+        (StatusCode::OK, json!("secure"))
     );
 }

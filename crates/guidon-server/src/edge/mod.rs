@@ -67,6 +67,9 @@ pub struct EdgeConfig {
     pub connections: ConnLimits,
     pub max_body: usize,
     pub cors_origins: Vec<String>,
+    /// CA certificates (PEM) to trust for an `https://` upstream, besides
+    /// the system's roots.
+    pub ca_certificate_pem: Option<Vec<u8>>,
 }
 
 impl Default for EdgeConfig {
@@ -83,6 +86,7 @@ impl Default for EdgeConfig {
             connections: ConnLimits::default(),
             max_body: Limits::default().max_body,
             cors_origins: Vec::new(),
+            ca_certificate_pem: None,
         }
     }
 }
@@ -123,11 +127,8 @@ struct Log {
 /// An edge's side of [`Backend::Edge`]: its upstream, and what it keeps of it.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    /// The upstream's URL, without a trailing `/`.
     url: String,
-    token: String,
     admin: AdminClient,
-    http: reqwest::Client,
     verdicts: verdicts::Verdicts,
     logs: Mutex<HashMap<String, Log>>,
     /// Each relayed environment's follow: its status and why it last failed.
@@ -186,19 +187,13 @@ impl Upstream {
 
     /// The upstream's `/sdk/changes?since=`, when it answers with them.
     async fn ask_changes(&self, env: &str, since: u64) -> Option<Changes> {
-        let response = self
-            .http
-            .get(format!("{}/api/v1/sdk/changes?since={since}", self.url))
-            .bearer_auth(&self.token)
-            .header(crate::ENV_HEADER, env)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        Changes::from_json(&response.text().await.ok()?).ok()
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.admin.changes_since(env, since),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 
     /// The relayed revisions of `env` after `since`, up to what it serves.
@@ -376,6 +371,9 @@ async fn probe(admin: &AdminClient, config: &EdgeConfig) -> Result<Probe, EdgeEr
         Ok(Err(AdminError::Refused { status, body })) if status >= 500 => {
             return Ok(Probe::Unreachable(body.message));
         }
+        Ok(Err(e @ AdminError::Certificate { .. })) => {
+            return Err(upstream(format!("{e} (give its CA with --ca-cert PATH)")));
+        }
         Ok(Err(e)) => {
             return Err(upstream(format!(
                 "not a Guidon server that can have an edge: {e}"
@@ -428,11 +426,17 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
         })?;
     }
     let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
-    let admin =
-        AdminClient::new(&config.upstream, &config.token).map_err(|e| EdgeError::Upstream {
-            url: config.upstream.clone(),
-            reason: e.to_string(),
-        })?;
+    let upstream_error = |reason: String| EdgeError::Upstream {
+        url: config.upstream.clone(),
+        reason,
+    };
+    let mut admin = AdminClient::new(&config.upstream, &config.token)
+        .map_err(|e| upstream_error(e.to_string()))?;
+    if let Some(pem) = &config.ca_certificate_pem {
+        admin = admin
+            .ca_certificate_pem(pem)
+            .map_err(|e| upstream_error(format!("--ca-cert: {e}")))?;
+    }
     let listener = crate::bind(&config.listen).await?;
     let probed = probe(&admin, &config).await?;
     let data_dir = |error: String| EdgeError::DataDir {
@@ -456,18 +460,9 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
             Some(why)
         }
     };
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| EdgeError::Upstream {
-            url: config.upstream.clone(),
-            reason: e.to_string(),
-        })?;
     let upstream = Arc::new(Upstream {
-        url: config.upstream.trim_end_matches('/').to_owned(),
-        token: config.token.clone(),
+        url: config.upstream.clone(),
         admin,
-        http,
         verdicts: verdicts::Verdicts::load(config.token_cache_ttl, &outbox).await,
         logs: Mutex::new(HashMap::new()),
         follows: Mutex::new(HashMap::new()),
@@ -505,6 +500,7 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
                 token: config.token.clone(),
                 snapshot: config.data_dir.join(format!("{env}.snapshot.json")),
                 heartbeat: config.upstream_heartbeat,
+                ca_certificate_pem: config.ca_certificate_pem.clone(),
             },
         ));
     }

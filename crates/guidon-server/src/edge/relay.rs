@@ -23,12 +23,17 @@ pub(super) struct Follow {
     /// The saved snapshot: served at start when the upstream cannot be reached.
     pub(super) snapshot: PathBuf,
     pub(super) heartbeat: Duration,
+    pub(super) ca_certificate_pem: Option<Vec<u8>>,
 }
 
 pub(super) async fn run(state: Arc<AppState>, upstream: Arc<Upstream>, follow: Follow) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let env = follow.env.clone();
-    let built = Client::builder(&follow.url, &follow.token)
+    let mut builder = Client::builder(&follow.url, &follow.token);
+    if let Some(pem) = &follow.ca_certificate_pem {
+        builder = builder.ca_certificate_pem(pem.clone());
+    }
+    let built = builder
         .environment(&follow.env)
         .snapshot_path(&follow.snapshot)
         .heartbeat(follow.heartbeat)

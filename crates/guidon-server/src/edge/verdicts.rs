@@ -31,6 +31,9 @@ use crate::metrics::{Metrics, OutcomeLabels};
 const MAX_VERDICTS: usize = 100_000;
 /// How long one question to the upstream may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Questions to the upstream at once: a flood of unknown tokens waits
+/// here instead of becoming a flood upstream.
+const ASKS_AT_ONCE: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Verdict {
@@ -52,6 +55,7 @@ pub(super) struct Verdicts {
     dirty: std::sync::atomic::AtomicBool,
     /// Tells the refresh loop to keep them now.
     changed: tokio::sync::Notify,
+    asks: tokio::sync::Semaphore,
 }
 
 enum Asked {
@@ -112,6 +116,7 @@ impl Verdicts {
             map: Mutex::new(map),
             dirty: std::sync::atomic::AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            asks: tokio::sync::Semaphore::new(ASKS_AT_ONCE),
         }
     }
 
@@ -143,7 +148,11 @@ impl Verdicts {
                 None => None,
             }
         };
-        match ask(admin, secret, metrics).await {
+        let asked = match self.asks.acquire().await {
+            Ok(_permit) => ask(admin, secret, metrics).await,
+            Err(_) => Asked::Unreachable("shutting down".into()),
+        };
+        match asked {
             Asked::Answer(info) => {
                 self.store(hash, secret, info.clone());
                 Ok(info)

@@ -53,12 +53,23 @@ pub(crate) struct EdgeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Trust this CA certificate (PEM) for an https:// upstream, besides
+    /// the system's roots.
+    #[arg(long, env = "GUIDON_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "GUIDON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 }
 
 pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
+    let ca_certificate_pem = match args.ca_cert.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?,
+        ),
+        None => None,
+    };
     init_logging(&args.log_format);
     let config = guidon_server::edge::EdgeConfig {
         listen: args.listen,
@@ -74,6 +85,7 @@ pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
             ..guidon_server::ConnLimits::default()
         },
         cors_origins: args.cors_origins,
+        ca_certificate_pem,
         ..guidon_server::edge::EdgeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
