@@ -936,3 +936,66 @@ async fn an_https_upstream_is_followed_with_its_ca_and_refused_without() {
         (StatusCode::OK, json!("secure"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_a_batch_rather_than_acknowledging_it() {
+    let dir = TempDir::new("edge-full");
+    let http = http();
+    let up = upstream(&dir, free_port());
+    put_flag(&http, &up.base, &experiment_flag()).await;
+    let app = sdk_token(&http, &up.base, "app").await;
+    let proxy = Proxy::start(addr(&up.base), 16).await;
+    let data = dir.join("edge-data").display().to_string();
+    let ttl = TTL_SECS.to_string();
+    let through = proxy.base();
+    let mut args = edge_args(&through, &data, &ttl);
+    args.extend(["--max-buffered-events", "50"]);
+    let edge = Guidon::spawn(&args, &[], &dir.join("edge.log"));
+    until(FOLLOW, "the edge is ready", || async {
+        readyz(&http, &edge.base).await.1["status"] == "ready"
+    })
+    .await;
+    assert_eq!(post_events(&http, &edge.base, &app, &[]).await.0, 200);
+    proxy.set_faults(Faults {
+        refuse: true,
+        ..Faults::default()
+    });
+    proxy.cut_all();
+    let batch = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|i| event("full", i))
+            .collect::<Vec<_>>()
+    };
+    let first = batch(0, 40);
+    let (status, body) = post_events(&http, &edge.base, &app, &first).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::OK, Some(40)),
+        "{body}"
+    );
+    let (status, body) = post_events(&http, &edge.base, &app, &batch(40, 20)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("buffer is full"),
+        "{body}"
+    );
+    // Once the upstream takes them, there is room again.
+    proxy.set_faults(Faults::default());
+    until(FOLLOW, "the outbox drains", || async {
+        metric(&http, &edge.base, "guidon_edge_events_buffered").await == Some(0.0)
+    })
+    .await;
+    let second = batch(60, 20);
+    let (status, body) = post_events(&http, &edge.base, &app, &second).await;
+    assert_eq!(status, 200, "{body}");
+    let acked: Vec<Value> = first.into_iter().chain(second).collect();
+    until(FOLLOW, "the second batch is delivered", || async {
+        metric(&http, &edge.base, "guidon_edge_events_buffered").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(arrived(&http, &up.base, &app, &acked).await, 60);
+}

@@ -22,6 +22,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sets `guidon_edge_events_buffered` to what the outbox holds.
 async fn measure(state: &AppState, upstream: &Upstream) {
     if let Ok(pending) = upstream.outbox.pending().await {
+        upstream
+            .buffered
+            .store(pending, std::sync::atomic::Ordering::Relaxed);
         state
             .metrics
             .edge

@@ -25,6 +25,7 @@ mod verdicts;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub struct EdgeConfig {
     /// CA certificates (PEM) to trust for an `https://` upstream, besides
     /// the system's roots.
     pub ca_certificate_pem: Option<Vec<u8>>,
+    /// The most events the outbox holds while the upstream cannot take
+    /// them; past it a batch is refused (503), never acknowledged.
+    pub max_buffered_events: u64,
 }
 
 impl Default for EdgeConfig {
@@ -87,6 +91,7 @@ impl Default for EdgeConfig {
             max_body: Limits::default().max_body,
             cors_origins: Vec::new(),
             ca_certificate_pem: None,
+            max_buffered_events: 1_000_000,
         }
     }
 }
@@ -139,6 +144,10 @@ pub(crate) struct Upstream {
     pub(crate) outbox: EdgeStore,
     /// Told when a batch is buffered.
     pushed: tokio::sync::Notify,
+    /// Events in the outbox (as last measured, plus those buffered since),
+    /// and the most it may hold (`--max-buffered-events`).
+    buffered: AtomicU64,
+    max_buffered: u64,
 }
 
 impl Upstream {
@@ -249,16 +258,38 @@ impl Upstream {
 
     /// Buffers accepted events durably for delivery upstream: once this
     /// returns they survive a restart of the edge.
-    pub(crate) async fn buffer(&self, env: &str, events: &[Value]) -> ApiResult<()> {
+    pub(crate) async fn buffer(
+        &self,
+        env: &str,
+        events: &[Value],
+        metrics: &metrics::Metrics,
+    ) -> ApiResult<()> {
         if events.is_empty() {
             return Ok(());
         }
         let text = serde_json::to_string(events).map_err(|e| ApiError::Internal(e.to_string()))?;
         let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
-        self.outbox.push(env, &text, count).await.map_err(|e| {
-            ApiError::Unavailable(format!("this edge cannot buffer the events: {e}"))
-        })?;
-        // The forwarder measures the outbox (guidon_edge_events_buffered).
+        let before = self.buffered.fetch_add(count, Ordering::Relaxed);
+        if before.saturating_add(count) > self.max_buffered {
+            self.buffered.fetch_sub(count, Ordering::Relaxed);
+            return Err(ApiError::Unavailable(format!(
+                "this edge's events buffer is full ({before} events wait for the upstream, \
+                 at most {}): nothing of this batch was taken; retry later",
+                self.max_buffered
+            )));
+        }
+        if let Err(e) = self.outbox.push(env, &text, count).await {
+            self.buffered.fetch_sub(count, Ordering::Relaxed);
+            return Err(ApiError::Unavailable(format!(
+                "this edge cannot buffer the events: {e}"
+            )));
+        }
+        // The forwarder measures the outbox again after each delivery.
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        metrics
+            .edge
+            .events_buffered
+            .set(i64::try_from(buffered).unwrap_or(i64::MAX));
         self.pushed.notify_one();
         Ok(())
     }
@@ -469,6 +500,8 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
         unreached: Mutex::new(unreached),
         outbox,
         pushed: tokio::sync::Notify::new(),
+        buffered: AtomicU64::new(0),
+        max_buffered: config.max_buffered_events,
     });
     let state = Arc::new(AppState {
         envs: Arc::new(Envs::relaying(

@@ -536,7 +536,7 @@ pub(crate) async fn ingest(
                 .filter(|(i, _)| !refused.contains(&(*i as u64)))
                 .map(|(_, e)| e)
                 .collect();
-            upstream.buffer(&env_name, &kept).await?;
+            upstream.buffer(&env_name, &kept, &state.metrics).await?;
             (kept.len() as u64, 0)
         }
         _ => {

@@ -53,6 +53,14 @@ pub(crate) struct EdgeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// The most events kept for the upstream while it cannot take them;
+    /// past it batches are refused (503) rather than acknowledged.
+    #[arg(
+        long,
+        env = "GUIDON_EDGE_MAX_BUFFERED_EVENTS",
+        default_value_t = 1_000_000
+    )]
+    max_buffered_events: u64,
     /// Trust this CA certificate (PEM) for an https:// upstream, besides
     /// the system's roots.
     #[arg(long, env = "GUIDON_CA_CERT", value_name = "PATH")]
@@ -86,6 +94,7 @@ pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         },
         cors_origins: args.cors_origins,
         ca_certificate_pem,
+        max_buffered_events: args.max_buffered_events,
         ..guidon_server::edge::EdgeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
