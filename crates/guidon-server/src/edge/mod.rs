@@ -194,15 +194,14 @@ impl Upstream {
         }
     }
 
-    /// The upstream's `/sdk/changes?since=`, when it answers with them.
+    /// The upstream's `/sdk/changes?since=`, when it answers with them
+    /// within 5 s (a stream opening waits for it: past that it gets the
+    /// document).
     async fn ask_changes(&self, env: &str, since: u64) -> Option<Changes> {
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            self.admin.changes_since(env, since),
-        )
-        .await
-        .ok()?
-        .ok()
+        tokio::time::timeout(Duration::from_secs(5), self.admin.changes_since(env, since))
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The relayed revisions of `env` after `since`, up to what it serves.
