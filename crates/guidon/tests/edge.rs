@@ -543,6 +543,8 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
     for c in &sdks {
         c.close().await.unwrap();
     }
+    // SIGTERM: a graceful stop, exit 0.
+    assert!(edge2.stop().success(), "the edge stops cleanly on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
