@@ -54,6 +54,9 @@ pub(crate) struct EdgeMetrics {
     /// while the edge serves its last known state (stale).
     pub(crate) upstream_connected: Family<EnvLabels, Gauge>,
     pub(crate) revision: Family<EnvLabels, Gauge>,
+    /// Seconds since the environment stopped following its upstream (0
+    /// while it follows).
+    pub(crate) stale_seconds: Family<EnvLabels, Gauge>,
     /// Events durably buffered, not yet delivered upstream.
     pub(crate) events_buffered: Gauge,
     pub(crate) events_forwarded: Counter,
@@ -141,6 +144,11 @@ impl Default for Metrics {
             "guidon_edge_upstream_connected",
             "Edge: 1 while the environment follows its upstream, 0 while serving the last known state",
             edge.upstream_connected.clone(),
+        );
+        registry.register(
+            "guidon_edge_stale_seconds",
+            "Edge: seconds since the environment stopped following its upstream (0 while it follows)",
+            edge.stale_seconds.clone(),
         );
         registry.register(
             "guidon_edge_revision",

@@ -428,6 +428,13 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
         metric(&http, &edge1.base, "guidon_edge_upstream_connected").await,
         Some(0.0)
     );
+    // And for how long: the metric and /readyz count the seconds.
+    until(FOLLOW, "the edge counts how long it is stale", || async {
+        let stale = readyz(&http, &edge1.base).await.1["environments"][ENV]["stale_secs"].as_u64();
+        stale >= Some(1)
+            && metric(&http, &edge1.base, "guidon_edge_stale_seconds").await >= Some(2.0)
+    })
+    .await;
 
     // It comes back: the edge follows again, and so do its SDKs.
     let up = upstream(&dir, port);
@@ -445,6 +452,10 @@ async fn the_edge_relays_revisions_and_etags_through_upstream_and_edge_restarts_
     })
     .await;
     sdks_at(&sdks, r2, "SDKs on the edge after the upstream's restart").await;
+    assert_eq!(
+        metric(&http, &edge1.base, "guidon_edge_stale_seconds").await,
+        Some(0.0)
+    );
     assert_same_as_upstream(
         &http,
         &up.base,

@@ -129,6 +129,16 @@ struct Log {
     updates: VecDeque<Update>,
 }
 
+/// How a relayed environment follows its upstream.
+#[derive(Debug, Clone)]
+struct Following {
+    status: Status,
+    /// Why it is not current.
+    error: Option<String>,
+    /// Since when it is not current (`None` while it is).
+    stale_since: Option<std::time::Instant>,
+}
+
 /// An edge's side of [`Backend::Edge`]: its upstream, and what it keeps of it.
 #[derive(Debug)]
 pub(crate) struct Upstream {
@@ -136,8 +146,8 @@ pub(crate) struct Upstream {
     admin: AdminClient,
     verdicts: verdicts::Verdicts,
     logs: Mutex<HashMap<String, Log>>,
-    /// Each relayed environment's follow: its status and why it last failed.
-    follows: Mutex<HashMap<String, (Status, Option<String>)>>,
+    /// Each relayed environment's follow.
+    follows: Mutex<HashMap<String, Following>>,
     /// Why the upstream could not be reached at start, until it answers.
     unreached: Mutex<Option<String>>,
     /// The events outbox and the kept verdicts.
@@ -293,12 +303,26 @@ impl Upstream {
         Ok(())
     }
 
-    fn set_follow(&self, env: &str, status: Status, error: Option<String>) {
+    /// Records how `env` follows; how long it has not been current.
+    fn set_follow(&self, env: &str, status: Status, error: Option<String>) -> Duration {
         let mut follows = self.follows.lock().unwrap_or_else(|e| e.into_inner());
-        follows.insert(env.to_owned(), (status, error));
+        let stale_since = match (status, follows.get(env)) {
+            (Status::Ready, _) => None,
+            (_, Some(before)) if before.stale_since.is_some() => before.stale_since,
+            _ => Some(std::time::Instant::now()),
+        };
+        follows.insert(
+            env.to_owned(),
+            Following {
+                status,
+                error,
+                stale_since,
+            },
+        );
         if status == Status::Ready {
             *self.unreached.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+        stale_since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// `/readyz` of an edge: 200 `ready` when every environment follows
@@ -315,10 +339,12 @@ impl Upstream {
         let mut all_current = true;
         let mut report = serde_json::Map::new();
         for name in envs.relays() {
-            let (status, error) = follows
-                .get(name)
-                .cloned()
-                .unwrap_or((Status::Starting, None));
+            let following = follows.get(name).cloned().unwrap_or(Following {
+                status: Status::Starting,
+                error: None,
+                stale_since: None,
+            });
+            let status = following.status;
             let loaded = envs.loaded(name);
             all_loaded &= loaded.is_some();
             all_current &= status == Status::Ready;
@@ -332,7 +358,8 @@ impl Upstream {
                         Status::Starting => "starting",
                     },
                     "revision": loaded.map(|e| e.live.load().revision),
-                    "error": error,
+                    "stale_secs": following.stale_since.map(|s| s.elapsed().as_secs()),
+                    "error": following.error,
                 }),
             );
         }

@@ -59,9 +59,12 @@ pub(super) async fn run(state: Arc<AppState>, upstream: Arc<Upstream>, follow: F
     };
     let mut status = client.watch_status();
     let labels = EnvLabels { env: env.clone() };
+    // Also once a second: how long it has been stale.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         report(&state, &upstream, &client, &labels);
         tokio::select! {
+            _ = tick.tick() => {}
             applied = rx.recv() => match applied {
                 Some(applied) => step(&state, &upstream, &env, applied).await,
                 None => return,
@@ -85,13 +88,14 @@ fn report(state: &AppState, upstream: &Upstream, client: &Client, labels: &EnvLa
         }
         Status::Starting => Some("the upstream has not answered yet".into()),
     };
-    upstream.set_follow(&labels.env, status, error);
-    state
-        .metrics
-        .edge
-        .upstream_connected
+    let stale = upstream.set_follow(&labels.env, status, error);
+    let edge = &state.metrics.edge;
+    edge.upstream_connected
         .get_or_create(labels)
         .set(i64::from(status == Status::Ready));
+    edge.stale_seconds
+        .get_or_create(labels)
+        .set(i64::try_from(stale.as_secs()).unwrap_or(i64::MAX));
 }
 
 /// Makes one step of the sync this edge's live state, and passes its
