@@ -24,7 +24,7 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Guidon, answer, event, experiment_flag, http, sdk_token};
+use support::{Guidon, answer, event, events_found, experiment_flag, http, sdk_token};
 
 /// `PUT` a flag upstream; the revision it made.
 async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> u64 {
@@ -642,18 +642,6 @@ async fn a_token_revoked_upstream_stops_at_the_edge_within_the_ttl() {
     assert_eq!(status, 401);
 }
 
-/// How many of `acked` the upstream holds: each is resent to it, and
-/// counts when it is a duplicate.
-async fn arrived(http: &reqwest::Client, up: &str, token: &str, acked: &[Value]) -> u64 {
-    let mut found = 0;
-    for batch in acked.chunks(500) {
-        let (status, body) = post_events(http, up, token, batch).await;
-        assert_eq!(status, 200, "{body}");
-        found += body["duplicates"].as_u64().unwrap();
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_the_edge_acknowledged_arrive_upstream_across_edge_and_upstream_restarts() {
     let dir = TempDir::new("edge-events");
@@ -759,7 +747,7 @@ async fn events_the_edge_acknowledged_arrive_upstream_across_edge_and_upstream_r
         metric(&http, &base, "guidon_edge_events_buffered").await == Some(0.0)
     })
     .await;
-    let found = arrived(&http, &up_base, &app, &acked).await;
+    let found = events_found(&http, &up_base, &app, &acked).await;
     println!(
         "events: sent {sent}, acknowledged by the edge {}, refused {refused}, arrived upstream {found}",
         acked.len()
@@ -1010,5 +998,5 @@ async fn a_full_outbox_refuses_a_batch_rather_than_acknowledging_it() {
         metric(&http, &edge.base, "guidon_edge_events_buffered").await == Some(0.0)
     })
     .await;
-    assert_eq!(arrived(&http, &up.base, &app, &acked).await, 60);
+    assert_eq!(events_found(&http, &up.base, &app, &acked).await, 60);
 }

@@ -40,7 +40,9 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Guidon, answer, event, experiment_flag, http, post_events, put_flag, sdk_token};
+use support::{
+    Guidon, answer, event, events_found, experiment_flag, http, post_events, put_flag, sdk_token,
+};
 
 /// How long the SDKs may take to converge once the faults are over.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -144,22 +146,6 @@ async fn ofrep(http: &reqwest::Client, base: &str, token: &str, key: &str) -> (S
         Ok(response) => answer(response).await,
         Err(_) => (StatusCode::BAD_GATEWAY, Value::Null),
     }
-}
-
-/// Resends every acknowledged event: each must be a duplicate, that is,
-/// stored. The number found.
-async fn events_found(http: &reqwest::Client, base: &str, token: &str, acked: &[Value]) -> u64 {
-    let mut found = 0;
-    for batch in acked.chunks(500) {
-        let (status, body) = post_events(http, base, token, batch).await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(
-            body["accepted"], 0,
-            "acknowledged events were missing: {body}"
-        );
-        found += body["duplicates"].as_u64().unwrap();
-    }
-    found
 }
 
 /// The error body of a failed write: JSON, with a code and a message.

@@ -193,3 +193,24 @@ pub(crate) fn experiment_flag() -> Value {
            "variants": [{"key": "control", "weight": 50, "value": false},
                         {"key": "treatment", "weight": 50, "value": true}]})
 }
+
+/// Resends every acknowledged event: each must be a duplicate, that is,
+/// stored. The number found.
+pub(crate) async fn events_found(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    acked: &[Value],
+) -> u64 {
+    let mut found = 0;
+    for batch in acked.chunks(500) {
+        let (status, body) = post_events(http, base, token, batch).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["accepted"], 0,
+            "acknowledged events were missing: {body}"
+        );
+        found += body["duplicates"].as_u64().unwrap();
+    }
+    found
+}
