@@ -145,8 +145,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     ) -> Result<Caller, ApiError> {
         let secret = presented(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let info = state
-            .tokens
             .authenticate(secret)
+            .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok(Caller::from(info))
     }

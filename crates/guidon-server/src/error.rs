@@ -144,6 +144,7 @@ impl From<LiveError> for ApiError {
     fn from(e: LiveError) -> ApiError {
         match e {
             LiveError::Store(e) => e.into(),
+            e @ LiveError::NotYet(_) => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -23,6 +23,7 @@ mod body;
 mod cache;
 mod conditional;
 mod cors;
+pub mod edge;
 mod error;
 mod eval;
 mod experiments;
@@ -291,7 +292,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
             shutdown.clone(),
             metrics.syncs.clone(),
         )),
-        store,
+        backend: app::Backend::Store(store.clone()),
         tokens,
         metrics,
         cache: config.eval_cache.then(cache::EvalCache::default),
@@ -305,7 +306,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         cors: cors::layer(&cors_origins),
         cors_origins,
     });
-    for env in state.store.list_envs().await? {
+    for env in store.list_envs().await? {
         state.envs.get(&env.name).await.map_err(|e| {
             ServeError::Io(std::io::Error::other(format!(
                 "loading environment {:?}: {e}",
@@ -328,21 +329,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Some(files) => Some(Arc::new(tls::Tls::load(files).map_err(ServeError::Tls)?)),
         None => None,
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|error| ServeError::Listen {
-            addr: config.listen.clone(),
-            error,
-        })?;
+    let listener = bind(&config.listen).await?;
     let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|error| ServeError::Listen {
-                    addr: addr.clone(),
-                    error,
-                })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
@@ -385,7 +374,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let task = tokio::spawn(async move {
         // One router for all connections (cloned per connection: an Arc).
         let result = listener::serve(listener, app, limits, served_tls, shutdown).await;
-        state.store.close().await;
+        if let app::Backend::Store(store) = &state.backend {
+            store.close().await;
+        }
         result
     });
     tracing::info!(%addr, tls = tls.is_some(), "guidon serving");
@@ -397,6 +388,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         trigger,
         task,
     })
+}
+
+/// Binds `addr`, or says which address could not be.
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServeError::Listen {
+            addr: addr.to_owned(),
+            error,
+        })
 }
 
 /// `GUIDON_ADMIN_TOKEN` becomes an admin token; without it, and with no
@@ -453,6 +454,9 @@ fn free_name(base: &str, taken: &[String]) -> String {
 }
 
 async fn refresh_tokens(state: Arc<AppState>) {
+    let app::Backend::Store(store) = &state.backend else {
+        return;
+    };
     loop {
         tokio::select! {
             () = tokio::time::sleep(tokens::TOKEN_REFRESH) => {}
@@ -463,11 +467,11 @@ async fn refresh_tokens(state: Arc<AppState>) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            if let Err(e) = state.store.mark_tokens_used(&used, now).await {
+            if let Err(e) = store.mark_tokens_used(&used, now).await {
                 tracing::warn!(error = %e, "could not record token use");
             }
         }
-        if let Err(e) = state.tokens.refresh(&state.store).await {
+        if let Err(e) = state.tokens.refresh(store).await {
             tracing::warn!(error = %e, "could not refresh tokens");
         }
     }
@@ -476,12 +480,18 @@ async fn refresh_tokens(state: Arc<AppState>) {
 /// Every route.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body;
+    // An edge has no definitions to administer: what needs the store is
+    // its upstream's.
+    let admin = match state.backend {
+        app::Backend::Store(_) => admin::routes(),
+        app::Backend::Edge(_) => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_with_token))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .merge(admin::routes())
+        .merge(admin)
         .merge(eval::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
@@ -540,7 +550,11 @@ pub(crate) struct Status {
     responses((status = 200, description = "Ready; or degraded: the database is away, the last state is served and writes fail", body = Status), (status = 503, description = "Not ready: an environment does not load", body = Status))
 )]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let envs = match state.store.list_envs().await {
+    let store = match &state.backend {
+        app::Backend::Store(store) => store,
+        app::Backend::Edge(upstream) => return upstream.readyz(&state.envs).into_response(),
+    };
+    let envs = match store.list_envs().await {
         Ok(envs) => envs,
         // The database away: evaluations, the document and streams still
         // serve what this instance loaded (it could not have started

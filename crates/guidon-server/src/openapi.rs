@@ -22,7 +22,7 @@ use crate::{admin, eval, experiments, ofrep_events, sdk};
         admin::flag_history, admin::revert_flag, admin::promote_flag,
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
-        admin::create_token, admin::list_tokens, admin::revoke_token,
+        admin::create_token, admin::list_tokens, admin::revoke_token, admin::verify_token,
         eval::evaluate, eval::ofrep_one, eval::ofrep_all, ofrep_events::events,
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
         experiments::ingest::ingest, experiments::results::results,

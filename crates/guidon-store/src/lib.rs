@@ -10,12 +10,14 @@
 //! failed write rolls the increment back.
 
 mod catalogue;
+mod edge;
 mod error;
 mod experiments;
 mod store;
 mod tokens;
 
 pub use catalogue::{DefinitionKind, StoredDefinition};
+pub use edge::{EdgeStore, Outgoing};
 pub use error::StoreError;
 pub use experiments::{
     Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, envs, eval, experiments, flags, metrics, serve, token, validate};
+use cmd::{demo, edge, envs, eval, experiments, flags, metrics, serve, token, validate};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
     Serve(serve::ServeArgs),
+    /// Relay an upstream Guidon: serve its environments (OFREP, evaluate, SDK streams) nearby,
+    /// through its outages, and forward events to it.
+    Edge(edge::EdgeArgs),
     /// Experiments on a server: create, list, stop, and results (every metric; lift, p-value, chance to win, verdict, warnings).
     Experiments(experiments::ExperimentsArgs),
     /// The metric catalogue of an environment on a server: list, get, set, delete.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Edge(args) => edge::run(args),
         Command::Experiments(args) => experiments::run(args),
         Command::Metrics(args) => metrics::run(args),
         Command::Demo => demo::run(),

@@ -328,6 +328,46 @@ impl AdminClient {
             .decode()
     }
 
+    /// The live token whose secret `secret` is (`POST /api/v1/auth/verify`,
+    /// an admin token's call), or `None` when no live token has it
+    /// (unknown or revoked). `guidon edge` authenticates its callers so.
+    pub async fn verify_token(&self, secret: &str) -> Result<Option<TokenInfo>, AdminError> {
+        let body = Body::json(&json!({ "token": secret }))?;
+        match self
+            .send(Method::POST, &["auth", "verify"], Some(body), |r| r)
+            .await
+        {
+            Ok(reply) => reply.decode().map(Some),
+            Err(AdminError::Refused { status: 404, body })
+                if body.message == "no live token has this secret" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The changes of `env` after revision `since` (`GET /api/v1/sdk/changes`,
+    /// as an SDK catches up): what `guidon edge` asks for revisions it did
+    /// not relay itself.
+    pub async fn changes_since(
+        &self,
+        env: &str,
+        since: u64,
+    ) -> Result<guidon_protocol::Changes, AdminError> {
+        check_key("environment", env)?;
+        let since = since.to_string();
+        let reply = self
+            .send(Method::GET, &["sdk", "changes"], None, |r| {
+                r.header(ENV_HEADER, env)
+                    .query(&[("since", since.as_str())])
+            })
+            .await?;
+        let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+        guidon_protocol::Changes::from_json(&text)
+            .map_err(|e| reply.unexpected(format!("the answer does not parse: {e}")))
+    }
+
     pub async fn revoke_token(&self, name: &str) -> Result<(), AdminError> {
         check_segment("token name", name)?;
         self.send(Method::DELETE, &["tokens", name], None, |r| r)

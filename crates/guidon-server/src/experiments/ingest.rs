@@ -521,8 +521,29 @@ pub(crate) async fn ingest(
         state.limits.max_context_attributes,
         Timestamp::now().as_millisecond(),
     );
+    // An edge buffers the events as they came, once checked, for its upstream.
+    let raw = matches!(state.backend, crate::app::Backend::Edge(_)).then(|| events.clone());
     let (valid, rejected) = checker.check_all(events);
-    let ingested = state.store.ingest_events(&env_name, valid).await?;
+    let (accepted, duplicates) = match (&state.backend, raw) {
+        (crate::app::Backend::Edge(upstream), Some(raw)) => {
+            let refused: HashSet<u64> = rejected
+                .iter()
+                .filter_map(|r| r.get("index").and_then(Value::as_u64))
+                .collect();
+            let kept: Vec<Value> = raw
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !refused.contains(&(*i as u64)))
+                .map(|(_, e)| e)
+                .collect();
+            upstream.buffer(&env_name, &kept, &state.metrics).await?;
+            (kept.len() as u64, 0)
+        }
+        _ => {
+            let ingested = state.store()?.ingest_events(&env_name, valid).await?;
+            (ingested.accepted, ingested.duplicates.len() as u64)
+        }
+    };
     let status = if rejected.is_empty() {
         StatusCode::OK
     } else {
@@ -531,8 +552,8 @@ pub(crate) async fn ingest(
     Ok((
         status,
         Json(json!({
-            "accepted": ingested.accepted,
-            "duplicates": ingested.duplicates.len(),
+            "accepted": accepted,
+            "duplicates": duplicates,
             "rejected": rejected,
         })),
     )

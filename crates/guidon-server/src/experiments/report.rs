@@ -129,7 +129,7 @@ async fn resolve_cap(
         Some(cap) => match (cap.value, cap.percentile) {
             (Some(v), _) => Ok(Some(v)),
             (None, Some(p)) => Ok(state
-                .store
+                .store()?
                 .experiment_unit_percentile(env, query, p)
                 .await?
                 // A percentile cap of 0 or less caps nothing positive.
@@ -158,7 +158,7 @@ async fn metric_data(
                 None
             };
             let totals = state
-                .store
+                .store()?
                 .experiment_totals(
                     env,
                     &MetricQuery {
@@ -203,7 +203,7 @@ async fn metric_data(
             )
             .await?;
             let totals = state
-                .store
+                .store()?
                 .experiment_ratio_totals(
                     env,
                     flag,
@@ -356,7 +356,7 @@ pub(crate) async fn report(
             .clone()
             .unwrap_or_default();
             state
-                .store
+                .store()?
                 .experiment_totals(
                     env,
                     &reading.query(&experiment.flag, &arm_keys, &event, unit),

@@ -419,7 +419,7 @@ pub(crate) async fn results(
     // metric that is not sent: 404 naming those that exist. When no metric
     // has any conversion yet the results still answer (exposures, health),
     // with a warning.
-    let metrics = state.store.experiment_metrics(&env_name).await?;
+    let metrics = state.store()?.experiment_metrics(&env_name).await?;
     if !metrics.is_empty() && !metrics.contains(&request.metric) {
         return Err(ApiError::NotFound(format!(
             "metric {:?} has no conversions in environment {env_name:?}; the metrics with conversions are: {}",
@@ -429,7 +429,7 @@ pub(crate) async fn results(
     }
     let unit_attribute = flag.bucket_by();
     let totals = state
-        .store
+        .store()?
         .experiment_totals(
             &env_name,
             &MetricQuery {

@@ -1,6 +1,7 @@
 //! One module per command: its arguments and what it does.
 
 pub(crate) mod demo;
+pub(crate) mod edge;
 pub(crate) mod envs;
 pub(crate) mod eval;
 pub(crate) mod experiments;
