@@ -34,6 +34,7 @@ mod metrics;
 mod ofrep_events;
 mod openapi;
 mod patch;
+mod preview;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -483,6 +484,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin::routes())
         .merge(eval::routes())
+        .merge(preview::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())

@@ -20,7 +20,8 @@ pub use experiments::{
     MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
 };
 pub use store::{
-    Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
-    Replaced, Revised, Store, StoreOptions, Stored, compile,
+    Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,
+    DEFAULT_ENVIRONMENTS, Past, Replaced, Revised, Store, StoreOptions, Stored, apply_and_compile,
+    compile,
 };
 pub use tokens::{hex, secret_hash};
