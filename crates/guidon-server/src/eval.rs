@@ -230,6 +230,7 @@ pub(crate) async fn evaluate(
         return time_travel(&state, &caller, &env_name, request, Context::from(context)).await;
     }
     let env = state.env(&env_name).await?;
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let ctx = Context::from(context.clone());
     let now = Timestamp::now();
@@ -483,6 +484,7 @@ pub(crate) async fn ofrep_one(
         Ok(context) => context,
         Err(response) => return *response,
     };
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let ctx = Context::from(context.clone());
     let resolved = resolve_one(&state, &env, &live, &key, &context, &ctx, Timestamp::now()).await;
@@ -517,6 +519,7 @@ pub(crate) async fn ofrep_all(
         Ok(context) => context,
         Err(response) => return *response,
     };
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let now = Timestamp::now();
     // The results depend on the flags (the revision and epoch), the

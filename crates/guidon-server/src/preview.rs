@@ -89,9 +89,33 @@ pub(crate) async fn preview(
             message: format!("max_examples: at most {MAX_EXAMPLES}, got {max_examples}"),
         });
     }
-    let contexts = contexts(&state, request.contexts, request.contexts_jsonl.as_deref())?;
-
+    let mut contexts = contexts(&state, request.contexts, request.contexts_jsonl.as_deref())?;
     let env = state.env(&env_name).await?;
+    // The recent-contexts sample, when the environment keeps one.
+    let sample = state.store.sample(&env_name).await?;
+    let given = contexts.len();
+    if let Some(sample) = &sample {
+        contexts.extend(
+            sample
+                .contexts
+                .iter()
+                .filter_map(|text| Context::from_json_str(text).ok()),
+        );
+    }
+    if contexts.is_empty() {
+        return Err(ApiError::InvalidBody {
+            path: "contexts".into(),
+            message: format!(
+                "contexts: give at least one context (an array of objects, or contexts_jsonl){}",
+                if sample.is_some() {
+                    ": the recent-contexts sample is empty"
+                } else {
+                    ": this environment keeps no recent-contexts sample"
+                }
+            ),
+        });
+    }
+
     let live = env.live.load_full();
     let current = live.document.file.flags.iter().find(|f| f.key == key);
     let proposed = match (request.flag, request.patch) {
@@ -155,7 +179,30 @@ pub(crate) async fn preview(
         "flag": impact.flag,
         "dependents": impact.dependents,
         "changed_dependents": changed_dependents,
+        "given": given,
+        "sample": sample_json(sample.as_ref(), contexts_from_sample(given, impact.contexts)),
     })))
+}
+
+fn contexts_from_sample(given: usize, total: usize) -> usize {
+    total.saturating_sub(given)
+}
+
+/// What the preview took from the recent-contexts sample: `null` when the
+/// environment keeps none.
+fn sample_json(sample: Option<&guidon_store::Sample>, used: usize) -> Value {
+    let Some(sample) = sample else {
+        return Value::Null;
+    };
+    let now = Timestamp::now().as_millisecond();
+    let time = crate::samples::time;
+    json!({
+        "size": used,
+        "seen": sample.seen,
+        "oldest": time(sample.oldest_ms),
+        "newest": time(sample.newest_ms),
+        "age_seconds": sample.oldest_ms.map(|ms| (now - ms) / 1000),
+    })
 }
 
 /// The request's contexts: the array's, then the JSON Lines'.
@@ -199,13 +246,6 @@ fn contexts(
             return Err(too_many("contexts_jsonl"));
         }
         out.push(ctx);
-    }
-    if out.is_empty() {
-        return Err(ApiError::InvalidBody {
-            path: "contexts".into(),
-            message: "contexts: give at least one context (an array of objects, or contexts_jsonl)"
-                .into(),
-        });
     }
     Ok(out)
 }

@@ -610,3 +610,188 @@ async fn a_preview_refuses_what_a_save_refuses_and_names_the_field() {
         server.stop().await;
     }
 }
+
+// ---- recent contexts ----
+
+async fn sample_info(server: &TestServer, query: &str) -> (StatusCode, Value) {
+    let response = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/envs/production/contexts/sample{query}"),
+        )
+        .send()
+        .await
+        .expect("sample");
+    let status = response.status();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+/// Opt in, evaluate through /evaluate, OFREP and reported exposures: the
+/// sample keeps at most its size, never a dropped attribute, hashed ones
+/// only hashed; a preview without contexts uses it and says how big and old
+/// it is; deleting it leaves nothing, and a preview then says there is none.
+#[tokio::test]
+async fn recent_contexts_are_sampled_stripped_used_by_previews_and_deleted() {
+    for (db, server) in testing::servers("ctx_sample").await {
+        let n = db.name;
+        server
+            .put("/api/v1/envs/production/flags", environment())
+            .await;
+        let (status, refused) = sample_info(&server, "").await;
+        assert_eq!(status, 404, "{n}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not opted in")),
+            "{n}: {refused}"
+        );
+        // Bad settings name the field.
+        for (body, path) in [
+            (json!({"size": 0, "retention_hours": 24}), "size"),
+            (
+                json!({"size": 10, "retention_hours": 10_000}),
+                "retention_hours",
+            ),
+            (
+                json!({"size": 10, "retention_hours": 24, "drop": [""]}),
+                "drop[0]",
+            ),
+        ] {
+            let response = server
+                .admin(Method::PUT, "/api/v1/envs/production/contexts/sample")
+                .json(&body)
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(response.status(), 400, "{n}: {body}");
+            let answer: Value = response.json().await.expect("json");
+            assert_eq!(answer["path"], path, "{n}: {answer}");
+        }
+        let opted: Value = server
+            .put(
+                "/api/v1/envs/production/contexts/sample",
+                json!({"size": 25, "retention_hours": 24, "drop": ["email"], "hash": ["account"]}),
+            )
+            .await;
+        assert_eq!(opted["size"], 25, "{n}: {opted}");
+        assert_eq!(opted["stored"], 0, "{n}");
+
+        let people = contexts(60);
+        for (i, c) in people.iter().enumerate() {
+            let mut c = c.clone();
+            c["account"] = json!(format!("acct-{i}"));
+            if i < 40 {
+                evaluate(&server, json!({"flag": "checkout", "context": c})).await;
+            } else {
+                let response = server
+                    .admin(Method::POST, "/ofrep/v1/evaluate/flags/checkout")
+                    .header("X-Guidon-Environment", "production")
+                    .json(&json!({"context": c}))
+                    .send()
+                    .await
+                    .expect("ofrep");
+                assert_eq!(response.status(), 200, "{n}");
+            }
+        }
+        let exposures: Vec<Value> = (0..20)
+            .map(|i| {
+                json!({"type": "exposure", "event_id": format!("e{i}"), "flag": "checkout",
+                       "variant": "control", "timestamp": Timestamp::now().to_string(),
+                       "context": {"user_id": format!("sdk_{i}"), "email": "x@y.z", "account": "a"}})
+            })
+            .collect();
+        let response = server
+            .admin(Method::POST, "/api/v1/events")
+            .header("X-Guidon-Environment", "production")
+            .json(&json!({"events": exposures}))
+            .send()
+            .await
+            .expect("events");
+        assert!(response.status().is_success(), "{n}");
+        // Written within a second or two.
+        let mut info = Value::Null;
+        for _ in 0..50 {
+            info = sample_info(&server, "?contexts=true").await.1;
+            if info["seen"] == 80 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(info["seen"], 80, "{n}: {info}");
+        // 25 per hour: 50 when the evaluations straddled an hour's end.
+        let stored = info["stored"].as_u64().expect("stored");
+        assert!((25..=50).contains(&stored), "{n}: {info}");
+        let kept = info["contexts"].as_array().expect("contexts");
+        assert_eq!(kept.len(), 25, "{n}");
+        for c in kept {
+            assert!(c.get("email").is_none(), "{n}: dropped: {c}");
+            let account = c["account"].as_str().expect("account");
+            assert!(
+                account.starts_with("hmac:") && account.len() == 37,
+                "{n}: {c}"
+            );
+            assert!(c["user_id"].is_string(), "{n}: {c}");
+        }
+        // The same value hashes the same (a unit stays one unit).
+        let sdk_accounts: std::collections::HashSet<&str> = kept
+            .iter()
+            .filter(|c| c["user_id"].as_str().is_some_and(|u| u.starts_with("sdk_")))
+            .filter_map(|c| c["account"].as_str())
+            .collect();
+        assert!(sdk_accounts.len() <= 1, "{n}: {sdk_accounts:?}");
+
+        // A preview without contexts runs over the sample.
+        let (status, previewed) =
+            preview(&server, "checkout", json!({"patch": {"enabled": false}})).await;
+        assert_eq!(status, 200, "{n}: {previewed}");
+        assert_eq!(previewed["contexts"], 25, "{n}: {previewed}");
+        assert_eq!(previewed["given"], 0, "{n}");
+        assert_eq!(previewed["sample"]["size"], 25, "{n}: {previewed}");
+        assert_eq!(previewed["sample"]["seen"], 80, "{n}: {previewed}");
+        assert!(
+            previewed["sample"]["age_seconds"].is_number(),
+            "{n}: {previewed}"
+        );
+        let (_, both) = preview(
+            &server,
+            "checkout",
+            json!({"patch": {"enabled": false}, "contexts": [{"user_id": "extra"}]}),
+        )
+        .await;
+        assert_eq!(both["contexts"], 26, "{n}: {both}");
+
+        // Deleted: nothing stored, no sample for previews.
+        assert_eq!(
+            server
+                .delete("/api/v1/envs/production/contexts/sample")
+                .await,
+            200,
+            "{n}"
+        );
+        assert_eq!(sample_info(&server, "").await.0, 404, "{n}");
+        assert_eq!(
+            server
+                .delete("/api/v1/envs/production/contexts/sample")
+                .await,
+            404,
+            "{n}"
+        );
+        evaluate(
+            &server,
+            json!({"flag": "checkout", "context": {"user_id": "late"}}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(sample_info(&server, "").await.0, 404, "{n}");
+        let (status, none) =
+            preview(&server, "checkout", json!({"patch": {"enabled": false}})).await;
+        assert_eq!(status, 400, "{n}: {none}");
+        assert!(
+            none["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("keeps no recent-contexts sample")),
+            "{n}: {none}"
+        );
+        server.stop().await;
+    }
+}

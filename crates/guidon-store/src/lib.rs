@@ -11,6 +11,7 @@
 
 mod error;
 mod experiments;
+mod samples;
 mod store;
 mod tokens;
 
@@ -18,6 +19,10 @@ pub use error::StoreError;
 pub use experiments::{
     Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
     MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
+};
+pub use samples::{
+    MAX_RETENTION_HOURS, MAX_SAMPLE_SIZE, Offered, SLICE_MS, Sample, SampleBatch, SampleInfo,
+    SampleSettings, Sampling, hour_of,
 };
 pub use store::{
     Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,

@@ -1277,3 +1277,84 @@ async fn every_past_revision_is_rebuilt_exactly_until_compacted() {
             .expect("development untouched");
     }
 }
+
+/// The recent-contexts sample: per hour the highest priorities, read in
+/// proportion to what each hour was offered; hours past the retention and
+/// environments that did not opt in keep nothing; deletable.
+#[tokio::test]
+async fn the_context_sample_keeps_the_highest_priorities_per_hour_in_proportion() {
+    use guidon_store::{Offered, SampleBatch, SampleSettings, hour_of};
+    for (db, store) in stores("samples").await {
+        let n = db.name;
+        let env = "production";
+        assert_eq!(store.sampling(env).await.expect("none"), None, "{n}");
+        let settings = SampleSettings {
+            size: 3,
+            retention_hours: 2,
+            drop: vec!["email".into()],
+            hash: vec!["account".into()],
+        };
+        store
+            .set_sampling(env, &settings, "k3y")
+            .await
+            .expect("opt in");
+        let now = guidon_engine::Timestamp::now().as_millisecond();
+        let batch = |at: i64, priorities: std::ops::RangeInclusive<i64>, seen: u64| SampleBatch {
+            offered: priorities
+                .map(|p| Offered {
+                    at_ms: at,
+                    priority: p,
+                    context: format!("{{\"p\":{p}}}"),
+                })
+                .collect(),
+            seen: [(hour_of(at), seen)].into_iter().collect(),
+        };
+        store
+            .add_samples(env, &batch(now, 1..=10, 10))
+            .await
+            .expect("this hour");
+        store
+            .add_samples(env, &batch(now - 3_600_000, 100..=105, 5))
+            .await
+            .expect("an hour ago");
+        store
+            .add_samples(env, &batch(now - 3 * 3_600_000, 200..=209, 10))
+            .await
+            .expect("past the retention");
+        // Another instance's batch for this hour: priorities merge.
+        store
+            .add_samples(env, &batch(now, 7..=7, 1))
+            .await
+            .expect("merge");
+        let info = store.sampling(env).await.expect("info").expect("opted in");
+        assert_eq!(info.settings, settings, "{n}");
+        assert_eq!(info.hash_key, "k3y", "{n}");
+        assert_eq!((info.stored, info.seen), (6, 16), "{n}");
+        let sample = store.sample(env).await.expect("sample").expect("opted in");
+        assert_eq!(sample.seen, 16, "{n}");
+        let mut got = sample.contexts.clone();
+        got.sort();
+        // 3 × 5/16 → 1 from an hour ago, 3 × 11/16 → 2 from this one.
+        assert_eq!(got, ["{\"p\":105}", "{\"p\":10}", "{\"p\":9}"], "{n}");
+        assert_eq!(sample.newest_ms, Some(now), "{n}");
+        // Another environment keeps nothing without opting in.
+        store
+            .add_samples("development", &batch(now, 1..=3, 3))
+            .await
+            .expect("ignored");
+        assert_eq!(
+            store.sample("development").await.expect("none"),
+            None,
+            "{n}"
+        );
+        // Deleted on request, and nothing comes back after.
+        assert!(store.stop_sampling(env).await.expect("stop"), "{n}");
+        assert!(!store.stop_sampling(env).await.expect("again"), "{n}");
+        store
+            .add_samples(env, &batch(now, 1..=3, 3))
+            .await
+            .expect("ignored");
+        assert_eq!(store.sampling(env).await.expect("gone"), None, "{n}");
+        assert_eq!(store.samplings().await.expect("all"), [], "{n}");
+    }
+}
