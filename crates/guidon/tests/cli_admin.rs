@@ -1005,4 +1005,38 @@ fn time_travel_and_impact_preview_from_the_command_line() {
     let (args, output) = preview(&bad);
     let line = failed(&args.each_ref().map(String::as_str), &output);
     assert!(line.contains("line 2"), "{line}");
+
+    // With a recent-contexts sample, no contexts are needed.
+    let inner = server.server.server();
+    server.server.block_on(inner.put(
+        "/api/v1/envs/production/contexts/sample",
+        json!({"size": 5, "retention_hours": 1}),
+    ));
+    for _ in 0..8 {
+        eval(&[]);
+    }
+    let args = [
+        "flags",
+        "preview",
+        "f",
+        "--env",
+        "production",
+        "--file",
+        &off,
+    ];
+    let mut out = String::new();
+    // Written to the store within a second or two.
+    for _ in 0..30 {
+        let output = server.run(&args);
+        out = text(&output.stdout);
+        if out.contains("(8 seen since") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        out.contains("over 5 contexts: 5 contexts would change")
+            && out.contains("5 from the recent-contexts sample (8 seen since"),
+        "{out}"
+    );
 }

@@ -527,6 +527,17 @@ impl Out {
             thousands(flag.changed as u64),
             noun(flag.changed as u64, "context", "contexts"),
         );
+        if let Some(sample) = answer.get("sample").filter(|s| !s.is_null()) {
+            let used = sample["size"].as_u64().unwrap_or(0);
+            text.push_str(&format!(
+                "{} from the recent-contexts sample ({} seen since {})\n",
+                thousands(used),
+                thousands(sample["seen"].as_u64().unwrap_or(0)),
+                sample["oldest"]
+                    .as_str()
+                    .map_or_else(|| "-".to_owned(), clean),
+            ));
+        }
         text.push_str(&matrix(&flag));
         for d in &dependents {
             text.push_str(&format!(
