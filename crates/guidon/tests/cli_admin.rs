@@ -973,22 +973,29 @@ fn time_travel_and_impact_preview_from_the_command_line() {
         .collect();
     let contexts = server.file("users.jsonl", &users);
     let bad = server.file("bad.jsonl", "{\"user_id\": \"a\"}\nnot json\n");
+    let preview_off = [
+        "flags",
+        "preview",
+        "f",
+        "--env",
+        "production",
+        "--file",
+        &off,
+    ];
     let preview = |contexts: &str| {
-        let args = [
-            "flags",
-            "preview",
-            "f",
-            "--env",
-            "production",
-            "--file",
-            &off,
-            "--contexts",
-            contexts,
-        ];
-        (args.map(str::to_owned), server.run(&args))
+        let mut args = preview_off.to_vec();
+        args.extend(["--contexts", contexts]);
+        let output = server.run(&args);
+        (
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+            output,
+        )
     };
     let (args, output) = preview(&contexts);
-    let out = succeeded(&args.each_ref().map(String::as_str), &output);
+    let out = succeeded(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &output,
+    );
     assert!(
         out.contains("over 10 contexts: 10 contexts would change"),
         "{out}"
@@ -1003,7 +1010,10 @@ fn time_travel_and_impact_preview_from_the_command_line() {
     assert_eq!(eval(&[])["enabled"], true);
     // A bad line is named.
     let (args, output) = preview(&bad);
-    let line = failed(&args.each_ref().map(String::as_str), &output);
+    let line = failed(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &output,
+    );
     assert!(line.contains("line 2"), "{line}");
 
     // With a recent-contexts sample, no contexts are needed.
@@ -1015,15 +1025,7 @@ fn time_travel_and_impact_preview_from_the_command_line() {
     for _ in 0..8 {
         eval(&[]);
     }
-    let args = [
-        "flags",
-        "preview",
-        "f",
-        "--env",
-        "production",
-        "--file",
-        &off,
-    ];
+    let args = preview_off;
     let mut out = String::new();
     // Written to the store within a second or two.
     for _ in 0..30 {
