@@ -23,10 +23,14 @@
 //! - reasons map one to one (`STALE` has no OpenFeature variant in this
 //!   crate: it is `Other("STALE")`); an unknown flag is `FLAG_NOT_FOUND`,
 //!   a value of another type `TYPE_MISMATCH`, a client with no flags yet
-//!   `PROVIDER_NOT_READY`;
+//!   `PROVIDER_NOT_READY`, a client the server refused before any flags
+//!   arrived `PROVIDER_FATAL` (as `General`: the crate has no such code;
+//!   its status is then `Error`, the crate having no `Fatal` either);
 //! - a boolean asked of a flag that serves no value (off with no off
-//!   variant) is `enabled`; other types get an error, so the caller's
-//!   default is used, as OFREP's "code default";
+//!   variant) is `enabled`; other types get an error (`GENERAL`, saying
+//!   so), so the caller's default is used, as OFREP's "code default" (the
+//!   crate does not give the provider the caller's default, which it could
+//!   return with reason `DISABLED`);
 //! - metadata: `flag_version`, `revision`, `rule`, `bucket`, `target`,
 //!   `override`, `prerequisite_failed`, `missing_bucketing_value`.
 
@@ -43,6 +47,13 @@ use open_feature::{
 use serde_json::Value;
 
 use crate::{Client, Status};
+
+/// OpenFeature's error code for a provider in an irrecoverable state; the
+/// `open-feature` crate (0.3) has no variant for it, so it is `General`.
+pub const PROVIDER_FATAL: &str = "PROVIDER_FATAL";
+
+/// OpenFeature's error code for any other error.
+pub const GENERAL: &str = "GENERAL";
 
 /// The provider: evaluates locally through a [`Client`].
 #[derive(Debug)]
@@ -63,17 +74,36 @@ impl GuidonProvider {
         &self.client
     }
 
+    /// Whether there is a copy to evaluate: from the server, a snapshot or
+    /// a bootstrap.
+    fn has_flags(&self) -> bool {
+        let doc = self.client.document();
+        doc.revision.is_some() || !doc.file.flags.is_empty()
+    }
+
     fn resolve<T>(
         &self,
         flag_key: &str,
         context: &EvaluationContext,
         convert: impl FnOnce(&Evaluation<'_>) -> Result<T, EvaluationError>,
     ) -> EvaluationResult<ResolutionDetails<T>> {
-        if self.client.status() == Status::Starting {
-            return Err(error(
-                EvaluationErrorCode::ProviderNotReady,
-                "no flags yet: the server has not answered and there is no bootstrap",
-            ));
+        match self.client.status() {
+            Status::Starting => {
+                return Err(error(
+                    EvaluationErrorCode::ProviderNotReady,
+                    "no flags yet: the server has not answered and there is no bootstrap",
+                ));
+            }
+            // Refused (token, environment) before any flags arrived: every
+            // flag would otherwise look missing (FLAG_NOT_FOUND).
+            Status::Error if !self.has_flags() => {
+                let why = self.client.last_error().unwrap_or_default();
+                return Err(error(
+                    EvaluationErrorCode::General(PROVIDER_FATAL.into()),
+                    format!("no flags: the server refuses this client: {why}"),
+                ));
+            }
+            _ => {}
         }
         let ctx = to_context(context);
         let revision = self.client.revision();
@@ -110,7 +140,8 @@ fn mismatch(ev: &Evaluation<'_>, wanted: &str) -> EvaluationError {
             format!("flag {:?} serves {v}, not {wanted}", ev.flag),
         ),
         None => error(
-            EvaluationErrorCode::General("NO_VALUE".into()),
+            // OpenFeature's codes are a closed set: this is GENERAL.
+            EvaluationErrorCode::General(GENERAL.into()),
             format!(
                 "flag {:?} is off and has no off variant: use the default",
                 ev.flag

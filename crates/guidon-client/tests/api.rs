@@ -178,7 +178,10 @@ async fn the_openfeature_provider_maps_results() {
     );
     // Off without an off variant: no value, so the caller's default.
     let off = of.get_string_value("multi_off", Some(&ctx), None).await;
-    assert!(off.is_err());
+    assert_eq!(
+        off.unwrap_err().code,
+        EvaluationErrorCode::General("GENERAL".into())
+    );
 
     // Custom fields are attributes.
     let mapped = guidon_client::openfeature::to_context(

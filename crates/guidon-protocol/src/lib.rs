@@ -15,6 +15,8 @@
 //!   versions. Every process does both through these two functions.
 //! - [`api`]: the admin API's shapes (environments, history, tokens, the
 //!   error body).
+//! - [`catalogue`]: the metric catalogue's and experiments' definitions
+//!   and their validation.
 //! - [`sse`]: the parser of the SSE stream's framing (bytes in, events
 //!   out), which every reader of the stream uses.
 //!
@@ -26,6 +28,7 @@
 //! The crate is serde and parsing only: no I/O, no clock, no HTTP.
 
 pub mod api;
+pub mod catalogue;
 mod change;
 mod document;
 mod message;

@@ -72,7 +72,7 @@ pub(crate) fn check_key(what: &str, key: &str) -> ApiResult<()> {
 
 /// `If-Match: 3` or `If-Match: "3"` → must be at version 3; `If-None-Match: *`
 /// → must not exist yet.
-fn expected_version(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+pub(crate) fn expected_version(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     if let Some(value) = headers.get(header::IF_MATCH) {
         let text = value.to_str().unwrap_or("").trim().trim_matches('"');
         return text.parse::<u64>().map(Some).map_err(|_| {
@@ -91,7 +91,7 @@ fn expected_version(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     Ok(None)
 }
 
-fn etag(version: u64) -> HeaderValue {
+pub(crate) fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 

@@ -4,7 +4,9 @@
 //! `guidon-stats` computed here from what the test itself sent.
 
 use guidon_server::testing::{self, ADMIN, TestServer};
-use guidon_stats::{AnalysisOptions, Correction, MetricKind, VariantStats, analyze};
+use guidon_stats::{
+    AnalysisOptions, Correction, Method as ReadMethod, MetricKind, VariantStats, analyze, headline,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -80,6 +82,36 @@ fn close(a: &Value, b: f64, what: &str) {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0),
         "{what}: server {a}, expected {b}"
     );
+}
+
+/// `a` and `b` are the same JSON, numbers equal to 1e-9 relative (sums
+/// that a database adds up in another order differ in the last bits).
+fn same_json(a: &Value, b: &Value, path: &str) {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => {
+            close(a, b.as_f64().unwrap_or(f64::NAN), path);
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                same_json(&a[k.as_str()], &b[k.as_str()], &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: {a} vs {b}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                same_json(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::String(x), Value::String(y)) if x != y => {
+            // Notes carry formatted numbers: compare them without digits.
+            let strip = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
+            assert_eq!(strip(x), strip(y), "{path}");
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
 }
 
 #[tokio::test]
@@ -413,38 +445,70 @@ async fn results_are_the_statistics_of_what_was_sent() {
                 bayes.chance_to_win,
                 "chance",
             );
-            close(
-                &c["summary"]["chance_to_win"],
-                bayes.chance_to_win,
-                "summary chance",
+            // The headline is guidon_stats' for the same analysis: the
+            // absolute test decides, the relative lift (log-scale
+            // interval) is the headline number, the Beta posterior gives
+            // the chance to win of this binomial metric.
+            let method_enum = match method {
+                "sequential" => ReadMethod::Sequential,
+                "bayesian" => ReadMethod::Bayesian,
+                _ => ReadMethod::Frequentist,
+            };
+            let want_headline =
+                serde_json::to_value(headline(&want, &want.comparisons[0], method_enum, None))
+                    .expect("headline");
+            same_json(
+                &c["summary"],
+                &want_headline,
+                &format!("{n} {query}: summary"),
             );
-            close(
-                &c["summary"]["lift"],
-                relative.test.estimate,
-                "summary lift",
+            let interval = want.comparisons[0]
+                .relative_interval
+                .computed()
+                .expect("relative interval");
+            close(&c["summary"]["lift"], interval.estimate, "summary lift");
+            assert_eq!(c["summary"]["scale"], "relative", "{n}");
+            assert!(
+                c["summary"]["ci"]["lower"].as_f64().expect("lower") > -1.0,
+                "{n}: {c}"
             );
-            if method == "sequential" {
-                let seq = relative.sequential.expect("sequential");
+            let absolute_p = if method == "sequential" {
+                absolute.sequential.as_ref().expect("sequential").p_value
+            } else {
+                absolute.adjusted_p_value.unwrap_or(absolute.test.p_value)
+            };
+            if method == "bayesian" {
+                assert_eq!(c["summary"]["test"], "chance_to_win_beta", "{n}");
+                let beta = want.beta.as_ref().and_then(|b| b.computed()).expect("beta");
                 close(
-                    &c["relative"]["sequential"]["p_value"],
-                    seq.p_value,
-                    "seq p",
+                    &c["summary"]["chance_to_win"],
+                    beta.comparisons[0].chance_to_win,
+                    "beta chance",
                 );
-                close(&c["summary"]["p_value"], seq.p_value, "summary seq p");
-                close(&c["summary"]["ci"][0], seq.ci.lower, "summary seq lower");
-            } else if method == "bayesian" {
-                close(&c["summary"]["ci"][0], bayes.ci.lower, "credible lower");
                 close(
                     &c["relative"]["adjusted_p_value"],
                     relative.adjusted_p_value.expect("adjusted"),
                     "adjusted",
                 );
             } else {
-                close(&c["summary"]["p_value"], relative.test.p_value, "summary p");
+                close(&c["summary"]["p_value"], absolute_p, "summary p");
+            }
+            if kind == MetricKind::Continuous {
                 close(
-                    &c["summary"]["ci"][1],
-                    relative.test.ci.upper,
-                    "summary upper",
+                    &c["summary"]["chance_to_win"],
+                    bayes.chance_to_win,
+                    "normal chance",
+                );
+                assert_eq!(r["bayesian"], Value::Null, "{n}");
+            } else {
+                assert_eq!(r["bayesian"]["method"], "beta_posterior", "{n}: {r}");
+            }
+            if method == "sequential" {
+                let seq = relative.sequential.expect("sequential");
+                close(
+                    &c["relative"]["sequential"]["p_value"],
+                    seq.p_value,
+                    "seq p",
                 );
             }
             close(&r["srm"]["p_value"], want.srm.p_value, "srm");
@@ -472,11 +536,21 @@ async fn results_are_the_statistics_of_what_was_sent() {
         )
         .await;
         assert_eq!(r["variants"][1]["conversions"], buyers[1], "{n}");
-        // A metric nobody sent: every unit, no conversion.
-        let (status, r) = results(&server, "new_checkout_experiment", "metric=signup").await;
-        assert_eq!(status, 200, "{n}: {r}");
-        assert_eq!(r["variants"][0]["units"], units[0], "{n}");
-        assert_eq!(r["variants"][0]["conversions"], 0, "{n}");
+        // A metric nobody sent (a typo of one, say) while another has
+        // conversions: 404 naming the metrics that exist, not a result of
+        // zeros with "no warnings".
+        let (status, r) = results(&server, "new_checkout_experiment", "metric=purchse").await;
+        assert_eq!(
+            (status, r["error"].as_str()),
+            (404, Some("not_found")),
+            "{n}: {r}"
+        );
+        assert!(
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("\"purchse\"") && m.contains("are: purchase")),
+            "{n}: {r}"
+        );
         server.stop().await;
     }
 }
@@ -534,6 +608,36 @@ async fn a_skewed_split_and_multiple_exposures_are_flagged() {
                 .is_some_and(|w| w.contains("more than one variant"))),
             "{n}: {r}"
         );
+        // No metric has conversions yet: said, not silently zero.
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("No conversions of any metric"))),
+            "{n}: {r}"
+        );
+        // A failed health check withholds every verdict and says what to check.
+        let withheld = r["verdict_withheld"].as_str().unwrap_or_default();
+        assert!(
+            withheld.contains("sample-ratio mismatch")
+                && withheld.contains("more than one variant")
+                && withheld.contains("check that"),
+            "{n}: {r}"
+        );
+        let summary = &r["comparisons"][0]["summary"];
+        assert_eq!(summary["verdict"], "withheld", "{n}: {summary}");
+        assert_eq!(summary["significant"], false, "{n}");
+        for method in ["bayesian", "sequential"] {
+            let (_, r) = results(
+                &server,
+                "new_checkout_experiment",
+                &format!("metric=purchase&method={method}"),
+            )
+            .await;
+            assert_eq!(
+                r["comparisons"][0]["summary"]["verdict"], "withheld",
+                "{n} {method}: {r}"
+            );
+        }
 
         // Too few units: a fresh flag with a handful.
         server
@@ -625,7 +729,7 @@ async fn who_may_send_events_and_read_results() {
 
         for (flag, query, want, code) in [
             ("nope", "metric=purchase", 404, "not_found"),
-            ("new_checkout_experiment", "", 400, "bad_request"),
+            ("new_checkout_experiment", "", 404, "not_found"),
             (
                 "new_checkout_experiment",
                 "metric=purchase&method=magic",
@@ -697,5 +801,417 @@ async fn zero_conversions_and_an_empty_variant_still_answer() {
             !text.contains("NaN") && !text.contains("inf"),
             "{n}: {text}"
         );
+    }
+}
+
+fn conversion_of(id: &str, user: &str, value: f64, metric: &str, seconds: i64) -> Value {
+    json!({"type": "conversion", "event_id": id, "metric": metric, "value": value,
+           "context": {"user_id": user}, "timestamp": at(seconds)})
+}
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server.admin(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn detail_paths(body: &Value) -> Vec<String> {
+    body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|p| p["path"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The catalogue's definitions are checked at the field, versioned, and
+/// protected from deleting what an experiment or a ratio uses.
+#[tokio::test]
+async fn the_metric_catalogue_is_checked_and_versioned() {
+    for (db, server) in testing::servers("exp_catalogue").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let metrics = "/api/v1/envs/production/metrics";
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{metrics}/buy"),
+            Some(json!({"kind": "binomial", "event": "purchase", "description": "bought"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["version"].as_u64()),
+            (201, Some(1)),
+            "{n}: {body}"
+        );
+        for (key, definition, path) in [
+            (
+                "rev",
+                json!({"kind": "sum", "event": "purchase", "cap": {"percentile": 150}}),
+                "cap.percentile",
+            ),
+            ("rev", json!({"kind": "sum"}), "event"),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "buy", "denominator": "buy"}),
+                "denominator",
+            ),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "r", "denominator": "buy"}),
+                "numerator",
+            ),
+            (
+                "r",
+                json!({"kind": "ratio", "numerator": "nope", "denominator": "buy"}),
+                "numerator",
+            ),
+        ] {
+            let (status, body) = call(
+                &server,
+                Method::PUT,
+                &format!("{metrics}/{key}"),
+                Some(definition),
+            )
+            .await;
+            assert_eq!(status, 422, "{n} {path}: {body}");
+            assert!(
+                detail_paths(&body).contains(&path.to_owned()),
+                "{n} {path}: {body}"
+            );
+        }
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{metrics}/buy"),
+            Some(json!({"kind": "binomial", "evnt": "purchase"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{n}: unknown field: {body}");
+        // Nothing invalid was stored.
+        let (_, list) = call(&server, Method::GET, metrics, None).await;
+        let keys: Vec<&str> = list["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["key"].as_str())
+            .collect();
+        assert_eq!(keys, ["buy"], "{n}: {list}");
+        // A stale version is refused.
+        let stale = server
+            .admin(Method::PUT, &format!("{metrics}/buy"))
+            .header("If-Match", "7")
+            .json(&json!({"kind": "binomial", "event": "order"}))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(stale.status(), 412, "{n}");
+        let (status, body) = call(&server, Method::GET, &format!("{metrics}/buyy"), None).await;
+        assert_eq!(status, 404, "{n}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("its metrics: buy")),
+            "{n}: {body}"
+        );
+
+        // An experiment naming what does not exist: 422 at each field.
+        let experiments = "/api/v1/envs/production/experiments";
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{experiments}/checkout_test"),
+            Some(json!({"flag": "nope", "primary_metric": "buyy", "stop": "yesterday"})),
+        )
+        .await;
+        assert_eq!(status, 422, "{n}: {body}");
+        let paths = detail_paths(&body);
+        for path in ["primary_metric", "stop", "flag"] {
+            assert!(paths.contains(&path.to_owned()), "{n} {path}: {body}");
+        }
+        assert!(body.to_string().contains("its metrics: buy"), "{n}: {body}");
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("{experiments}/checkout_test"),
+            Some(json!({"flag": "new_checkout_experiment", "primary_metric": "buy"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{n}: {body}");
+        assert!(body["start"].as_str().is_some(), "{n}: started now: {body}");
+        // A metric an experiment uses cannot be deleted.
+        let (status, body) = call(&server, Method::DELETE, &format!("{metrics}/buy"), None).await;
+        assert_eq!(status, 409, "{n}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("checkout_test")),
+            "{n}"
+        );
+        let (status, body) = call(
+            &server,
+            Method::GET,
+            &format!("{experiments}/checkout_test"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("running")),
+            "{n}: {body}"
+        );
+        // Unknown experiment: 404 naming those that exist; a parameter
+        // without ?metric=: 400.
+        let (status, body) = results(&server, "checkout_tset", "").await;
+        assert_eq!(status, 404, "{n}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("its experiments: checkout_test")),
+            "{n}: {body}"
+        );
+        let (status, _) = results(&server, "checkout_test", "alpha=0.1").await;
+        assert_eq!(status, 400, "{n}");
+        server.stop().await;
+    }
+}
+
+/// An experiment's results: every metric of the catalogue it names, the
+/// primary and secondary corrected together, the guardrail judged on its
+/// own, a percentile cap resolved from the data, a ratio, and a stop that
+/// ends what counts.
+#[tokio::test]
+async fn an_experiment_reads_all_its_metrics() {
+    for (db, server) in testing::servers("exp_report").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let mut events = Vec::new();
+        for i in 0..400 {
+            events.push(exposure(&format!("ec{i}"), &format!("c{i}"), "control", 0));
+            events.push(exposure(
+                &format!("et{i}"),
+                &format!("t{i}"),
+                "treatment",
+                0,
+            ));
+        }
+        for i in 0..40 {
+            events.push(conversion_of(
+                &format!("pc{i}"),
+                &format!("c{i}"),
+                50.0,
+                "purchase",
+                60,
+            ));
+        }
+        // One whale in control: capped at the 95th percentile (50).
+        events.push(conversion_of("whale", "c0", 10_000.0, "purchase", 70));
+        for i in 0..70 {
+            events.push(conversion_of(
+                &format!("pt{i}"),
+                &format!("t{i}"),
+                50.0,
+                "purchase",
+                60,
+            ));
+        }
+        for i in 0..5 {
+            events.push(conversion_of(
+                &format!("rc{i}"),
+                &format!("c{}", 100 + i),
+                1.0,
+                "refund",
+                80,
+            ));
+        }
+        for i in 0..40 {
+            events.push(conversion_of(
+                &format!("rt{i}"),
+                &format!("t{}", 100 + i),
+                1.0,
+                "refund",
+                80,
+            ));
+        }
+        for chunk in events.chunks(5000) {
+            let (status, body) = send(
+                &server,
+                Some(ADMIN),
+                Some("production"),
+                &json!({ "events": chunk }),
+            )
+            .await;
+            assert_eq!(status, 200, "{n}: {body}");
+        }
+        let metrics = "/api/v1/envs/production/metrics";
+        for (key, definition) in [
+            ("buy", json!({"kind": "binomial", "event": "purchase"})),
+            (
+                "revenue",
+                json!({"kind": "sum", "event": "purchase", "cap": {"percentile": 95}}),
+            ),
+            (
+                "revenue_per_buyer",
+                json!({"kind": "ratio", "numerator": "revenue", "denominator": "buy"}),
+            ),
+            (
+                "refunds",
+                json!({"kind": "sum", "event": "refund", "direction": "lower", "guardrail": true}),
+            ),
+        ] {
+            let (status, body) = call(
+                &server,
+                Method::PUT,
+                &format!("{metrics}/{key}"),
+                Some(definition),
+            )
+            .await;
+            assert_eq!(status, 201, "{n} {key}: {body}");
+        }
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            "/api/v1/envs/production/experiments/checkout_test",
+            Some(
+                json!({"flag": "new_checkout_experiment", "primary_metric": "buy",
+                        "secondary_metrics": ["revenue", "revenue_per_buyer"],
+                        "guardrail_metrics": ["refunds"],
+                        "hypothesis": "a single page converts more",
+                        "start": "2026-11-20T00:00:00Z"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{n}: {body}");
+
+        let (status, r) = results(&server, "checkout_test", "").await;
+        assert_eq!(status, 200, "{n}: {r}");
+        let roles: Vec<(&str, &str)> = r["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| {
+                (
+                    m["key"].as_str().unwrap_or(""),
+                    m["role"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("buy", "primary"),
+                ("revenue", "secondary"),
+                ("revenue_per_buyer", "secondary"),
+                ("refunds", "guardrail")
+            ],
+            "{n}"
+        );
+        assert_eq!(r["correction"]["tests"], 3, "{n}: {}", r["correction"]);
+        assert_eq!(r["status"], "running", "{n}");
+
+        // The primary: 40/400 against 70/400, its p-value corrected (Holm
+        // over three tests makes it larger, never smaller).
+        let buy = &r["metrics"][0];
+        assert_eq!(buy["variants"][0]["conversions"], 40, "{n}: {buy}");
+        assert_eq!(buy["variants"][1]["conversions"], 70, "{n}");
+        let want = analyze(
+            &VariantStats::binomial(400, 40),
+            &[VariantStats::binomial(400, 70)],
+            &AnalysisOptions {
+                weights: Some(vec![50.0, 50.0]),
+                ..AnalysisOptions::default()
+            },
+        )
+        .expect("analysis");
+        let raw = want.comparisons[0]
+            .absolute
+            .computed()
+            .expect("absolute")
+            .test
+            .p_value;
+        let summary = &buy["comparisons"][0]["summary"];
+        let adjusted = summary["p_value"].as_f64().expect("p");
+        assert!(
+            adjusted >= raw && adjusted <= 3.0 * raw + 1e-12,
+            "{n}: {raw} → {adjusted}"
+        );
+        assert_eq!(summary["verdict"], "increase", "{n}: {summary}");
+        assert_eq!(buy["comparisons"][0]["outcome"], "better", "{n}");
+
+        // Revenue capped at the 95th percentile of the buyers' values (50):
+        // the whale counts 50.
+        let revenue = &r["metrics"][1];
+        assert_eq!(revenue["cap"], 50.0, "{n}: {revenue}");
+        close(
+            &revenue["variants"][0]["mean"],
+            40.0 * 50.0 / 400.0,
+            "capped mean",
+        );
+        // Revenue per buyer: 50 in both arms once capped.
+        let ratio = &r["metrics"][2];
+        assert_eq!(ratio["kind"], "ratio", "{n}");
+        close(&ratio["variants"][0]["ratio"], 50.0, "ratio control");
+        close(&ratio["variants"][1]["ratio"], 50.0, "ratio treatment");
+
+        // The guardrail: 40 refunds against 5, lower is better: breached.
+        let guardrail = &r["guardrails"][0];
+        assert_eq!(guardrail["metric"], "refunds", "{n}: {guardrail}");
+        assert_eq!(guardrail["status"], "breached", "{n}: {guardrail}");
+        assert_eq!(guardrail["breached_by"], json!(["treatment"]), "{n}");
+        assert_eq!(r["metrics"][3]["comparisons"][0]["outcome"], "worse", "{n}");
+
+        // Stop it: what happens afterwards does not count.
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            "/api/v1/envs/production/experiments/checkout_test/stop",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {body}");
+        assert!(body["stop"].as_str().is_some(), "{n}: {body}");
+        let (status, _) = call(
+            &server,
+            Method::POST,
+            "/api/v1/envs/production/experiments/checkout_test/stop",
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{n}: stopped twice");
+        let later = guidon_engine::Timestamp::now()
+            .checked_add(jiff_seconds(60))
+            .expect("time")
+            .to_string();
+        let late = json!({"events": [
+            {"type": "exposure", "event_id": "late", "flag": "new_checkout_experiment",
+             "variant": "control", "context": {"user_id": "late_user"}, "timestamp": later},
+            {"type": "conversion", "event_id": "late_buy", "metric": "purchase", "value": 5,
+             "context": {"user_id": "t300"}, "timestamp": later}
+        ]});
+        let (status, body) = send(&server, Some(ADMIN), Some("production"), &late).await;
+        assert_eq!(status, 200, "{n}: {body}");
+        let (_, r) = results(&server, "checkout_test", "").await;
+        assert_eq!(r["status"], "stopped", "{n}");
+        assert_eq!(r["metrics"][0]["variants"][0]["units"], 400, "{n}: {r}");
+        assert_eq!(r["metrics"][0]["variants"][1]["conversions"], 70, "{n}");
+        // The flag's one-metric reading still answers with ?metric=.
+        let (status, one) = results(&server, "new_checkout_experiment", "metric=purchase").await;
+        assert_eq!(status, 200, "{n}: {one}");
+        assert_eq!(
+            one["variants"][0]["units"], 401,
+            "{n}: not bounded by the experiment"
+        );
+        server.stop().await;
     }
 }

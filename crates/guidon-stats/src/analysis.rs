@@ -3,13 +3,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bayes::{BayesianResult, Prior, bayesian};
+use crate::beta::{BinomialBayes, binomial_bayes};
 use crate::cuped::{Cuped, cuped};
 use crate::error::{StatsError, check_alpha};
 use crate::multiple::Correction;
+use crate::proportion::Interval;
 use crate::sequential::{DEFAULT_TUNING_PARAMETER, SequentialResult, sequential, sequential_rho};
 use crate::srm::{SrmResult, srm};
 use crate::summary::{MetricKind, Moments, VariantStats, VariantSummary, summarize};
-use crate::welch::{Difference, TTest, absolute_difference, relative_difference, welch};
+use crate::welch::{
+    Difference, TTest, absolute_difference, log_ratio_difference, relative_difference, welch,
+};
 
 /// How to analyze a metric. Every field has a default, so
 /// `AnalysisOptions::default()` (or `{}` in JSON) is a valid configuration:
@@ -119,6 +123,26 @@ pub struct Lift {
     pub sequential: Option<SequentialResult>,
 }
 
+/// The relative lift's intervals taken on the log scale: for `ln(m_t/m_c)`
+/// with the delta method ([`log_ratio_difference`]), mapped back by
+/// `exp(·) − 1`, so that they never fall below −100 %.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelativeInterval {
+    /// `"log_delta"`: the delta method on the log of the ratio of means.
+    pub method: &'static str,
+    /// `m_t/m_c − 1`.
+    pub estimate: f64,
+    /// The `1 − alpha` Welch interval, on the relative scale.
+    pub ci: Interval,
+    /// The always-valid confidence sequence, on the relative scale, when
+    /// sequential testing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_ci: Option<Interval>,
+    /// The `1 − alpha` credible interval under [`AnalysisOptions::prior`]
+    /// (taken on the log of the ratio), on the relative scale.
+    pub credible_ci: Option<Interval>,
+}
+
 /// One treatment against control.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
@@ -128,8 +152,16 @@ pub struct Comparison {
     pub absolute: Outcome<Lift>,
     /// `mean_t / mean_c − 1` (delta method).
     pub relative: Outcome<Lift>,
-    /// Bayesian result on the relative lift.
+    /// The relative lift's intervals on the log scale (never below −100 %).
+    pub relative_interval: Outcome<RelativeInterval>,
+    /// Bayesian result on the relative lift (Gaussian model).
     pub bayesian: Outcome<BayesianResult>,
+    /// Bayesian result on the absolute lift (Gaussian model), for when the
+    /// relative lift is undefined. A proper [`AnalysisOptions::prior`] (on
+    /// the relative lift) is put on the absolute scale by the control mean:
+    /// `N(μ·|m_c|, σ²·m_c²)`; with a zero control mean only a flat prior can
+    /// be used, and a proper one makes this [`StatsError::ZeroControlMean`].
+    pub bayesian_absolute: Outcome<BayesianResult>,
 }
 
 /// The analysis of one metric: serializable as-is for a results endpoint.
@@ -147,6 +179,10 @@ pub struct Analysis {
     pub cuped: Option<Cuped>,
     /// Sample-ratio-mismatch check over all variants.
     pub srm: SrmResult,
+    /// For a binomial metric: chance to win, to be best and expected loss
+    /// from the exact Beta posteriors ([`binomial_bayes`]); `None` for a
+    /// continuous metric.
+    pub beta: Option<Outcome<BinomialBayes>>,
     /// One entry per treatment, in input order.
     pub comparisons: Vec<Comparison>,
 }
@@ -248,7 +284,19 @@ pub fn analyze(
             (Ok(c), Ok(t)) => Ok((c, t)),
             (Err(e), _) | (_, Err(e)) => Err(e.clone()),
         };
-        let absolute = lift(pair.clone().and_then(|(c, t)| absolute_difference(c, t)));
+        let absolute_difference = pair.clone().and_then(|(c, t)| absolute_difference(c, t));
+        let bayesian_absolute = absolute_difference.clone().and_then(|d| {
+            let control_mean = pair.clone().map(|(c, _)| c.mean)?;
+            bayesian(
+                &d,
+                &absolute_prior(&options.prior, control_mean)?,
+                options.alpha,
+            )
+        });
+        let absolute = lift(absolute_difference);
+        let relative_interval = pair
+            .clone()
+            .and_then(|(c, t)| relative_interval(c, t, options));
         let relative_difference = pair.and_then(|(c, t)| relative_difference(c, t));
         let bayesian = relative_difference
             .clone()
@@ -257,7 +305,9 @@ pub fn analyze(
             variant: index,
             absolute: absolute.into(),
             relative: lift(relative_difference).into(),
+            relative_interval: relative_interval.into(),
             bayesian: bayesian.into(),
+            bayesian_absolute: bayesian_absolute.into(),
         });
     }
 
@@ -266,6 +316,11 @@ pub fn analyze(
         adjust(&mut comparisons, options.correction, |c| &mut c.relative)?;
     }
 
+    let beta = (options.metric == MetricKind::Binomial).then(|| {
+        let arms: Vec<(u64, u64)> = all.iter().map(|v| (v.units, v.count)).collect();
+        binomial_bayes(&arms).into()
+    });
+
     Ok(Analysis {
         metric: options.metric,
         alpha: options.alpha,
@@ -273,7 +328,55 @@ pub fn analyze(
         variants,
         cuped,
         srm,
+        beta,
         comparisons,
+    })
+}
+
+/// The prior of [`AnalysisOptions::prior`], which is on the relative lift,
+/// put on the absolute scale of `m_t − m_c` by the control mean, as
+/// GrowthBook does (`prior_type: "relative"` with an absolute difference):
+/// mean `μ·|m_c|`, variance `σ²·m_c²`. A proper prior cannot be rescaled
+/// when the control mean is zero.
+fn absolute_prior(prior: &Prior, control_mean: f64) -> Result<Prior, StatsError> {
+    match *prior {
+        Prior::Flat => Ok(Prior::Flat),
+        Prior::Normal { .. } if control_mean == 0.0 => Err(StatsError::ZeroControlMean),
+        Prior::Normal { mean, variance } => Ok(Prior::Normal {
+            mean: mean * control_mean.abs(),
+            variance: variance * control_mean * control_mean,
+        }),
+    }
+}
+
+/// The relative lift's intervals on the log scale, mapped back.
+fn relative_interval(
+    control: &Moments,
+    treatment: &Moments,
+    options: &AnalysisOptions,
+) -> Result<RelativeInterval, StatsError> {
+    let log = log_ratio_difference(control, treatment)?;
+    let back = |i: Interval| Interval {
+        lower: i.lower.exp() - 1.0,
+        upper: i.upper.exp() - 1.0,
+    };
+    let test = welch(&log, options.alpha)?;
+    let sequential_ci = if options.sequential {
+        Some(back(
+            sequential(&log, options.alpha, options.sequential_tuning_parameter)?.ci,
+        ))
+    } else {
+        None
+    };
+    let credible_ci = bayesian(&log, &options.prior, options.alpha)
+        .ok()
+        .map(|b| back(b.ci));
+    Ok(RelativeInterval {
+        method: "log_delta",
+        estimate: treatment.mean / control.mean - 1.0,
+        ci: back(test.ci),
+        sequential_ci,
+        credible_ci,
     })
 }
 

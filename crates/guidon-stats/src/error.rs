@@ -40,6 +40,18 @@ pub enum StatsError {
     /// is undefined.
     #[error("the control mean is zero, so the relative lift is undefined")]
     ZeroControlMean,
+    /// A variant's mean is zero or negative where the relative lift's
+    /// interval needs it positive: with a treatment that never converts the
+    /// relative lift is −100 % and has no interval.
+    #[error(
+        "the {variant} mean is {mean}, not positive, so the relative lift has no interval; read the absolute lift"
+    )]
+    NonPositiveMean {
+        /// `"control"` or `"treatment"`.
+        variant: &'static str,
+        /// The mean.
+        mean: f64,
+    },
     /// An argument is out of its domain: not finite, negative where it must
     /// not be, a probability outside `[0, 1]`, inconsistent sums, ...
     #[error("invalid input: {0}")]
@@ -48,13 +60,15 @@ pub enum StatsError {
 
 impl StatsError {
     /// A stable machine-readable code: `too_few_units`, `weights_mismatch`,
-    /// `zero_variance`, `zero_control_mean` or `invalid_input`.
+    /// `zero_variance`, `zero_control_mean`, `non_positive_mean` or
+    /// `invalid_input`.
     pub fn code(&self) -> &'static str {
         match self {
             StatsError::TooFewUnits { .. } => "too_few_units",
             StatsError::WeightsMismatch { .. } => "weights_mismatch",
             StatsError::ZeroVariance => "zero_variance",
             StatsError::ZeroControlMean => "zero_control_mean",
+            StatsError::NonPositiveMean { .. } => "non_positive_mean",
             StatsError::InvalidInput(_) => "invalid_input",
         }
     }

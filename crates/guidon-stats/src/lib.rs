@@ -55,7 +55,24 @@
 //!   credible interval, and the expected losses ("risk") of shipping control,
 //!   `E[max(δ, 0)]`, and of shipping the treatment, `E[max(−δ, 0)]`, as
 //!   GrowthBook's `EffectBayesianABTest` defines them. [`analyze`] applies it
-//!   to the relative lift.
+//!   to the relative lift, and to the absolute lift with the prior (given on
+//!   the relative lift) rescaled by the control mean, `N(μ·|m_c|, σ²·m_c²)`,
+//!   as GrowthBook does.
+//! - **Relative intervals on the log scale** ([`log_ratio_difference`],
+//!   [`RelativeInterval`]): `ln(m_t/m_c)` with the delta-method variance
+//!   `v_t/(n_t·m_t²) + v_c/(n_c·m_c²)`, its Welch interval (or confidence
+//!   sequence, or credible interval) mapped back by `exp(·) − 1`, so a
+//!   relative interval never falls below −100 %. Needs both means positive.
+//! - **Beta posteriors for conversion metrics** ([`binomial_bayes`]): each
+//!   arm's rate `Beta(1 + converted, 1 + units − converted)`; the chance to
+//!   beat control, the chance of each arm to be best, and the expected
+//!   losses, by numerical integration (Simpson's rule, no Monte Carlo), not
+//!   by a normal approximation (except above [`EXACT_LIMIT`] units, said in
+//!   the result).
+//! - **The headline** ([`headline`]): the deciding test is the absolute one,
+//!   the headline number the relative lift when it exists (else the
+//!   absolute), every disagreement said in a note, and the verdict withheld
+//!   when a health check fails.
 //! - **Sequential testing** ([`sequential`]): asymptotic confidence sequences
 //!   of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2023), "Time-uniform
 //!   central limit theory and asymptotic confidence sequences" (eq. 9, ρ from
@@ -87,13 +104,18 @@
 //!   statsmodels' `proportions_ztest`.
 //!
 //! The reference values the tests check were computed independently with
-//! scipy and statsmodels (`testdata/stats/reference.py`).
+//! scipy and statsmodels (`testdata/stats/reference.py`,
+//! `beta_reference.py`) and with GrowthBook's `gbstats`
+//! (`gbstats_reference.py`); `docs/statistics.md` lists every place where
+//! the methods differ from GrowthBook's by design, with figures.
 
 mod analysis;
 mod bayes;
+mod beta;
 mod cuped;
 mod dist;
 mod error;
+mod headline;
 mod multiple;
 mod proportion;
 mod sequential;
@@ -101,16 +123,20 @@ mod srm;
 mod summary;
 mod welch;
 
-pub use analysis::{Analysis, AnalysisOptions, Comparison, Lift, Outcome, analyze};
+pub use analysis::{
+    Analysis, AnalysisOptions, Comparison, Lift, Outcome, RelativeInterval, analyze,
+};
 pub use bayes::{BayesianResult, Prior, bayesian};
+pub use beta::{BetaComparison, BinomialBayes, EXACT_LIMIT, binomial_bayes};
 pub use cuped::{Cuped, cuped};
 pub use error::StatsError;
+pub use headline::{Headline, Method, Reading, Risk, Verdict, headline};
 pub use multiple::{Correction, benjamini_hochberg, holm};
 pub use proportion::{Interval, ZTest, two_proportion_z_test, wilson};
 pub use sequential::{DEFAULT_TUNING_PARAMETER, SequentialResult, sequential, sequential_rho};
 pub use srm::{SRM_MIN_EXPECTED, SRM_P_THRESHOLD, SrmResult, srm};
 pub use summary::{Covariate, MetricKind, Moments, VariantStats, VariantSummary, summarize};
 pub use welch::{
-    Difference, TTest, absolute_difference, relative_difference, welch, welch_absolute,
-    welch_relative,
+    Difference, TTest, absolute_difference, log_ratio_difference, relative_difference, welch,
+    welch_absolute, welch_relative,
 };

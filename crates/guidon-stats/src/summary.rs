@@ -19,6 +19,14 @@ pub enum MetricKind {
     /// the mean `sum / units` and the sample variance with denominator `n − 1`
     /// (as GrowthBook's `SampleMeanStatistic`).
     Continuous,
+    /// A ratio of two per-unit values, `Σy / Σx` (revenue per order, say:
+    /// y the revenue, x the orders), with x in
+    /// [`VariantStats::denominator`]. The tests use the ratio and, by the
+    /// delta method, the per-unit variance
+    /// `(s_yy − 2R·s_xy + R²·s_xx) / x̄²` (sample moments, `n − 1`), so
+    /// that `variance / n` is the ratio's squared standard error (as
+    /// GrowthBook's `RatioStatistic`).
+    Ratio,
 }
 
 /// The per-unit aggregates of one metric in one variant: what a warehouse
@@ -32,7 +40,8 @@ pub enum MetricKind {
 pub struct VariantStats {
     /// Number of units (users, sessions, ...) exposed to the variant.
     pub units: u64,
-    /// Number of those units that converted (had a positive value).
+    /// Number of those units that converted: their values summed to more
+    /// than zero (Guidon's one definition of "converted").
     pub count: u64,
     /// Σ y over the units.
     pub sum: f64,
@@ -41,6 +50,9 @@ pub struct VariantStats {
     /// Aggregates of a pre-exposure covariate, which enable CUPED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covariate: Option<Covariate>,
+    /// For a [`MetricKind::Ratio`]: the denominator's Σx, Σx² and Σx·y.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<Covariate>,
 }
 
 /// Aggregates of a pre-exposure covariate `x_i` (typically the same metric
@@ -95,6 +107,25 @@ impl VariantStats {
             sum,
             sum_squares,
             covariate: None,
+            denominator: None,
+        }
+    }
+
+    /// Aggregates of a ratio metric `Σy / Σx`: `count` units with y > 0,
+    /// Σy, Σy², and the denominator's Σx, Σx², Σxy.
+    pub fn ratio(
+        units: u64,
+        count: u64,
+        (sum, sum_squares): (f64, f64),
+        (x_sum, x_sum_squares, sum_products): (f64, f64, f64),
+    ) -> Self {
+        VariantStats {
+            denominator: Some(Covariate {
+                sum: x_sum,
+                sum_squares: x_sum_squares,
+                sum_products,
+            }),
+            ..VariantStats::new(units, count, sum, sum_squares)
         }
     }
 
@@ -132,7 +163,7 @@ impl VariantStats {
         if self.sum_squares < 0.0 {
             return Err(StatsError::invalid("sum_squares must be non-negative"));
         }
-        if let Some(c) = &self.covariate {
+        for c in self.covariate.iter().chain(&self.denominator) {
             finite("covariate sum", c.sum)?;
             finite("covariate sum_squares", c.sum_squares)?;
             finite("covariate sum_products", c.sum_products)?;
@@ -145,7 +176,9 @@ impl VariantStats {
         if self.units == 0 {
             let covariate_zero = self
                 .covariate
-                .is_none_or(|c| c.sum == 0.0 && c.sum_squares == 0.0 && c.sum_products == 0.0);
+                .iter()
+                .chain(&self.denominator)
+                .all(|c| c.sum == 0.0 && c.sum_squares == 0.0 && c.sum_products == 0.0);
             if self.sum != 0.0 || self.sum_squares != 0.0 || !covariate_zero {
                 return Err(StatsError::invalid(
                     "a variant with no units must have zero sums",
@@ -198,6 +231,28 @@ impl VariantStats {
                     mean: self.sum / self.units as f64,
                     variance,
                 })
+            }
+            MetricKind::Ratio => {
+                let Some(x) = &self.denominator else {
+                    return Err(StatsError::invalid(
+                        "a ratio metric needs the denominator's sums",
+                    ));
+                };
+                let n = self.units;
+                let s_yy = self.sample_variance()?;
+                let s_xx = sample_variance(n, x.sum, x.sum_squares, "a ratio's denominator")?;
+                let s_xy = sample_covariance(n, x.sum, self.sum, x.sum_products, "a ratio")?;
+                if x.sum == 0.0 {
+                    return Err(StatsError::invalid(
+                        "the ratio's denominator sums to zero in a variant",
+                    ));
+                }
+                let ratio = self.sum / x.sum;
+                let x_mean = x.sum / n as f64;
+                let variance = ((s_yy - 2.0 * ratio * s_xy + ratio * ratio * s_xx)
+                    / (x_mean * x_mean))
+                    .max(0.0);
+                Moments::new(n, ratio, variance)
             }
         }
     }
@@ -268,6 +323,9 @@ pub struct VariantSummary {
     pub mean: Option<f64>,
     /// Sample variance (denominator `n − 1`) of the value; `None` below two units.
     pub variance: Option<f64>,
+    /// For a ratio metric: `Σy / Σx`; `None` otherwise or when Σx is 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
     /// CUPED-adjusted mean, when CUPED was applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adjusted_mean: Option<f64>,
@@ -299,6 +357,10 @@ pub fn summarize(stats: &VariantStats, alpha: f64) -> Result<VariantSummary, Sta
         rate_interval,
         mean: stats.mean(),
         variance,
+        ratio: stats
+            .denominator
+            .filter(|x| x.sum != 0.0)
+            .map(|x| stats.sum / x.sum),
         adjusted_mean: None,
         adjusted_variance: None,
     })

@@ -101,9 +101,55 @@ pub fn relative_difference(
     let (mc, mt) = (control.mean, treatment.mean);
     let variance = treatment.variance / (treatment.n as f64 * mc * mc)
         + control.variance * mt * mt / (control.n as f64 * mc.powi(4));
+    if variance == 0.0 && mt == 0.0 {
+        // A treatment that never converts: the delta method's variance is
+        // zero although control varies. Not "every unit has the same value".
+        return Err(StatsError::NonPositiveMean {
+            variant: "treatment",
+            mean: mt,
+        });
+    }
     let estimate = mt / mc - 1.0;
     if !estimate.is_finite() || !variance.is_finite() {
         return Err(StatsError::invalid("relative lift overflows"));
+    }
+    Ok(Difference {
+        estimate,
+        variance,
+        df,
+        units: units(control, treatment),
+    })
+}
+
+/// The log of the ratio of means, `ln(mean_t / mean_c)`, with the
+/// delta-method variance `v_t/(n_t·m_t²) + v_c/(n_c·m_c²)` and the Welch
+/// degrees of freedom: the scale on which the relative lift's interval is
+/// taken, so that `exp(interval) − 1` never falls below −100 %.
+///
+/// Errors as [`absolute_difference`], plus [`StatsError::NonPositiveMean`]
+/// unless both means are positive (the log is undefined).
+pub fn log_ratio_difference(
+    control: &Moments,
+    treatment: &Moments,
+) -> Result<Difference, StatsError> {
+    check_pair(control, treatment)?;
+    for (variant, m) in [("control", control), ("treatment", treatment)] {
+        if m.mean.is_nan() || m.mean <= 0.0 {
+            return Err(StatsError::NonPositiveMean {
+                variant,
+                mean: m.mean,
+            });
+        }
+    }
+    let df = welch_df(control, treatment)?;
+    let (mc, mt) = (control.mean, treatment.mean);
+    let variance = treatment.variance / (treatment.n as f64 * mt * mt)
+        + control.variance / (control.n as f64 * mc * mc);
+    let estimate = (mt / mc).ln();
+    if !estimate.is_finite() || !variance.is_finite() {
+        return Err(StatsError::invalid(
+            "the log of the ratio of means overflows",
+        ));
     }
     Ok(Difference {
         estimate,
@@ -215,6 +261,41 @@ mod tests {
         );
         // The absolute lift is still fine.
         assert!(welch_absolute(&c, &t, 0.05).is_ok());
+    }
+
+    #[test]
+    fn a_treatment_that_never_converts_is_named_as_such() {
+        // 17/208 against 0/192: control varies, the treatment does not.
+        let p = 17.0 / 208.0;
+        let c = m(208, p, p * (1.0 - p));
+        let t = m(192, 0.0, 0.0);
+        assert!(welch_absolute(&c, &t, 0.05).is_ok_and(|t| t.p_value < 1e-4));
+        let relative = welch_relative(&c, &t, 0.05);
+        assert!(matches!(
+            relative,
+            Err(StatsError::NonPositiveMean {
+                variant: "treatment",
+                ..
+            })
+        ));
+        assert!(!relative.is_err_and(|e| e.to_string().contains("same value")));
+        assert!(matches!(
+            log_ratio_difference(&c, &t),
+            Err(StatsError::NonPositiveMean {
+                variant: "treatment",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn log_ratio_is_the_log_of_the_ratio() {
+        let c = m(1000, 0.10, 0.09);
+        let t = m(1000, 0.12, 0.1056);
+        let d = log_ratio_difference(&c, &t);
+        assert!(d.is_ok_and(|d| (d.estimate - 1.2_f64.ln()).abs() < 1e-12
+            && (d.variance - (0.1056 / (1000.0 * 0.0144) + 0.09 / (1000.0 * 0.01))).abs() < 1e-12));
+        assert!(log_ratio_difference(&m(10, -1.0, 1.0), &t).is_err());
     }
 
     #[test]

@@ -265,7 +265,8 @@ fn finite_or_err<T: std::fmt::Debug>(
 /// serde_json writes NaN and infinities as `null`: only the optional fields
 /// may be null.
 fn no_unexpected_null(value: &serde_json::Value, key: &str) {
-    const OPTIONAL: [&str; 6] = [
+    const OPTIONAL: [&str; 7] = [
+        "beta",
         "rate",
         "rate_interval",
         "mean",
@@ -363,4 +364,50 @@ fn awkward_numbers_never_panic_or_leak_nan() {
         let _ = wilson(x, n, 0.05);
         let _ = two_proportion_z_test(x, n, x, n);
     }
+}
+
+/// A ratio metric's moments from its sums equal the delta method written
+/// out over unit-level data: R = Σy/Σx, per-unit variance
+/// (s_yy − 2R·s_xy + R²·s_xx)/x̄² with sample (n − 1) moments.
+#[test]
+fn ratio_moments_are_the_delta_method() {
+    let units: Vec<(f64, f64)> = (0..40)
+        .map(|i| {
+            let orders = f64::from(i % 3);
+            (orders * (10.0 + f64::from(i % 7)), orders)
+        })
+        .collect();
+    let n = units.len() as f64;
+    let (sy, sx) = units
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (y, x)| (a + y, b + x));
+    let (my, mx) = (sy / n, sx / n);
+    let s_yy = units.iter().map(|(y, _)| (y - my).powi(2)).sum::<f64>() / (n - 1.0);
+    let s_xx = units.iter().map(|(_, x)| (x - mx).powi(2)).sum::<f64>() / (n - 1.0);
+    let s_xy = units.iter().map(|(y, x)| (y - my) * (x - mx)).sum::<f64>() / (n - 1.0);
+    let r = sy / sx;
+    let want = (s_yy - 2.0 * r * s_xy + r * r * s_xx) / (mx * mx);
+    let stats = VariantStats::ratio(
+        40,
+        units.iter().filter(|(y, _)| *y > 0.0).count() as u64,
+        (sy, units.iter().map(|(y, _)| y * y).sum()),
+        (
+            sx,
+            units.iter().map(|(_, x)| x * x).sum(),
+            units.iter().map(|(y, x)| y * x).sum(),
+        ),
+    );
+    let m = stats.moments(MetricKind::Ratio).expect("moments");
+    assert!((m.mean - r).abs() < 1e-12, "{} vs {r}", m.mean);
+    assert!(
+        (m.variance - want).abs() < 1e-9 * want,
+        "{} vs {want}",
+        m.variance
+    );
+    // No denominator sums: an error, not a number.
+    assert!(
+        VariantStats::new(40, 3, 10.0, 50.0)
+            .moments(MetricKind::Ratio)
+            .is_err()
+    );
 }

@@ -575,3 +575,68 @@ fn zero_units_error_rather_than_nan() {
         Err(StatsError::TooFewUnits { .. })
     ));
 }
+
+const BETA_REFERENCE: &str = include_str!("../../../testdata/stats/beta_reference.json");
+
+#[derive(Deserialize)]
+struct BetaReference {
+    cases: Vec<BetaCase>,
+}
+
+#[derive(Deserialize)]
+struct BetaCase {
+    arms: Vec<(u64, u64)>,
+    chance_to_be_best: Vec<f64>,
+    expected_loss: Vec<f64>,
+    comparisons: Vec<BetaComparisonCase>,
+}
+
+#[derive(Deserialize)]
+struct BetaComparisonCase {
+    variant: usize,
+    chance_to_win: f64,
+    risk_control: f64,
+    risk_treatment: f64,
+}
+
+/// The Beta posteriors' chance to win, to be best and expected losses
+/// against scipy's quadrature of the definitions
+/// (`testdata/stats/beta_reference.py`).
+#[test]
+fn beta_posteriors_match_scipy() {
+    const BETA_TOL: f64 = 1e-7;
+    let reference: BetaReference = serde_json::from_str(BETA_REFERENCE).expect("beta reference");
+    assert!(reference.cases.len() >= 5);
+    for case in &reference.cases {
+        let arms: Vec<(u64, u64)> = case.arms.to_vec();
+        let got = guidon_stats::binomial_bayes(&arms).expect("binomial_bayes");
+        assert_eq!(got.method, "beta_posterior");
+        for (k, (g, w)) in got
+            .chance_to_be_best
+            .iter()
+            .zip(&case.chance_to_be_best)
+            .enumerate()
+        {
+            assert!((g - w).abs() < BETA_TOL, "{arms:?} best[{k}]: {g} vs {w}");
+        }
+        for (k, (g, w)) in got
+            .expected_loss
+            .iter()
+            .zip(&case.expected_loss)
+            .enumerate()
+        {
+            assert!((g - w).abs() < BETA_TOL, "{arms:?} loss[{k}]: {g} vs {w}");
+        }
+        assert_eq!(got.comparisons.len(), case.comparisons.len());
+        for (g, w) in got.comparisons.iter().zip(&case.comparisons) {
+            assert_eq!(g.variant, w.variant);
+            for (what, g, w) in [
+                ("chance_to_win", g.chance_to_win, w.chance_to_win),
+                ("risk_control", g.risk_control, w.risk_control),
+                ("risk_treatment", g.risk_treatment, w.risk_treatment),
+            ] {
+                assert!((g - w).abs() < BETA_TOL, "{arms:?} {what}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -208,6 +208,9 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
                         metric: "purchase",
                         unit_attribute: "user_id",
                         window_ms,
+                        from_ms: None,
+                        until_ms: None,
+                        cap: None,
                     },
                 )
                 .await

@@ -9,16 +9,18 @@
 //! one environment (a row lock in PostgreSQL, the write lock in SQLite), and a
 //! failed write rolls the increment back.
 
+mod catalogue;
 mod error;
 mod experiments;
 mod samples;
 mod store;
 mod tokens;
 
+pub use catalogue::{DefinitionKind, StoredDefinition};
 pub use error::StoreError;
 pub use experiments::{
     Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
-    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, UnitKey, VariantTotals,
+    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, RatioPart, RatioTotals, UnitKey, VariantTotals,
 };
 pub use samples::{
     MAX_RETENTION_HOURS, MAX_SAMPLE_SIZE, Offered, SLICE_MS, Sample, SampleBatch, SampleInfo,

@@ -3,8 +3,8 @@
 //! multiple exposures, conversion windows.
 
 use guidon_store::{
-    Conversion, Event, ExperimentTotals, Exposure, MetricQuery, Store, StoreError, UnitKey,
-    VariantTotals,
+    Conversion, DefinitionKind, Event, ExperimentTotals, Exposure, MetricQuery, RatioPart, Store,
+    StoreError, UnitKey, VariantTotals,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -52,6 +52,9 @@ fn query(window_ms: Option<i64>) -> MetricQuery<'static> {
         metric: "purchase",
         unit_attribute: "user_id",
         window_ms,
+        from_ms: None,
+        until_ms: None,
+        cap: None,
     }
 }
 
@@ -555,5 +558,308 @@ async fn an_event_is_its_id_and_its_time() {
         assert_eq!((done.accepted, done.duplicates.len()), (3, 0), "{n}");
         let t = totals(&store, None).await;
         assert!(close(variant(&t, "control").sum, 2.0), "{n}: {t:?}");
+    }
+}
+
+/// "Converted" has one definition: the unit's attributed values sum to
+/// more than zero (no value counts 1). A refund cancelling a purchase, a
+/// lone refund and a value of 0 are not conversions; the sums still carry
+/// every value. The metrics with conversions are listed.
+#[tokio::test]
+async fn converted_means_a_positive_total() {
+    for (db, store) in stores("exp_converted").await {
+        let n = db.name;
+        assert_eq!(
+            store
+                .experiment_metrics("production")
+                .await
+                .expect("metrics"),
+            Vec::<String>::new(),
+            "{n}"
+        );
+        let mut events = Vec::new();
+        for u in [
+            "buyer",
+            "refunded",
+            "refund_only",
+            "zero",
+            "no_value",
+            "net",
+        ] {
+            events.push(exposure(&format!("e_{u}"), u, "treatment", T0));
+        }
+        events.extend([
+            conversion("c1", "buyer", Some(20.0), T0 + 1),
+            conversion("c2", "refunded", Some(20.0), T0 + 1),
+            conversion("c3", "refunded", Some(-20.0), T0 + 2),
+            conversion("c4", "refund_only", Some(-5.0), T0 + 1),
+            conversion("c5", "zero", Some(0.0), T0 + 1),
+            conversion("c6", "no_value", None, T0 + 1),
+            conversion("c7", "net", Some(30.0), T0 + 1),
+            conversion("c8", "net", Some(-10.0), T0 + 2),
+        ]);
+        store
+            .ingest_events("production", events)
+            .await
+            .expect("ingest");
+        let t = totals(&store, None).await;
+        let treatment = variant(&t, "treatment");
+        assert_eq!(treatment.units, 6, "{n}");
+        // buyer, no_value (counts 1) and net (+20): three.
+        assert_eq!(treatment.converted, 3, "{n}: {treatment:?}");
+        assert!(
+            close(treatment.sum, 20.0 + 0.0 - 5.0 + 0.0 + 1.0 + 20.0),
+            "{n}"
+        );
+        assert_eq!(
+            store
+                .experiment_metrics("production")
+                .await
+                .expect("metrics"),
+            vec!["purchase".to_owned()],
+            "{n}"
+        );
+        assert!(matches!(
+            store.experiment_metrics("nowhere").await,
+            Err(StoreError::UnknownEnv(_))
+        ));
+    }
+}
+
+/// The catalogue's reads: a cap on the per-unit value, the percentile of
+/// the per-unit values, a ratio of two metrics' per-unit values, and an
+/// experiment's start and stop bounding exposures and conversions.
+#[tokio::test]
+async fn caps_percentiles_ratios_and_time_bounds() {
+    for (db, store) in stores("exp_catalogue_reads").await {
+        let n = db.name;
+        let order = |id: &str, unit: &str, at_ms: i64| {
+            Event::Conversion(Conversion {
+                event_id: id.into(),
+                metric: "order".into(),
+                units: vec![UnitKey {
+                    attribute: "user_id".into(),
+                    unit: unit.into(),
+                }],
+                value: None,
+                at_ms,
+            })
+        };
+        // Four units in treatment with purchases of 10, 20, 30 and 400
+        // (one order each, the last two orders for u4), one in control
+        // exposed later.
+        store
+            .ingest_events(
+                "production",
+                vec![
+                    exposure("e1", "u1", "treatment", T0),
+                    exposure("e2", "u2", "treatment", T0),
+                    exposure("e3", "u3", "treatment", T0),
+                    exposure("e4", "u4", "treatment", T0),
+                    exposure("e5", "u5", "control", T0 + 10 * HOUR),
+                    conversion("c1", "u1", Some(10.0), T0 + HOUR),
+                    conversion("c2", "u2", Some(20.0), T0 + HOUR),
+                    conversion("c3", "u3", Some(30.0), T0 + HOUR),
+                    conversion("c4", "u4", Some(400.0), T0 + 5 * HOUR),
+                    conversion("c5", "u5", Some(50.0), T0 + 11 * HOUR),
+                    order("o1", "u1", T0 + HOUR),
+                    order("o2", "u2", T0 + HOUR),
+                    order("o3", "u3", T0 + HOUR),
+                    order("o4", "u4", T0 + 5 * HOUR),
+                    order("o5", "u4", T0 + 5 * HOUR + 1),
+                    order("o6", "u5", T0 + 11 * HOUR),
+                ],
+            )
+            .await
+            .expect("ingest");
+
+        let capped = MetricQuery {
+            cap: Some(100.0),
+            ..query(None)
+        };
+        let t = store
+            .experiment_totals("production", &capped)
+            .await
+            .expect("capped");
+        let treatment = variant(&t, "treatment");
+        assert_eq!(treatment.converted, 4, "{n}");
+        assert!(
+            close(treatment.sum, 10.0 + 20.0 + 30.0 + 100.0),
+            "{n}: {t:?}"
+        );
+        assert!(
+            close(treatment.sum_squares, 100.0 + 400.0 + 900.0 + 10_000.0),
+            "{n}"
+        );
+
+        // Nearest rank over the 5 converting units (10, 20, 30, 50, 400).
+        let p = |q: f64| {
+            let store = &store;
+            async move {
+                store
+                    .experiment_unit_percentile("production", &query(None), q)
+                    .await
+                    .expect("percentile")
+            }
+        };
+        assert_eq!(p(50.0).await, Some(30.0), "{n}");
+        assert_eq!(p(80.0).await, Some(50.0), "{n}");
+        assert_eq!(p(99.0).await, Some(400.0), "{n}");
+        assert!(
+            store
+                .experiment_unit_percentile("production", &query(None), 100.0)
+                .await
+                .is_err()
+        );
+
+        // Revenue per order: Σy / Σx per variant with the cross products.
+        let ratio = store
+            .experiment_ratio_totals(
+                "production",
+                "checkout",
+                &["control", "treatment"],
+                "user_id",
+                (None, None, None),
+                RatioPart {
+                    metric: "purchase",
+                    converted: false,
+                    cap: None,
+                },
+                RatioPart {
+                    metric: "order",
+                    converted: false,
+                    cap: None,
+                },
+            )
+            .await
+            .expect("ratio");
+        let t = &ratio[1];
+        assert_eq!(
+            (t.variant.as_str(), t.units, t.converted),
+            ("treatment", 4, 4),
+            "{n}"
+        );
+        assert!(close(t.sum_y, 460.0) && close(t.sum_x, 5.0), "{n}: {t:?}");
+        assert!(close(t.sum_x_squares, 1.0 + 1.0 + 1.0 + 4.0), "{n}");
+        assert!(
+            close(t.sum_products, 10.0 + 20.0 + 30.0 + 800.0),
+            "{n}: {t:?}"
+        );
+        assert_eq!((ratio[0].units, ratio[0].sum_x), (1, 1.0), "{n}");
+
+        // An experiment from T0 + 1 h: u1–u4 were exposed before it, only
+        // u5 counts. Until T0 + 4 h: u4's purchase at T0 + 5 h does not.
+        let late = MetricQuery {
+            from_ms: Some(T0 + HOUR),
+            ..query(None)
+        };
+        let t = store
+            .experiment_totals("production", &late)
+            .await
+            .expect("late");
+        assert_eq!(
+            (variant(&t, "control").units, variant(&t, "treatment").units),
+            (1, 0),
+            "{n}: {t:?}"
+        );
+        let early = MetricQuery {
+            until_ms: Some(T0 + 4 * HOUR),
+            ..query(None)
+        };
+        let t = store
+            .experiment_totals("production", &early)
+            .await
+            .expect("early");
+        let treatment = variant(&t, "treatment");
+        assert_eq!((treatment.units, treatment.converted), (4, 3), "{n}: {t:?}");
+        assert!(close(treatment.sum, 60.0), "{n}");
+        assert_eq!(
+            variant(&t, "control").units,
+            0,
+            "{n}: exposed after the stop"
+        );
+    }
+}
+
+/// Catalogue definitions: versioned, listed by key, a stale version
+/// refused, deleted with the environment.
+#[tokio::test]
+async fn definitions_are_versioned() {
+    for (db, store) in stores("exp_definitions").await {
+        let n = db.name;
+        let put = |key: &'static str, body: &'static str, expected: Option<u64>| {
+            let store = &store;
+            async move {
+                store
+                    .put_definition(
+                        "production",
+                        DefinitionKind::Metric,
+                        key,
+                        body,
+                        expected,
+                        1000,
+                    )
+                    .await
+            }
+        };
+        let first = put("buy", r#"{"kind":"binomial","event":"purchase"}"#, Some(0))
+            .await
+            .expect("create");
+        assert_eq!(first.version, 1, "{n}");
+        let second = put("buy", r#"{"kind":"binomial","event":"buy"}"#, Some(1))
+            .await
+            .expect("update");
+        assert_eq!(second.version, 2, "{n}");
+        assert!(
+            matches!(
+                put("buy", "{}", Some(1)).await,
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    current: Some(2),
+                    ..
+                })
+            ),
+            "{n}"
+        );
+        put("aov", r#"{"kind":"sum","event":"purchase"}"#, None)
+            .await
+            .expect("create without a version");
+        let all = store
+            .definitions("production", DefinitionKind::Metric)
+            .await
+            .expect("list");
+        let keys: Vec<&str> = all.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["aov", "buy"], "{n}");
+        assert!(
+            store
+                .definitions("production", DefinitionKind::Experiment)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let got = store
+            .definition("production", DefinitionKind::Metric, "buy")
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(got.body, r#"{"kind":"binomial","event":"buy"}"#, "{n}");
+        assert!(
+            store
+                .delete_definition("production", DefinitionKind::Metric, "buy")
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !store
+                .delete_definition("production", DefinitionKind::Metric, "buy")
+                .await
+                .expect("delete again")
+        );
+        assert!(matches!(
+            store
+                .put_definition("nowhere", DefinitionKind::Metric, "x", "{}", None, 0)
+                .await,
+            Err(StoreError::UnknownEnv(_))
+        ));
     }
 }

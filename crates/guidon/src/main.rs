@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, envs, eval, experiments, flags, serve, token, validate};
+use cmd::{demo, envs, eval, experiments, flags, metrics, serve, token, validate};
 
 #[derive(Parser)]
 #[command(
@@ -33,8 +33,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
     Serve(serve::ServeArgs),
-    /// Experiment results from a server: per variant, lift with its interval, p-value, chance to win, warnings.
+    /// Experiments on a server: create, list, stop, and results (every metric; lift, p-value, chance to win, verdict, warnings).
     Experiments(experiments::ExperimentsArgs),
+    /// The metric catalogue of an environment on a server: list, get, set, delete.
+    Metrics(metrics::MetricsArgs),
     /// The seed's checkout experiment end to end on a throwaway database: 1,000 users, their
     /// purchases sent as events, and the statistics. No server to set up.
     Demo,
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::Metrics(args) => metrics::run(args),
         Command::Demo => demo::run(),
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),

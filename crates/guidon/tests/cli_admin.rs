@@ -871,6 +871,182 @@ fn experiment_results_as_a_table_and_as_json() {
     assert!(err.contains("invalid environment \"../x\""), "{err}");
 }
 
+/// `guidon metrics` and `guidon experiments create|list|results|stop`: a
+/// catalogue made from options and from a file, an experiment over it,
+/// its results for every metric with the verdicts, and one-line errors
+/// naming the field.
+#[test]
+fn metrics_and_experiments_from_the_command_line() {
+    use guidon_client::admin::{AdminClient, Body};
+
+    let server = Server::start("catalogue");
+    let admin = AdminClient::new(&server.url, ADMIN).expect("an admin client");
+    let flag = json!({"key": "checkout", "enabled": true, "variants": [
+        {"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}]});
+    server
+        .server
+        .block_on(admin.set_flag(
+            "production",
+            "checkout",
+            Body::json(&flag).expect("json"),
+            None,
+        ))
+        .expect("flag created");
+    let mut events = Vec::new();
+    for i in 0..300 {
+        let variant = if i % 2 == 0 { "control" } else { "treatment" };
+        events.push(
+            json!({"type": "exposure", "event_id": format!("x-{i}"), "flag": "checkout",
+            "variant": variant, "context": {"user_id": format!("u{i}")},
+            "timestamp": "2026-11-24T12:00:00Z"}),
+        );
+        // Treatment buys three times as often.
+        if (variant == "control" && i % 10 == 0)
+            || (variant == "treatment" && i % 10 < 6 && i % 2 == 1)
+        {
+            events.push(json!({"type": "conversion", "event_id": format!("p-{i}"),
+                "metric": "purchase", "value": 20.0, "context": {"user_id": format!("u{i}")},
+                "timestamp": "2026-11-24T12:05:00Z"}));
+        }
+    }
+    let receipt = server
+        .server
+        .block_on(admin.send_events("production", &events))
+        .expect("events sent");
+    assert!(receipt.rejected.is_empty(), "{:?}", receipt.rejected);
+
+    let out = server.ok(&[
+        "metrics",
+        "set",
+        "buy",
+        "--env",
+        "production",
+        "--kind",
+        "binomial",
+        "--event",
+        "purchase",
+    ]);
+    assert!(out.contains("metric buy in production: version 1"), "{out}");
+    let file = server.file(
+        "revenue.json",
+        r#"{"kind": "sum", "event": "purchase", "cap": {"value": 100}}"#,
+    );
+    server.ok(&[
+        "metrics",
+        "set",
+        "revenue",
+        "--env",
+        "production",
+        "--file",
+        &file,
+    ]);
+    let list = server.ok(&["metrics", "list", "--env", "production"]);
+    assert!(
+        list.contains("purchase (capped at 100)") && list.ends_with("2 metrics\n"),
+        "{list}"
+    );
+    // A bad definition: one line naming the field, nothing stored.
+    let err = server.fails(&[
+        "metrics",
+        "set",
+        "bad",
+        "--env",
+        "production",
+        "--kind",
+        "sum",
+        "--event",
+        "purchase",
+        "--cap-percentile",
+        "100",
+    ]);
+    assert!(err.contains("cap.percentile"), "{err}");
+    let err = server.fails(&["metrics", "set", "bad", "--env", "production"]);
+    assert!(err.contains("--kind"), "{err}");
+
+    let err = server.fails(&[
+        "experiments",
+        "create",
+        "exp",
+        "--env",
+        "production",
+        "--flag",
+        "checkout",
+        "--primary",
+        "buyy",
+    ]);
+    assert!(
+        err.contains("primary_metric") && err.contains("buy, revenue"),
+        "{err}"
+    );
+    let out = server.ok(&[
+        "experiments",
+        "create",
+        "exp",
+        "--env",
+        "production",
+        "--flag",
+        "checkout",
+        "--primary",
+        "buy",
+        "--secondary",
+        "revenue",
+        "--start",
+        "2026-11-24T00:00:00Z",
+        "--hypothesis",
+        "one page sells more",
+    ]);
+    assert!(
+        out.contains("experiment exp in production: version 1, from 2026-11-24T00:00:00Z"),
+        "{out}"
+    );
+    let list = server.ok(&["experiments", "list", "--env", "production"]);
+    assert!(
+        row(&list, "exp").contains("running") && list.ends_with("1 experiment\n"),
+        "{list}"
+    );
+
+    let report = server.ok(&["experiments", "results", "exp", "--env", "production"]);
+    assert!(
+        report.contains("Hypothesis: one page sells more"),
+        "{report}"
+    );
+    assert!(
+        report.contains("buy (primary, binomial, higher is better)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("revenue (secondary, continuous, capped at 100"),
+        "{report}"
+    );
+    assert!(report.contains("treatment: BETTER for buy"), "{report}");
+    assert!(report.contains("correction holm over 2 tests"), "{report}");
+    let (_, value) = server.json(&["experiments", "results", "exp", "--env", "production"]);
+    assert_eq!(
+        value["metrics"][0]["comparisons"][0]["outcome"], "better",
+        "{value}"
+    );
+    let err = server.fails(&[
+        "experiments",
+        "results",
+        "exp",
+        "--env",
+        "production",
+        "--alpha",
+        "0.1",
+    ]);
+    assert!(err.contains("need --metric"), "{err}");
+
+    let out = server.ok(&["experiments", "stop", "exp", "--env", "production"]);
+    assert!(
+        out.contains("experiment exp in production stopped at"),
+        "{out}"
+    );
+    let err = server.fails(&["experiments", "stop", "exp", "--env", "production"]);
+    assert!(err.contains("409"), "{err}");
+    let err = server.fails(&["metrics", "delete", "buy", "--env", "production"]);
+    assert!(err.contains("used by experiment \"exp\""), "{err}");
+}
+
 /// Over HTTPS with a private CA: `--ca-cert` (or `GUIDON_CA_CERT`) makes
 /// the commands trust it; without it they say, in one line, that the
 /// certificate is not trusted and what to give.

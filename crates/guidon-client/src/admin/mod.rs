@@ -415,6 +415,102 @@ impl AdminClient {
         .decode()
     }
 
+    /// An experiment's results: every metric it names, read as its
+    /// definition says (`GET …/experiments/{key}/results`), as the server
+    /// answers them.
+    pub async fn experiment_report(&self, env: &str, key: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.get(&["envs", env, "experiments", key, "results"])
+            .await
+    }
+
+    // ---- the metric catalogue and experiments ----
+
+    /// Every metric of `env`'s catalogue: `{metrics: [...]}`.
+    pub async fn metrics(&self, env: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.get(&["envs", env, "metrics"]).await
+    }
+
+    /// One metric, with its key, version and last change.
+    pub async fn metric(&self, env: &str, key: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("metric", key)?;
+        self.get(&["envs", env, "metrics", key]).await
+    }
+
+    /// Creates or replaces a metric (see `guidon_protocol::catalogue`);
+    /// with `if_version`, only if it is still at that version.
+    pub async fn set_metric(
+        &self,
+        env: &str,
+        key: &str,
+        definition: Body,
+        if_version: Option<u64>,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("metric", key)?;
+        self.send(
+            Method::PUT,
+            &["envs", env, "metrics", key],
+            Some(definition),
+            |r| if_match(r, if_version),
+        )
+        .await?
+        .decode()
+    }
+
+    /// Deletes a metric no experiment or ratio uses.
+    pub async fn delete_metric(&self, env: &str, key: &str) -> Result<(), AdminError> {
+        check_key("environment", env)?;
+        check_key("metric", key)?;
+        self.send(Method::DELETE, &["envs", env, "metrics", key], None, |r| r)
+            .await?;
+        Ok(())
+    }
+
+    /// Every experiment of `env`, each with its status: `{experiments: [...]}`.
+    pub async fn experiments(&self, env: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.get(&["envs", env, "experiments"]).await
+    }
+
+    /// Creates or replaces an experiment; with `if_version`, only if it is
+    /// still at that version.
+    pub async fn set_experiment(
+        &self,
+        env: &str,
+        key: &str,
+        definition: Body,
+        if_version: Option<u64>,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::PUT,
+            &["envs", env, "experiments", key],
+            Some(definition),
+            |r| if_match(r, if_version),
+        )
+        .await?
+        .decode()
+    }
+
+    /// Stops an experiment now.
+    pub async fn stop_experiment(&self, env: &str, key: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "experiments", key, "stop"],
+            None,
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
     // ---- requests ----
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, AdminError> {

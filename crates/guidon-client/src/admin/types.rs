@@ -41,6 +41,16 @@ pub struct ResultsQuery {
     /// Count conversions only within this many hours of the first exposure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_hours: Option<f64>,
+    /// Significance level (the server's default is 0.05).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Mean of a normal prior on the lift (Bayesian).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_mean: Option<f64>,
+    /// Variance of a normal prior on the lift (Bayesian); without it the
+    /// prior is flat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_variance: Option<f64>,
 }
 
 impl ResultsQuery {

@@ -10,8 +10,8 @@ use axum::extract::State;
 use guidon_engine::is_valid_key;
 use guidon_engine::model::Flag;
 use guidon_stats::{
-    Analysis, AnalysisOptions, Correction, MetricKind, Outcome, Prior, SRM_P_THRESHOLD,
-    VariantStats, analyze,
+    Analysis, AnalysisOptions, Correction, Method, MetricKind, Prior, SRM_P_THRESHOLD,
+    VariantStats, analyze, headline,
 };
 use guidon_store::{ExperimentTotals, MetricQuery};
 use serde::Deserialize;
@@ -42,20 +42,11 @@ pub(crate) struct ResultsParams {
     prior_variance: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Frequentist,
-    Bayesian,
-    Sequential,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Frequentist => "frequentist",
-            Method::Bayesian => "bayesian",
-            Method::Sequential => "sequential",
-        }
+pub(crate) fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Frequentist => "frequentist",
+        Method::Bayesian => "bayesian",
+        Method::Sequential => "sequential",
     }
 }
 
@@ -71,6 +62,23 @@ struct Request {
     window_ms: Option<i64>,
     /// Without the arms' weights: those come with the flag.
     options: AnalysisOptions,
+}
+
+impl ResultsParams {
+    /// The first parameter given besides `metric`, if any.
+    fn given(&self) -> Option<&'static str> {
+        [
+            ("method", self.method.is_some()),
+            ("correction", self.correction.is_some()),
+            ("window_hours", self.window_hours.is_some()),
+            ("kind", self.kind.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("prior_mean", self.prior_mean.is_some()),
+            ("prior_variance", self.prior_variance.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
 }
 
 impl Request {
@@ -157,7 +165,7 @@ impl Request {
 
 /// The variants an experiment on `flag` compares: those with a positive
 /// weight, control first, with their weights.
-fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
+pub(crate) fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
     let arms: Vec<(&str, f64)> = flag
         .variants
         .iter()
@@ -177,16 +185,18 @@ fn arms(flag: &Flag) -> ApiResult<Vec<(&str, f64)>> {
 
 /// The health checks of one result: their statuses and the warnings they
 /// raise.
-struct Health {
-    exposed: u64,
-    multiple: u64,
-    multiple_share: f64,
-    checks: Value,
-    warnings: Vec<String>,
+pub(crate) struct Health {
+    pub(crate) exposed: u64,
+    pub(crate) multiple: u64,
+    pub(crate) multiple_share: f64,
+    pub(crate) checks: Value,
+    pub(crate) warnings: Vec<String>,
+    /// Why no verdict may be given: a failed check, and what to look at.
+    pub(crate) withheld: Option<String>,
 }
 
 impl Health {
-    fn check(
+    pub(crate) fn check(
         totals: &ExperimentTotals,
         analysis: &Analysis,
         arms: &[(&str, f64)],
@@ -200,10 +210,15 @@ impl Health {
             0.0
         };
         let mut warnings: Vec<String> = Vec::new();
+        let mut withheld: Vec<String> = Vec::new();
         let srm_status = if analysis.srm.mismatch {
             warnings.push(format!(
                 "Sample-ratio mismatch: units per variant {:?} differ from the configured split (p = {:.2e} < {SRM_P_THRESHOLD}); the assignment or the exposure logging is broken, do not trust these results",
                 analysis.srm.observed, analysis.srm.p_value
+            ));
+            withheld.push(format!(
+                "sample-ratio mismatch (p = {:.2e}): check that every variant logs its exposures (an SDK, page or cache that drops one variant's), that the split was not changed during the experiment, and that bots or redirects do not reach one variant more than another",
+                analysis.srm.p_value
             ));
             "mismatch"
         } else if analysis.srm.enough_data {
@@ -213,9 +228,14 @@ impl Health {
         };
         let multiple_status = if multiple_share > MULTIPLE_EXPOSURE_WARNING {
             warnings.push(format!(
-                "{multiple} of {exposed} units ({:.1}%) were exposed to more than one variant and are excluded; above {:.0}% the assignment is suspect (unit id changes, overrides, or a changed split)",
+                "{multiple} of {exposed} {} ({:.1}%) were exposed to more than one variant and are excluded; above {:.0}% the assignment is suspect (unit id changes, overrides, or a changed split)",
+                plural(exposed, "unit", "units"),
                 multiple_share * 100.0,
                 MULTIPLE_EXPOSURE_WARNING * 100.0
+            ));
+            withheld.push(format!(
+                "{:.1}% of units were exposed to more than one variant: check that the unit id is stable (for example across log-in), that no target or override moves units between variants, and that the split was not changed",
+                multiple_share * 100.0
             ));
             "warning"
         } else {
@@ -240,7 +260,9 @@ impl Health {
         let other_variant_units = totals.other_variant_units;
         if other_variant_units > 0 {
             warnings.push(format!(
-                "{other_variant_units} units were exposed to variants that no longer receive traffic and are not analyzed"
+                "{other_variant_units} {} exposed to variants that no longer receive traffic and {} not analyzed",
+                if other_variant_units == 1 { "unit was" } else { "units were" },
+                if other_variant_units == 1 { "is" } else { "are" },
             ));
         }
         let checks = json!({
@@ -254,6 +276,8 @@ impl Health {
             multiple_share,
             checks,
             warnings,
+            withheld: (!withheld.is_empty())
+                .then(|| format!("No verdict: {}.", withheld.join("; and "))),
         }
     }
 }
@@ -264,12 +288,12 @@ impl Health {
 /// [&prior_mean=M&prior_variance=V]`. Admin tokens only.
 #[utoipa::path(
     get,
-    path = "/api/v1/envs/{env}/experiments/{flag}/results",
+    path = "/api/v1/envs/{env}/experiments/{key}/results",
     tag = "experiments",
-    summary = "One metric's results: per variant, each comparison with the control, SRM and health checks",
+    summary = "An experiment's results (every metric, as its definition says); or, with ?metric=, one metric of a flag",
     params(
-        ("env" = String, Path, description = "Environment"), ("flag" = String, Path, description = "The experiment's flag"),
-        ("metric" = String, Query, description = "The conversions' metric"),
+        ("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "The experiment, or with ?metric= a flag"),
+        ("metric" = Option<String>, Query, description = "Read one metric (the conversions' name) of the flag named by the path instead of an experiment"),
         ("method" = Option<String>, Query, description = "frequentist (default), bayesian or sequential"),
         ("correction" = Option<String>, Query, description = "none, holm or bh"),
         ("window_hours" = Option<f64>, Query, description = "Count conversions only this long after the first exposure"),
@@ -290,6 +314,27 @@ pub(crate) async fn results(
     if !is_valid_key(&env_name) {
         return Err(bad(format!("invalid environment {env_name:?}")));
     }
+    if params.metric.is_none() {
+        // An experiment of the catalogue: every metric, as it says.
+        if let Some(name) = params.given() {
+            return Err(bad(format!(
+                "{name}: an experiment's results are read as its definition says; \
+                 to read one metric of a flag instead, give ?metric=NAME"
+            )));
+        }
+        let stored = match super::catalogue::experiment_or_404(&state, &env_name, &flag_key).await {
+            Ok(stored) => stored,
+            Err(ApiError::NotFound(message)) => {
+                return Err(ApiError::NotFound(format!(
+                    "{message} (or give ?metric=NAME to read one metric of a flag)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        return Ok(Json(
+            super::report::report(&state, &env_name, &stored).await?,
+        ));
+    }
     let request = Request::parse(params)?;
 
     let env = state.env(&env_name).await?;
@@ -305,6 +350,18 @@ pub(crate) async fn results(
             ))
         })?;
     let arms = arms(flag)?;
+    // A metric without conversions while others have some is a typo or a
+    // metric that is not sent: 404 naming those that exist. When no metric
+    // has any conversion yet the results still answer (exposures, health),
+    // with a warning.
+    let metrics = state.store.experiment_metrics(&env_name).await?;
+    if !metrics.is_empty() && !metrics.contains(&request.metric) {
+        return Err(ApiError::NotFound(format!(
+            "metric {:?} has no conversions in environment {env_name:?}; the metrics with conversions are: {}",
+            request.metric,
+            metrics.join(", ")
+        )));
+    }
     let unit_attribute = flag.bucket_by();
     let totals = state
         .store
@@ -316,6 +373,9 @@ pub(crate) async fn results(
                 metric: &request.metric,
                 unit_attribute,
                 window_ms: request.window_ms,
+                from_ms: None,
+                until_ms: None,
+                cap: None,
             },
         )
         .await?;
@@ -331,7 +391,13 @@ pub(crate) async fn results(
     };
     let analysis = analyze(&stats[0], &stats[1..], &options)
         .map_err(|e| ApiError::Internal(format!("analysis failed: {e}")))?;
-    let health = Health::check(&totals, &analysis, &arms, &stats);
+    let mut health = Health::check(&totals, &analysis, &arms, &stats);
+    if metrics.is_empty() {
+        health.warnings.push(format!(
+            "No conversions of any metric have been received in environment {env_name:?} yet: check the metric's name ({:?}) and that the application sends conversions",
+            request.metric
+        ));
+    }
 
     let variants: Vec<Value> = arms
         .iter()
@@ -352,7 +418,13 @@ pub(crate) async fn results(
             let key = arms.get(c.variant).map_or("", |(k, _)| *k);
             let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
             v["variant"] = json!(key);
-            v["summary"] = summary(c, request.method, options.alpha);
+            v["summary"] = serde_json::to_value(headline(
+                &analysis,
+                c,
+                request.method,
+                health.withheld.as_deref(),
+            ))
+            .unwrap_or_else(|_| json!({}));
             v
         })
         .collect();
@@ -362,7 +434,7 @@ pub(crate) async fn results(
         "flag": flag_key,
         "metric": request.metric,
         "kind": options.metric,
-        "method": request.method.as_str(),
+        "method": method_name(request.method),
         "correction": options.correction,
         "alpha": options.alpha,
         "window_hours": request.window_hours,
@@ -378,6 +450,8 @@ pub(crate) async fn results(
         "variants": variants,
         "comparisons": comparisons,
         "srm": analysis.srm,
+        "bayesian": analysis.beta,
+        "verdict_withheld": health.withheld,
         "health": health.checks,
         "warnings": health.warnings,
     })))
@@ -404,46 +478,15 @@ pub(crate) struct ResultsSchema {
     variants: Vec<Value>,
     comparisons: Vec<Value>,
     srm: Value,
+    /// For a binomial metric: the Beta posteriors' chance to be best and
+    /// expected loss per arm (`guidon_stats::BinomialBayes`); null otherwise.
+    bayesian: Option<Value>,
+    /// Why no comparison has a verdict (a failed health check), if so.
+    verdict_withheld: Option<String>,
     health: Value,
     warnings: Vec<String>,
 }
 
-/// The headline of one comparison for the chosen method: the relative lift
-/// with its interval and p-value (the confidence sequence's with
-/// `sequential`, the credible interval with `bayesian`), the chance to win,
-/// and whether the result is significant at `alpha`.
-fn summary(c: &guidon_stats::Comparison, method: Method, alpha: f64) -> Value {
-    let chance_to_win = c.bayesian.computed().map(|b| b.chance_to_win);
-    let Outcome::Computed(relative) = &c.relative else {
-        return json!({
-            "lift": null, "ci": null, "p_value": null, "chance_to_win": chance_to_win,
-            "significant": false,
-            "unavailable": c.relative.reason().map(|r| r.to_string()),
-        });
-    };
-    let (ci, p_value) = match method {
-        Method::Frequentist => (
-            relative.test.ci,
-            relative.adjusted_p_value.unwrap_or(relative.test.p_value),
-        ),
-        Method::Sequential => match &relative.sequential {
-            Some(s) => (s.ci, s.p_value),
-            None => (relative.test.ci, relative.test.p_value),
-        },
-        Method::Bayesian => match c.bayesian.computed() {
-            Some(b) => (b.ci, relative.test.p_value),
-            None => (relative.test.ci, relative.test.p_value),
-        },
-    };
-    let significant = match method {
-        Method::Bayesian => chance_to_win.is_some_and(|p| p > 1.0 - alpha / 2.0 || p < alpha / 2.0),
-        _ => p_value < alpha,
-    };
-    json!({
-        "lift": relative.test.estimate,
-        "ci": [ci.lower, ci.upper],
-        "p_value": p_value,
-        "chance_to_win": chance_to_win,
-        "significant": significant,
-    })
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }

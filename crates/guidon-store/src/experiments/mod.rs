@@ -40,6 +40,15 @@
 //! by one, through the `(metric, unit, time)` index. The answer is
 //! therefore the same whatever order the events arrived in.
 //!
+//! # "Converted"
+//!
+//! A unit **converted** for a metric when the values of its attributed
+//! conversions sum to more than zero; a conversion sent without a value
+//! counts 1. So a purchase refunded in full (a conversion of −value), or
+//! conversions of value 0, do not make a unit converted. Binomial results
+//! count these units; continuous results sum every unit's values, negative
+//! ones included. README and `guidon_stats` say the same.
+//!
 //! Conversions are keyed by unit *attribute* as well as unit, because flags
 //! may bucket by different attributes (`user_id`, `account_id`): the caller
 //! gives each conversion's unit for every attribute an experiment of the
@@ -169,6 +178,59 @@ pub struct MetricQuery<'a> {
     /// Conversion window after the first exposure, in milliseconds; `None`
     /// for no window (every conversion at or after the first exposure).
     pub window_ms: Option<i64>,
+    /// Only units first exposed in `[from, until]` (milliseconds) count,
+    /// and conversions only up to `until`: an experiment's start and stop.
+    pub from_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Caps each unit's summed value (sums and sums of squares; whether it
+    /// converted is decided before capping).
+    pub cap: Option<f64>,
+}
+
+impl<'a> MetricQuery<'a> {
+    /// A query of `metric` for `flag`'s `variants` by `unit_attribute`,
+    /// with no window, time bounds or cap.
+    pub fn new(
+        flag: &'a str,
+        variants: &'a [&'a str],
+        metric: &'a str,
+        unit_attribute: &'a str,
+    ) -> Self {
+        MetricQuery {
+            flag,
+            variants,
+            metric,
+            unit_attribute,
+            window_ms: None,
+            from_ms: None,
+            until_ms: None,
+            cap: None,
+        }
+    }
+}
+
+/// One part of a ratio: a metric's per-unit value, either whether the
+/// unit converted (0 or 1) or its summed value, optionally capped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatioPart<'a> {
+    pub metric: &'a str,
+    /// 0/1 (converted) rather than the summed value.
+    pub converted: bool,
+    pub cap: Option<f64>,
+}
+
+/// One variant's sums for a ratio `y / x` over its units: Σy, Σy², Σx,
+/// Σx², Σxy, and the units with y > 0.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RatioTotals {
+    pub variant: String,
+    pub units: u64,
+    pub converted: u64,
+    pub sum_y: f64,
+    pub sum_y_squares: f64,
+    pub sum_x: f64,
+    pub sum_x_squares: f64,
+    pub sum_products: f64,
 }
 
 /// One variant's units and their attributed conversions.
@@ -177,7 +239,8 @@ pub struct VariantTotals {
     pub variant: String,
     /// Units whose first exposure was to this variant, and who saw no other.
     pub units: u64,
-    /// Of those, units with at least one attributed conversion.
+    /// Of those, units that converted: their attributed conversion values
+    /// sum to more than zero (a conversion without a value counts 1).
     pub converted: u64,
     /// Σ over the units of the sum of their attributed conversion values.
     pub sum: f64,

@@ -18,15 +18,14 @@ impl Store {
         env: &str,
         query: &MetricQuery<'_>,
     ) -> Result<ExperimentTotals, StoreError> {
-        let window = match query.window_ms {
-            None => NO_WINDOW_MS,
-            Some(w) if (0..NO_WINDOW_MS).contains(&w) => w,
-            Some(w) => {
-                return Err(StoreError::InvalidQuery(format!(
-                    "a conversion window must be between 0 and {NO_WINDOW_MS} ms, got {w}"
-                )));
-            }
-        };
+        let bounds = Bounds::of(query.window_ms, query.from_ms, query.until_ms)?;
+        if let Some(cap) = query.cap
+            && !(cap.is_finite() && cap > 0.0)
+        {
+            return Err(StoreError::InvalidQuery(format!(
+                "a cap must be a positive number, got {cap}"
+            )));
+        }
         self.revision(env).await?;
         let totals = ExperimentTotals {
             variants: query
@@ -43,8 +42,179 @@ impl Store {
             multiple_exposure_units: 0,
             other_variant_units: 0,
         };
-        // One read transaction, so both passes see the same events
-        // (REPEATABLE READ in PostgreSQL; SQLite's are snapshots).
+        let mut tx = self.read_transaction().await?;
+        let result = self.totals_in(&mut tx, env, query, bounds, totals).await;
+        finish(tx, result).await
+    }
+
+    /// The `percentile` (0–100) of the per-unit values of `query`'s metric
+    /// among the units that converted, all variants together (nearest
+    /// rank); `None` when no unit converted. For a metric capped at a
+    /// percentile.
+    pub async fn experiment_unit_percentile(
+        &self,
+        env: &str,
+        query: &MetricQuery<'_>,
+        percentile: f64,
+    ) -> Result<Option<f64>, StoreError> {
+        if !(percentile.is_finite() && percentile > 0.0 && percentile < 100.0) {
+            return Err(StoreError::InvalidQuery(format!(
+                "a percentile must be strictly between 0 and 100, got {percentile}"
+            )));
+        }
+        let bounds = Bounds::of(query.window_ms, query.from_ms, query.until_ms)?;
+        self.revision(env).await?;
+        let mut tx = self.read_transaction().await?;
+        let result = async {
+            let (Some(flag), Some(metric)) = (
+                key_id(&mut tx, env, "flag", query.flag, "").await?,
+                key_id(&mut tx, env, "metric", query.metric, query.unit_attribute).await?,
+            ) else {
+                return Ok(None);
+            };
+            let inner = attributed(self.backend(), 2);
+            let count_sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ({inner}) a WHERE y > 0");
+            let row = bounds
+                .bind(sqlx::query(&count_sql).bind(flag).bind(metric))
+                .fetch_one(&mut *tx)
+                .await?;
+            let n = to_u64(row.try_get("n")?);
+            if n == 0 {
+                return Ok(None);
+            }
+            // Nearest rank: the smallest value with at least p% of the
+            // values at or below it.
+            let rank = ((percentile / 100.0) * n as f64).ceil().max(1.0) as u64;
+            let offset = i64::try_from(rank - 1).unwrap_or(i64::MAX);
+            let value_sql = format!(
+                "SELECT CAST(y AS DOUBLE PRECISION) AS y FROM ({inner}) a WHERE y > 0 ORDER BY y LIMIT 1 OFFSET {offset}"
+            );
+            let row = bounds
+                .bind(sqlx::query(&value_sql).bind(flag).bind(metric))
+                .fetch_optional(&mut *tx)
+                .await?;
+            Ok(match row {
+                Some(row) => Some(row.try_get::<f64, _>("y")?),
+                None => None,
+            })
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    /// Per-variant sums of a ratio `y / x` of two metrics' per-unit values
+    /// over the units first exposed (only) to each of `variants`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn experiment_ratio_totals(
+        &self,
+        env: &str,
+        flag: &str,
+        variants: &[&str],
+        unit_attribute: &str,
+        (window_ms, from_ms, until_ms): (Option<i64>, Option<i64>, Option<i64>),
+        numerator: RatioPart<'_>,
+        denominator: RatioPart<'_>,
+    ) -> Result<Vec<RatioTotals>, StoreError> {
+        let bounds = Bounds::of(window_ms, from_ms, until_ms)?;
+        self.revision(env).await?;
+        let mut out: Vec<RatioTotals> = variants
+            .iter()
+            .map(|v| RatioTotals {
+                variant: (*v).to_owned(),
+                units: 0,
+                converted: 0,
+                sum_y: 0.0,
+                sum_y_squares: 0.0,
+                sum_x: 0.0,
+                sum_x_squares: 0.0,
+                sum_products: 0.0,
+            })
+            .collect();
+        let mut tx = self.read_transaction().await?;
+        let result = async {
+            let Some(flag_id) = key_id(&mut tx, env, "flag", flag, "").await? else {
+                return Ok(out);
+            };
+            // Units per variant, as experiment_totals counts them.
+            let units_sql = format!(
+                "SELECT variant, CAST(COUNT(*) AS BIGINT) AS units FROM exp_exposures e \
+                 WHERE e.flag = $1 AND e.multiple = 0 AND {} GROUP BY variant",
+                exposure_bounds()
+            );
+            // $2 is unused here: bind something so the numbering holds.
+            let rows = bounds
+                .bind(sqlx::query(&units_sql).bind(flag_id).bind(0_i64))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let variant: String = row.try_get("variant")?;
+                if let Some(v) = out.iter_mut().find(|v| v.variant == variant) {
+                    v.units = to_u64(row.try_get("units")?);
+                }
+            }
+            let num = key_id(&mut tx, env, "metric", numerator.metric, unit_attribute).await?;
+            let den = key_id(&mut tx, env, "metric", denominator.metric, unit_attribute).await?;
+            // A metric never sent has the id -1: its part is zero everywhere.
+            let (num, den) = (num.unwrap_or(-1), den.unwrap_or(-1));
+            // Caps are bound after the six parameters, only those used.
+            let mut caps: Vec<f64> = Vec::new();
+            let mut value = |part: &RatioPart<'_>| -> String {
+                match (part.converted, part.cap) {
+                    (true, _) => "CASE WHEN y > 0 THEN 1.0 ELSE 0.0 END".to_owned(),
+                    (false, Some(cap)) => {
+                        caps.push(cap);
+                        let index = 6 + caps.len();
+                        format!("CASE WHEN y > ${index} THEN ${index} ELSE y END")
+                    }
+                    (false, None) => "y".to_owned(),
+                }
+            };
+            let va = value(&numerator);
+            let vb = value(&denominator);
+            let inner_num = attributed(self.backend(), 2);
+            let inner_den = attributed(self.backend(), 6);
+            let sql = format!(
+                "SELECT variant, \
+                   CAST(COUNT(CASE WHEN ya > 0 THEN 1 END) AS BIGINT) AS converted, \
+                   CAST(COALESCE(SUM(ya), 0) AS DOUBLE PRECISION) AS sy, \
+                   CAST(COALESCE(SUM(ya * ya), 0) AS DOUBLE PRECISION) AS syy, \
+                   CAST(COALESCE(SUM(yb), 0) AS DOUBLE PRECISION) AS sx, \
+                   CAST(COALESCE(SUM(yb * yb), 0) AS DOUBLE PRECISION) AS sxx, \
+                   CAST(COALESCE(SUM(ya * yb), 0) AS DOUBLE PRECISION) AS sxy \
+                 FROM (SELECT variant, unit, SUM(ya) AS ya, SUM(yb) AS yb FROM ( \
+                     SELECT variant, unit, {va} AS ya, 0.0 AS yb FROM ({inner_num}) a WHERE y IS NOT NULL \
+                     UNION ALL \
+                     SELECT variant, unit, 0.0 AS ya, {vb} AS yb FROM ({inner_den}) b WHERE y IS NOT NULL \
+                   ) parts GROUP BY variant, unit) per_unit \
+                 GROUP BY variant",
+            );
+            let mut q = bounds
+                .bind(sqlx::query(&sql).bind(flag_id).bind(num))
+                .bind(den);
+            for cap in caps {
+                q = q.bind(cap);
+            }
+            let rows = q.fetch_all(&mut *tx).await?;
+            for row in &rows {
+                let variant: String = row.try_get("variant")?;
+                if let Some(v) = out.iter_mut().find(|v| v.variant == variant) {
+                    v.converted = to_u64(row.try_get("converted")?);
+                    v.sum_y = row.try_get("sy")?;
+                    v.sum_y_squares = row.try_get("syy")?;
+                    v.sum_x = row.try_get("sx")?;
+                    v.sum_x_squares = row.try_get("sxx")?;
+                    v.sum_products = row.try_get("sxy")?;
+                }
+            }
+            Ok(out)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    /// A read transaction in which every query sees the same events
+    /// (REPEATABLE READ in PostgreSQL; SQLite's are snapshots).
+    async fn read_transaction(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let setup: &[&str] = match self.backend() {
             // Reads through the memory map, as the writer's connection does.
@@ -65,8 +235,7 @@ impl Store {
                 return Err(e.into());
             }
         }
-        let result = self.totals_in(&mut tx, env, query, window, totals).await;
-        finish(tx, result).await
+        Ok(tx)
     }
 
     async fn totals_in(
@@ -74,7 +243,7 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         env: &str,
         query: &MetricQuery<'_>,
-        window: i64,
+        bounds: Bounds,
         mut totals: ExperimentTotals,
     ) -> Result<ExperimentTotals, StoreError> {
         let Some(flag) = key_id(tx, env, "flag", query.flag, "").await? else {
@@ -94,11 +263,16 @@ impl Store {
                 i + 2
             ));
         }
-        sql.push_str(" FROM exp_exposures WHERE flag = $1");
+        let first = query.variants.len() + 2;
+        sql.push_str(&format!(
+            " FROM exp_exposures e WHERE flag = $1 AND e.first_at >= ${first} AND e.first_at <= ${}",
+            first + 1
+        ));
         let mut q = sqlx::query(&sql).bind(flag);
         for v in query.variants {
             q = q.bind(*v);
         }
+        let q = q.bind(bounds.from).bind(bounds.until);
         let row = q.fetch_one(&mut **tx).await?;
         let exposed = to_u64(row.try_get("exposed")?);
         totals.multiple_exposure_units = to_u64(row.try_get("multiple")?);
@@ -117,37 +291,29 @@ impl Store {
         else {
             return Ok(totals);
         };
-        let inside = "m.first_at >= e.first_at AND m.last_at <= e.first_at + $3";
-        let outside = "m.last_at < e.first_at OR m.first_at > e.first_at + $3";
-        let straddling = "(SELECT SUM(c.value) FROM exp_conversions c WHERE c.metric = $2 \
-                          AND c.unit = e.unit AND c.at >= e.first_at AND c.at <= e.first_at + $3)";
-        // SQLite: CROSS JOIN keeps the converting units as the outer loop
-        // (fewer than the exposed ones); LIMIT -1 (OFFSET 0 in PostgreSQL)
-        // keeps the inner query from being flattened into the outer, which
-        // would compute `y` once per use.
-        let (join, keep_apart) = match self.backend() {
-            Backend::Sqlite => ("CROSS JOIN", "LIMIT -1"),
-            Backend::Postgres => ("JOIN", "OFFSET 0"),
+        // A unit *converted* when its attributed values sum to more than
+        // zero (a conversion without a value counts 1): a purchase refunded
+        // in full, or events of value 0, are not a conversion. This is the
+        // one definition of "converted" (see the module documentation).
+        // A cap bounds each unit's value in the sums, not whether it
+        // converted.
+        let inner = attributed(self.backend(), 2);
+        let capped = if query.cap.is_some() {
+            "CASE WHEN y > $6 THEN $6 ELSE y END"
+        } else {
+            "y"
         };
-        // `y`: the sum of a unit's attributed conversion values, NULL when
-        // none is attributed (SUM over no rows is NULL), so COUNT(y) is the
-        // number of converted units.
         let sql = format!(
-            "SELECT variant, CAST(COUNT(y) AS BIGINT) AS converted, \
-                CAST(COALESCE(SUM(y), 0) AS DOUBLE PRECISION) AS total, \
-                CAST(COALESCE(SUM(y * y), 0) AS DOUBLE PRECISION) AS total_squares \
-             FROM (SELECT e.variant AS variant, \
-                CASE WHEN {inside} THEN m.total WHEN {outside} THEN NULL ELSE {straddling} END AS y \
-              FROM exp_unit_metrics m {join} exp_exposures e ON e.flag = $1 AND e.unit = m.unit \
-              WHERE m.metric = $2 AND e.multiple = 0 {keep_apart}) a \
-             GROUP BY variant"
+            "SELECT variant, CAST(COUNT(CASE WHEN y > 0 THEN 1 END) AS BIGINT) AS converted, \
+                CAST(COALESCE(SUM({capped}), 0) AS DOUBLE PRECISION) AS total, \
+                CAST(COALESCE(SUM({capped} * {capped}), 0) AS DOUBLE PRECISION) AS total_squares \
+             FROM ({inner}) a GROUP BY variant"
         );
-        let rows = sqlx::query(&sql)
-            .bind(flag)
-            .bind(metric)
-            .bind(window)
-            .fetch_all(&mut **tx)
-            .await?;
+        let mut q = bounds.bind(sqlx::query(&sql).bind(flag).bind(metric));
+        if let Some(cap) = query.cap {
+            q = q.bind(cap);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
         for row in &rows {
             let variant: String = row.try_get("variant")?;
             if let Some(v) = totals.variants.iter_mut().find(|v| v.variant == variant) {
@@ -158,6 +324,110 @@ impl Store {
         }
         Ok(totals)
     }
+}
+
+impl Store {
+    /// The metrics of `env` that have conversions, sorted: what a results
+    /// query can name. Errors with [`StoreError::UnknownEnv`] for an
+    /// unknown environment.
+    pub async fn experiment_metrics(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.revision(env).await?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT key FROM exp_keys WHERE env = $1 AND kind = 'metric' ORDER BY key",
+        )
+        .bind(env)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("key").map_err(StoreError::from))
+            .collect()
+    }
+}
+
+/// A query's time bounds as bound parameters `$3` (window), `$4`
+/// (until) and `$5` (from), each with a value that bounds nothing when
+/// not given.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    window: i64,
+    until: i64,
+    from: i64,
+}
+
+impl Bounds {
+    fn of(
+        window_ms: Option<i64>,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<Bounds, StoreError> {
+        let window = match window_ms {
+            None => NO_WINDOW_MS,
+            Some(w) if (0..NO_WINDOW_MS).contains(&w) => w,
+            Some(w) => {
+                return Err(StoreError::InvalidQuery(format!(
+                    "a conversion window must be between 0 and {NO_WINDOW_MS} ms, got {w}"
+                )));
+            }
+        };
+        let from = from_ms.unwrap_or(-NO_WINDOW_MS);
+        let until = until_ms.unwrap_or(2 * NO_WINDOW_MS);
+        if until < from {
+            return Err(StoreError::InvalidQuery(format!(
+                "the end ({until} ms) is before the start ({from} ms)"
+            )));
+        }
+        Ok(Bounds {
+            window,
+            until,
+            from,
+        })
+    }
+
+    fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        q.bind(self.window).bind(self.until).bind(self.from)
+    }
+}
+
+/// The exposures inside the bounds (`$4` until, `$5` from).
+fn exposure_bounds() -> &'static str {
+    "e.first_at >= $5 AND e.first_at <= $4"
+}
+
+/// Per exposed unit with conversions of a metric: `(variant, unit, y)`,
+/// `y` the sum of its attributed conversion values, NULL when none is
+/// attributed (SUM over no rows is NULL). Parameters: `$1` the flag's id,
+/// `$metric` the metric's id, `$3`–`$5` the [`Bounds`].
+///
+/// A pass over the units that converted at all, each joined to its
+/// exposure. The per-unit aggregate decides when all of a unit's
+/// conversions are inside `[t₀, min(t₀ + W, until)]` or all outside;
+/// otherwise its conversions are read.
+fn attributed(backend: Backend, metric: usize) -> String {
+    let upper = "(CASE WHEN e.first_at + $3 < $4 THEN e.first_at + $3 ELSE $4 END)";
+    let inside = format!("m.first_at >= e.first_at AND m.last_at <= {upper}");
+    let outside = format!("m.last_at < e.first_at OR m.first_at > {upper}");
+    let straddling = format!(
+        "(SELECT SUM(c.value) FROM exp_conversions c WHERE c.metric = ${metric} \
+         AND c.unit = e.unit AND c.at >= e.first_at AND c.at <= {upper})"
+    );
+    // SQLite: CROSS JOIN keeps the converting units as the outer loop
+    // (fewer than the exposed ones); LIMIT -1 (OFFSET 0 in PostgreSQL)
+    // keeps the inner query from being flattened into the outer, which
+    // would compute `y` once per use.
+    let (join, keep_apart) = match backend {
+        Backend::Sqlite => ("CROSS JOIN", "LIMIT -1"),
+        Backend::Postgres => ("JOIN", "OFFSET 0"),
+    };
+    format!(
+        "SELECT e.variant AS variant, e.unit AS unit, \
+            CASE WHEN {inside} THEN m.total WHEN {outside} THEN NULL ELSE {straddling} END AS y \
+         FROM exp_unit_metrics m {join} exp_exposures e ON e.flag = $1 AND e.unit = m.unit \
+         WHERE m.metric = ${metric} AND e.multiple = 0 AND {} {keep_apart}",
+        exposure_bounds()
+    )
 }
 
 async fn key_id(

@@ -1,14 +1,16 @@
-//! `guidon experiments results FLAG --env ENV --metric NAME`: one metric's
-//! results from a server, as a table a product manager can read (variants
-//! as rows: units, conversions, rate, lift with its interval, p-value,
-//! chance to win), then the health checks and warnings. `--json` prints the
-//! server's answer as JSON.
+//! `guidon experiments results|create|list|stop`: experiments on a server.
+//! `results KEY` reads an experiment of the catalogue, every metric;
+//! `results FLAG --metric NAME` one metric of a flag. Both print tables a
+//! product manager can read (variants as rows: units, conversions, rate,
+//! relative and absolute lift with their intervals, p-value, chance to
+//! win, verdict), then the health checks and warnings. `--json` prints
+//! the server's answer as JSON.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use guidon_client::admin::ResultsQuery;
-use serde_json::Value;
+use guidon_client::admin::{Body, ResultsQuery};
+use serde_json::{Value, json};
 
 use crate::output::{Table, answer, clean, noun, thousands};
 use crate::remote::{RemoteArgs, block_on, explain};
@@ -23,17 +25,19 @@ pub(crate) struct ExperimentsArgs {
 
 #[derive(clap::Subcommand)]
 pub(crate) enum ExperimentsCommand {
-    /// One metric's results: per variant, lift with its interval, p-value,
-    /// chance to win, and the health checks (needs an admin token).
+    /// An experiment's results, every metric as its definition says; or,
+    /// with --metric, one metric of a flag: per variant, lift with its
+    /// interval, p-value, chance to win, verdict, and the health checks
+    /// (needs an admin token).
     Results {
-        /// The experiment's flag.
-        flag: String,
+        /// The experiment (or, with --metric, the flag).
+        key: String,
         /// The environment.
         #[arg(long)]
         env: String,
-        /// The conversions' metric, e.g. purchase.
+        /// Read one metric (the conversions' name, e.g. purchase) of the flag KEY.
         #[arg(long)]
-        metric: String,
+        metric: Option<String>,
         /// frequentist (fixed horizon), sequential (valid however often you
         /// look) or bayesian.
         #[arg(long, value_parser = ["frequentist", "sequential", "bayesian"])]
@@ -47,6 +51,68 @@ pub(crate) enum ExperimentsCommand {
         /// Count conversions only within this many hours of the first exposure.
         #[arg(long, value_name = "HOURS")]
         window_hours: Option<f64>,
+        /// Significance level: intervals are 1 − alpha (default 0.05).
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Bayesian: mean of a normal prior on the lift (needs --prior-variance).
+        #[arg(long, allow_hyphen_values = true)]
+        prior_mean: Option<f64>,
+        /// Bayesian: variance of a normal prior on the lift (flat without it).
+        #[arg(long)]
+        prior_variance: Option<f64>,
+    },
+    /// Create or replace an experiment: a flag, its metrics from the
+    /// catalogue (`guidon metrics`), and how to read them.
+    Create {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// A file holding the experiment (JSON or YAML); or the options below.
+        #[arg(long, conflicts_with_all = ["flag", "primary", "secondary", "guardrail", "hypothesis"])]
+        file: Option<std::path::PathBuf>,
+        /// The flag whose variants are compared.
+        #[arg(long)]
+        flag: Option<String>,
+        /// The metric the decision is about.
+        #[arg(long)]
+        primary: Option<String>,
+        /// A further metric (repeatable).
+        #[arg(long)]
+        secondary: Vec<String>,
+        /// A metric that must not get worse (repeatable).
+        #[arg(long)]
+        guardrail: Vec<String>,
+        #[arg(long)]
+        hypothesis: Option<String>,
+        /// RFC 3339; default now.
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long, value_parser = ["frequentist", "sequential", "bayesian"])]
+        method: Option<String>,
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Correction across the primary and secondary metrics and arms.
+        #[arg(long, value_parser = ["holm", "bh", "none"])]
+        correction: Option<String>,
+        /// The confidence sequence's N* (sequential): total units at which it is tightest.
+        #[arg(long, value_name = "UNITS")]
+        sequential_tuning: Option<f64>,
+        #[arg(long, value_name = "HOURS")]
+        window_hours: Option<f64>,
+        /// Only if the experiment is still at this version (0: only if new).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// The environment's experiments with their status.
+    List {
+        #[arg(long)]
+        env: String,
+    },
+    /// Stop an experiment now: what happens afterwards does not count.
+    Stop {
+        key: String,
+        #[arg(long)]
+        env: String,
     },
 }
 
@@ -56,13 +122,37 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
     let as_json = args.remote.json;
     match args.command {
         ExperimentsCommand::Results {
-            flag,
+            key,
             env,
-            metric,
+            metric: None,
+            method: None,
+            kind: None,
+            correction: None,
+            window_hours: None,
+            alpha: None,
+            prior_mean: None,
+            prior_variance: None,
+        } => block_on(async move {
+            let report = client
+                .experiment_report(&env, &key)
+                .await
+                .map_err(explain)?;
+            answer(as_json, &report, render_report)
+        }),
+        ExperimentsCommand::Results { metric: None, .. } => Err(anyhow::anyhow!(
+            "an experiment is read as its definition says: --method, --kind, --correction, --window-hours, --alpha and the priors need --metric NAME (one metric of a flag)"
+        )),
+        ExperimentsCommand::Results {
+            key: flag,
+            env,
+            metric: Some(metric),
             method,
             kind,
             correction,
             window_hours,
+            alpha,
+            prior_mean,
+            prior_variance,
         } => block_on(async move {
             let query = ResultsQuery {
                 metric,
@@ -70,6 +160,9 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 kind,
                 correction,
                 window_hours,
+                alpha,
+                prior_mean,
+                prior_variance,
             };
             let results = client
                 .experiment_results(&env, &flag, &query)
@@ -77,7 +170,225 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 .map_err(explain)?;
             answer(as_json, &results, render_results)
         }),
+        ExperimentsCommand::Create {
+            key,
+            env,
+            file,
+            flag,
+            primary,
+            secondary,
+            guardrail,
+            hypothesis,
+            start,
+            method,
+            alpha,
+            correction,
+            sequential_tuning,
+            window_hours,
+            if_version,
+        } => block_on(async move {
+            let body = match file {
+                Some(path) => {
+                    let input = crate::input::Input::read(&path)?;
+                    input.value()?;
+                    Body::text(input.text, input.format)
+                }
+                None => {
+                    let (Some(flag), Some(primary)) = (flag, primary) else {
+                        anyhow::bail!(
+                            "give --file FILE, or --flag FLAG and --primary METRIC (and any --secondary, --guardrail)"
+                        );
+                    };
+                    let mut e = serde_json::Map::new();
+                    e.insert("flag".into(), json!(flag));
+                    e.insert("primary_metric".into(), json!(primary));
+                    e.insert("secondary_metrics".into(), json!(secondary));
+                    e.insert("guardrail_metrics".into(), json!(guardrail));
+                    for (name, value) in [
+                        ("hypothesis", hypothesis.map(Value::from)),
+                        ("start", start.map(Value::from)),
+                        ("method", method.map(Value::from)),
+                        ("correction", correction.map(Value::from)),
+                        ("alpha", alpha.map(Value::from)),
+                        ("sequential_tuning", sequential_tuning.map(Value::from)),
+                        ("window_hours", window_hours.map(Value::from)),
+                    ] {
+                        if let Some(v) = value {
+                            e.insert(name.into(), v);
+                        }
+                    }
+                    Body::json(&Value::Object(e)).map_err(explain)?
+                }
+            };
+            let stored = client
+                .set_experiment(&env, &key, body, if_version)
+                .await
+                .map_err(explain)?;
+            answer(as_json, &stored, |s| {
+                format!(
+                    "experiment {} in {env}: version {}, from {}\n",
+                    clean(&key),
+                    s["version"].as_u64().unwrap_or(0),
+                    text(&s["start"])
+                )
+            })
+        }),
+        ExperimentsCommand::List { env } => block_on(async move {
+            let list = client.experiments(&env).await.map_err(explain)?;
+            answer(as_json, &list, render_list)
+        }),
+        ExperimentsCommand::Stop { key, env } => block_on(async move {
+            let stopped = client.stop_experiment(&env, &key).await.map_err(explain)?;
+            answer(as_json, &stopped, |s| {
+                format!(
+                    "experiment {} in {env} stopped at {}\n",
+                    clean(&key),
+                    text(&s["stop"])
+                )
+            })
+        }),
     }
+}
+
+fn render_list(answer: &Value) -> String {
+    let empty = Vec::new();
+    let experiments = answer["experiments"].as_array().unwrap_or(&empty);
+    let mut table = Table::new(&[
+        "EXPERIMENT",
+        "FLAG",
+        "STATUS",
+        "PRIMARY",
+        "SECONDARY",
+        "GUARDRAILS",
+        "START",
+        "STOP",
+    ]);
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    for e in experiments {
+        table.row(vec![
+            text(&e["key"]),
+            text(&e["flag"]),
+            text(&e["status"]),
+            text(&e["primary_metric"]),
+            list(&e["secondary_metrics"]),
+            list(&e["guardrail_metrics"]),
+            text(&e["start"]),
+            text(&e["stop"]),
+        ]);
+    }
+    let mut out = table.render();
+    let _ = writeln!(
+        out,
+        "{}",
+        noun(
+            experiments.len() as u64,
+            "1 experiment",
+            &format!("{} experiments", experiments.len())
+        )
+    );
+    out
+}
+
+/// An experiment's results (every metric) as text: what it is and how it
+/// is read, then one table per metric (primary first), the guardrails'
+/// verdicts, a withheld verdict, the sample-ratio check and warnings.
+pub(crate) fn render_report(report: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "experiment {} · flag {} · {} · {}",
+        text(&report["experiment"]),
+        text(&report["flag"]),
+        text(&report["env"]),
+        text(&report["status"]),
+    );
+    if let Some(h) = report["hypothesis"].as_str() {
+        let _ = writeln!(out, "Hypothesis: {}", clean(h));
+    }
+    let correction = &report["correction"];
+    let exposures = &report["exposures"];
+    let units = exposures["units"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{} from {} to {}; {} {} exposed; correction {} over {} {} ({})",
+        text(&report["method"]),
+        text(&report["start"]),
+        report["stop"]
+            .as_str()
+            .map_or_else(|| "now".to_owned(), clean),
+        thousands(units),
+        noun(units, "unit", "units"),
+        text(&correction["method"]),
+        correction["tests"].as_u64().unwrap_or(0),
+        noun(correction["tests"].as_u64().unwrap_or(0), "test", "tests"),
+        text(&correction["applies_to"]),
+    );
+    let empty = Vec::new();
+    for m in report["metrics"].as_array().unwrap_or(&empty) {
+        let definition = &m["definition"];
+        let cap = m["cap"]
+            .as_f64()
+            .map(|c| format!(", capped at {}", trim_number(c, 4)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n{} ({}, {}{cap}, {} is better)",
+            text(&m["key"]),
+            text(&m["role"]),
+            text(&m["kind"]),
+            definition["direction"].as_str().unwrap_or("higher"),
+        );
+        let mut one = m.clone();
+        one["method"] = report["method"].clone();
+        one["alpha"] = report["alpha"].clone();
+        one["kind"] = json!(if m["kind"] == "binomial" {
+            "binomial"
+        } else {
+            "continuous"
+        });
+        comparison_table(&mut out, &one);
+        for c in m["comparisons"].as_array().unwrap_or(&empty) {
+            let outcome = c["outcome"].as_str().unwrap_or("—");
+            if matches!(outcome, "better" | "worse") {
+                let _ = writeln!(
+                    out,
+                    "{}: {} for {}",
+                    text(&c["variant"]),
+                    outcome.to_uppercase(),
+                    text(&m["key"])
+                );
+            }
+        }
+    }
+    let guardrails = report["guardrails"].as_array().unwrap_or(&empty);
+    if !guardrails.is_empty() {
+        out.push_str("\nGuardrails:\n");
+        for g in guardrails {
+            let status = g["status"].as_str().unwrap_or("—");
+            let by = g["breached_by"]
+                .as_array()
+                .filter(|b| !b.is_empty())
+                .map(|b| format!(" by {}", b.iter().map(text).collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {} {}{by}: {}",
+                text(&g["metric"]),
+                if status == "breached" {
+                    "BREACHED".to_owned()
+                } else {
+                    status.to_owned()
+                },
+                text(&g["meaning"]),
+            );
+        }
+    }
+    health_lines(&mut out, report);
+    out
 }
 
 /// The results JSON of `GET /api/v1/envs/{env}/experiments/{flag}/results`
@@ -120,6 +431,18 @@ pub(crate) fn render_results(results: &Value) -> String {
     );
     out.push('\n');
 
+    comparison_table(&mut out, results);
+    health_lines(&mut out, results);
+    out
+}
+
+/// The table of one metric's results (`variants`, `comparisons` with
+/// their `summary`, `kind`, `method`, `alpha`, optional `bayesian`), then
+/// the test the verdicts follow, every note and the chance to be best.
+fn comparison_table(out: &mut String, results: &Value) {
+    let method = results["method"].as_str().unwrap_or("frequentist");
+    let alpha = results["alpha"].as_f64().unwrap_or(0.05);
+    let level = format!("{}%", trim_number((1.0 - alpha) * 100.0, 1));
     let lift_header = match method {
         "sequential" => format!("LIFT ({level} CONF. SEQUENCE)"),
         "bayesian" => format!("LIFT ({level} CREDIBLE)"),
@@ -130,6 +453,7 @@ pub(crate) fn render_results(results: &Value) -> String {
     } else {
         "P-VALUE"
     };
+    let binomial = results["kind"].as_str().unwrap_or("binomial") == "binomial";
     let headers = [
         "VARIANT",
         "UNITS",
@@ -137,13 +461,21 @@ pub(crate) fn render_results(results: &Value) -> String {
         &format!("RATE ({level} CI)"),
         "MEAN",
         &lift_header,
+        if binomial {
+            "ABSOLUTE LIFT (POINTS)"
+        } else {
+            "ABSOLUTE LIFT"
+        },
         p_header,
         "CHANCE TO WIN",
+        "VERDICT",
     ];
     let empty = Vec::new();
     let variants = results["variants"].as_array().unwrap_or(&empty);
     let comparisons = results["comparisons"].as_array().unwrap_or(&empty);
     let mut any_significant = false;
+    let mut tests: Vec<&str> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut table = Table::new(&headers).right(&[1, 2]);
     for (i, v) in variants.iter().enumerate() {
         let key = text(&v["key"]);
@@ -178,33 +510,48 @@ pub(crate) fn render_results(results: &Value) -> String {
         ];
         let comparison = comparisons.iter().find(|c| c["variant"] == v["key"]);
         match comparison.map(|c| &c["summary"]) {
-            None => row.extend(["—".to_owned(), "—".to_owned(), "—".to_owned()]),
-            Some(summary) => match summary["lift"].as_f64() {
-                None => {
-                    let why = summary["unavailable"]
-                        .as_str()
-                        .map_or_else(|| "not available".to_owned(), short_reason);
-                    row.extend([format!("n/a: {why}"), "—".to_owned(), chance(summary)]);
+            None => row.extend(std::iter::repeat_n("—".to_owned(), 5)),
+            Some(summary) => {
+                let significant = summary["significant"].as_bool().unwrap_or(false);
+                any_significant |= significant;
+                let star = |scale: &str| {
+                    if significant && summary["scale"].as_str() == Some(scale) {
+                        " *"
+                    } else {
+                        ""
+                    }
+                };
+                let relative = reading(&summary["relative"], signed_percent)
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r}{}", star("relative")));
+                let absolute_format = if binomial {
+                    signed_points
+                } else {
+                    signed_number
+                };
+                let absolute = reading(&summary["absolute"], absolute_format)
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r}{}", star("absolute")));
+                row.push(relative);
+                row.push(absolute);
+                row.push(
+                    summary["p_value"]
+                        .as_f64()
+                        .map_or_else(|| "—".to_owned(), p_value),
+                );
+                row.push(chance(summary));
+                row.push(match summary["verdict"].as_str() {
+                    Some("withheld") => "WITHHELD".to_owned(),
+                    Some(verdict) => verdict.to_owned(),
+                    None => "—".to_owned(),
+                });
+                if let Some(test) = summary["test"].as_str()
+                    && !tests.contains(&test)
+                {
+                    tests.push(test);
                 }
-                Some(lift) => {
-                    let ci = &summary["ci"];
-                    let significant = summary["significant"].as_bool().unwrap_or(false);
-                    any_significant |= significant;
-                    row.push(format!(
-                        "{} ({} … {}){}",
-                        signed_percent(lift),
-                        signed_percent(ci[0].as_f64().unwrap_or(f64::NAN)),
-                        signed_percent(ci[1].as_f64().unwrap_or(f64::NAN)),
-                        if significant { " *" } else { "" }
-                    ));
-                    row.push(
-                        summary["p_value"]
-                            .as_f64()
-                            .map_or_else(|| "—".to_owned(), p_value),
-                    );
-                    row.push(chance(summary));
+                for note in summary["notes"].as_array().unwrap_or(&empty) {
+                    notes.push(format!("{key}: {}", text(note)));
                 }
-            },
+            }
         }
         table.row(row);
     }
@@ -219,6 +566,28 @@ pub(crate) fn render_results(results: &Value) -> String {
             format!("p-value below {}", trim_number(alpha, 4))
         };
         let _ = writeln!(out, "* significant: {rule}");
+    }
+    if !tests.is_empty() {
+        let described: Vec<&str> = tests.iter().map(|t| describe_test(t)).collect();
+        let _ = writeln!(
+            out,
+            "Verdicts follow {}; relative intervals are on the log scale.",
+            described.join(", ")
+        );
+    }
+    for note in &notes {
+        let _ = writeln!(out, "Note, {note}");
+    }
+    if let Some(best) = chance_to_be_best(results) {
+        let _ = writeln!(out, "{best}");
+    }
+}
+
+/// A withheld verdict, the sample-ratio check and every warning.
+fn health_lines(out: &mut String, results: &Value) {
+    let empty = Vec::new();
+    if let Some(why) = results["verdict_withheld"].as_str() {
+        let _ = writeln!(out, "\nVERDICT WITHHELD. {}", clean(why));
     }
     out.push('\n');
 
@@ -246,7 +615,6 @@ pub(crate) fn render_results(results: &Value) -> String {
             let _ = writeln!(out, "  ! {}", text(w));
         }
     }
-    out
 }
 
 fn text(value: &Value) -> String {
@@ -301,19 +669,77 @@ fn p_value(p: f64) -> String {
     }
 }
 
+/// `±x (lower … upper)` of a headline reading (`{lift, ci}`), if present.
+fn reading(value: &Value, format: fn(f64) -> String) -> Option<String> {
+    let lift = value["lift"].as_f64()?;
+    let ci = &value["ci"];
+    Some(format!(
+        "{} ({} … {})",
+        format(lift),
+        format(ci["lower"].as_f64().unwrap_or(f64::NAN)),
+        format(ci["upper"].as_f64().unwrap_or(f64::NAN)),
+    ))
+}
+
+/// A difference of rates in percentage points.
+fn signed_points(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:+.1}", x * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn signed_number(x: f64) -> String {
+    if x.is_finite() {
+        let s = trim_number(x, 4);
+        if x >= 0.0 { format!("+{s}") } else { s }
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn describe_test(test: &str) -> &str {
+    match test {
+        "welch_absolute" => "the Welch t-test of the absolute difference",
+        "confidence_sequence_absolute" => {
+            "the always-valid confidence sequence of the absolute difference"
+        }
+        "chance_to_win_beta" => "the chance to win from the Beta posteriors of the rates",
+        "chance_to_win_normal" => "the chance to win under a normal model of the lift",
+        other => other,
+    }
+}
+
+/// "Chance to be best: …; expected loss: …" for three or more arms of a
+/// conversion metric.
+fn chance_to_be_best(results: &Value) -> Option<String> {
+    let bayesian = &results["bayesian"];
+    let best = bayesian["chance_to_be_best"].as_array()?;
+    let loss = bayesian["expected_loss"].as_array()?;
+    let variants = results["variants"].as_array()?;
+    if variants.len() < 3 || best.len() != variants.len() {
+        return None;
+    }
+    let line: Vec<String> = variants
+        .iter()
+        .zip(best.iter().zip(loss))
+        .map(|(v, (b, l))| {
+            format!(
+                "{} {} (expected loss {} points)",
+                text(&v["key"]),
+                percent(b.as_f64().unwrap_or(f64::NAN), 1),
+                trim_number(l.as_f64().unwrap_or(f64::NAN) * 100.0, 2)
+            )
+        })
+        .collect();
+    Some(format!("Chance to be best: {}.", line.join(", ")))
+}
+
 fn chance(summary: &Value) -> String {
     summary["chance_to_win"]
         .as_f64()
         .map_or_else(|| "—".to_owned(), |c| percent(c, 1))
-}
-
-/// The first clause of a reason, for a table cell.
-fn short_reason(reason: &str) -> String {
-    let reason = clean(reason);
-    match reason.split_once(':') {
-        Some((_, rest)) if reason.starts_with("invalid input") => rest.trim().to_owned(),
-        _ => reason,
-    }
 }
 
 #[cfg(test)]
@@ -337,8 +763,15 @@ mod tests {
                  "mean": 25.094, "variance": 1579.0}
             ],
             "comparisons": [{"variant": "treatment",
-                "summary": {"lift": 0.4934, "ci": [0.1408, 0.8460], "p_value": 0.00617,
-                            "chance_to_win": 0.99699, "significant": true}}],
+                "summary": {"verdict": "increase", "significant": true, "test": "welch_absolute",
+                            "p_value": 0.00617, "scale": "relative", "lift": 0.4934,
+                            "ci": {"lower": 0.1408, "upper": 0.8460},
+                            "absolute": {"lift": 0.0829, "ci": {"lower": 0.035, "upper": 0.131},
+                                         "ci_method": "welch"},
+                            "relative": {"lift": 0.4934, "ci": {"lower": 0.1408, "upper": 0.8460},
+                                         "ci_method": "log_delta"},
+                            "chance_to_win": 0.99699, "chance_to_win_method": "beta_posterior",
+                            "notes": []}}],
             "health": {"srm": {"status": "ok", "p_value": 0.2542}},
             "warnings": []
         })
@@ -375,6 +808,14 @@ mod tests {
             treatment.contains("0.0062") && treatment.contains("99.7%"),
             "{treatment}"
         );
+        assert!(
+            treatment.contains("+8.3 (+3.5 … +13.1)") && treatment.contains("increase"),
+            "the absolute lift and the verdict: {treatment}"
+        );
+        assert!(
+            out.contains("Verdicts follow the Welch t-test of the absolute difference"),
+            "{out}"
+        );
         assert!(out.contains("* significant: p-value below 0.05"), "{out}");
         assert!(out.contains("Sample ratio: ok (p = 0.2542)"), "{out}");
         assert!(out.contains("No warnings."), "{out}");
@@ -384,17 +825,28 @@ mod tests {
     fn warnings_and_unavailable_results_are_shown() {
         let mut a = answer();
         a["method"] = json!("sequential");
-        a["comparisons"][0]["summary"] = json!({"lift": null, "ci": null, "p_value": null,
-            "chance_to_win": null, "significant": false,
-            "unavailable": "a conversion rate needs at least 1 units, got 0"});
+        a["comparisons"][0]["summary"] = json!({"verdict": "unavailable", "lift": null,
+            "ci": null, "p_value": null, "chance_to_win": null, "significant": false,
+            "absolute": null, "relative": null, "test": "confidence_sequence_absolute",
+            "notes": ["No test: a two-sample test needs at least 2 units, got 0."]});
         a["health"]["srm"] = json!({"status": "mismatch", "p_value": 0.00002});
+        a["verdict_withheld"] = json!(
+            "No verdict: sample-ratio mismatch (p = 2.00e-5): check that every variant logs its exposures"
+        );
         a["warnings"] = json!(["Sample-ratio mismatch: units per variant [1000, 1200] differ"]);
         let out = render_results(&a);
         assert!(
             out.contains("CONF. SEQUENCE") && out.contains("ALWAYS VALID"),
             "{out}"
         );
-        assert!(out.contains("n/a: a conversion rate needs"), "{out}");
+        assert!(
+            out.contains("Note, treatment: No test: a two-sample test needs"),
+            "{out}"
+        );
+        assert!(
+            out.contains("VERDICT WITHHELD. No verdict: sample-ratio mismatch"),
+            "{out}"
+        );
         assert!(
             out.contains("Sample ratio: MISMATCH (p = <0.0001)"),
             "{out}"
