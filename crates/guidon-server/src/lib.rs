@@ -28,6 +28,7 @@ mod eval;
 mod experiments;
 #[doc(hidden)]
 pub mod fuzzing;
+mod history;
 mod listener;
 mod live;
 mod metrics;
@@ -490,6 +491,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(eval::routes())
         .merge(preview::routes())
         .merge(samples::routes())
+        .merge(history::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())

@@ -259,16 +259,20 @@ async fn time_travel_outside_the_environments_life_is_a_clear_error() {
         assert_eq!(response.status(), 403, "{n}");
 
         // Past the retention horizon: said so, with its own code.
-        let store = guidon_store::Store::open(&server.database_url)
-            .await
-            .expect("store");
-        assert_eq!(
-            store
-                .compact_history("production", 2)
-                .await
-                .expect("compact"),
-            2
-        );
+        let compact = |body: Value| {
+            server
+                .admin(Method::POST, "/api/v1/envs/production/history/compact")
+                .json(&body)
+                .send()
+        };
+        let response = compact(json!({"keep_from": 99})).await.expect("compact");
+        assert_eq!(response.status(), 422, "{n}");
+        let refused: Value = response.json().await.expect("json");
+        assert_eq!(refused["path"], "keep_from", "{n}: {refused}");
+        let response = compact(json!({"keep_from": 2})).await.expect("compact");
+        assert_eq!(response.status(), 200, "{n}");
+        let compacted: Value = response.json().await.expect("json");
+        assert_eq!(compacted["history_from"], 2, "{n}: {compacted}");
         let (status, answer) =
             evaluate(&server, json!({"flag": "f", "context": ctx, "revision": 1})).await;
         assert_eq!(status, 410, "{n}: {answer}");
@@ -284,7 +288,22 @@ async fn time_travel_outside_the_environments_life_is_a_clear_error() {
         assert_eq!(status, 200, "{n}: {kept}");
         assert_eq!(kept["enabled"], false, "{n}: {kept}");
         assert_eq!(kept["as_of"]["oldest_revision"], 2, "{n}");
-        store.close().await;
+        // The flag's history starts at what was kept.
+        let history: Value = server
+            .admin(Method::GET, "/api/v1/envs/production/flags/f/history")
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        let revisions: Vec<u64> = history["history"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["revision"].as_u64())
+            .collect();
+        assert_eq!(revisions, [2, 3], "{n}: {history}");
         server.stop().await;
     }
 }

@@ -119,7 +119,7 @@ impl Store {
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
+        if rows.is_empty() && !self.known(env, kind, key).await? {
             return Err(StoreError::NotFound {
                 env: env.to_owned(),
                 kind: kind.as_str(),
@@ -127,6 +127,20 @@ impl Store {
             });
         }
         rows.iter().map(|r| history_entry(env, r)).collect()
+    }
+
+    /// Whether the key was ever written (a tombstone counts): its history
+    /// may have been compacted away.
+    async fn known(&self, env: &str, kind: Kind, key: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// The environment's changes, newest first: those of at most `limit`
