@@ -278,6 +278,13 @@ pub enum ErrorCode {
     /// The client names a revision the server has never reached (a
     /// restored backup, another server): take the whole document (409).
     RevisionAhead,
+    /// A time-travel request (`at`, `revision`) outside the environment's
+    /// life: before it was created, in the future, a revision not made
+    /// yet (422, `path` names the field).
+    OutOfRange,
+    /// A time-travel request for a state the change log no longer holds:
+    /// it was compacted away (410).
+    HistoryCompacted,
     /// A code this client does not know (a newer server).
     #[serde(other)]
     Other,
@@ -304,6 +311,8 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UpgradeFailed => "upgrade_failed",
             ErrorCode::RevisionAhead => "revision_ahead",
+            ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::HistoryCompacted => "history_compacted",
             ErrorCode::Other => "other",
         }
     }

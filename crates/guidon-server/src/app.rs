@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) cors_origins: Vec<axum::http::HeaderValue>,
     /// The CORS layer for them (`None` without origins).
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// The recent-contexts sample of the environments that opted in.
+    pub(crate) sampler: crate::samples::Sampler,
 }
 
 /// Request limits.

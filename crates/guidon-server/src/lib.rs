@@ -29,12 +29,15 @@ mod eval;
 mod experiments;
 #[doc(hidden)]
 pub mod fuzzing;
+mod history;
 mod listener;
 mod live;
 mod metrics;
 mod ofrep_events;
 mod openapi;
 mod patch;
+mod preview;
+mod samples;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -305,7 +308,9 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         heartbeat: config.heartbeat,
         cors: cors::layer(&cors_origins),
         cors_origins,
+        sampler: samples::Sampler::default(),
     });
+    state.sampler.refresh(&store).await?;
     for env in store.list_envs().await? {
         state.envs.get(&env.name).await.map_err(|e| {
             ServeError::Io(std::io::Error::other(format!(
@@ -316,6 +321,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
     }
     tokio::spawn(live::follow(state.envs.clone()));
     tokio::spawn(refresh_tokens(state.clone()));
+    tokio::spawn(samples::run(state.clone()));
     Ok((router(state.clone()), state, trigger, generated_admin_token))
 }
 
@@ -493,6 +499,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin)
         .merge(eval::routes())
+        .merge(preview::routes())
+        .merge(samples::routes())
+        .merge(history::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, experiments, ofrep_events, sdk};
+use crate::{admin, eval, experiments, history, ofrep_events, preview, samples, sdk};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,8 @@ use crate::{admin, eval, experiments, ofrep_events, sdk};
         admin::list_envs, admin::create_env, admin::get_env, admin::delete_env,
         admin::export, admin::import,
         admin::get_flag, admin::put_flag, admin::patch_flag, admin::delete_flag,
-        admin::flag_history, admin::revert_flag, admin::promote_flag,
+        admin::flag_history, admin::revert_flag, admin::promote_flag, preview::preview,
+        samples::opt_in, samples::show, samples::stop, history::compact,
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
         admin::create_token, admin::list_tokens, admin::revoke_token, admin::verify_token,

@@ -45,6 +45,31 @@ pub enum StoreError {
         "revision {since} is too old to catch up from (oldest is {oldest}); take a full snapshot"
     )]
     TooOld { since: u64, oldest: u64 },
+    /// A past state asked for by a revision the environment has not made.
+    #[error(
+        "revision {requested} of environment {env:?} does not exist yet (it is at revision {current})"
+    )]
+    RevisionAhead {
+        env: String,
+        requested: u64,
+        current: u64,
+    },
+    /// A past state asked for at an instant before the environment existed.
+    #[error("environment {env:?} did not exist at {}: it was created at {}", ms_text(*at_ms), ms_text(*created_ms))]
+    BeforeEnvironment {
+        env: String,
+        at_ms: i64,
+        created_ms: i64,
+    },
+    /// A past state older than the change log still holds.
+    #[error(
+        "revision {requested} of environment {env:?} is past the history's retention horizon: the change log was compacted, and the oldest revision kept is {oldest}"
+    )]
+    Compacted {
+        env: String,
+        requested: u64,
+        oldest: u64,
+    },
     #[error("stored {kind} {key:?} in environment {env:?} is corrupt: {message}")]
     Corrupt {
         env: String,
@@ -74,4 +99,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An instant of the store (ms since the Unix epoch) as RFC 3339.
+fn ms_text(ms: i64) -> String {
+    guidon_engine::Timestamp::from_millisecond(ms)
+        .map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
 }

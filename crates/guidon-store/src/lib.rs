@@ -13,6 +13,7 @@ mod catalogue;
 mod edge;
 mod error;
 mod experiments;
+mod samples;
 mod store;
 mod tokens;
 
@@ -24,8 +25,13 @@ pub use experiments::{
     MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, PreExposure, RatioPart, RatioTotals, UnitKey,
     VariantTotals,
 };
+pub use samples::{
+    MAX_RETENTION_HOURS, MAX_SAMPLE_SIZE, Offered, SLICE_MS, Sample, SampleBatch, SampleInfo,
+    SampleSettings, Sampling, hour_of,
+};
 pub use store::{
-    Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
-    Replaced, Revised, Store, StoreOptions, Stored, compile,
+    Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,
+    DEFAULT_ENVIRONMENTS, Past, Replaced, Revised, Store, StoreOptions, Stored, apply_and_compile,
+    compile,
 };
 pub use tokens::{hex, secret_hash};

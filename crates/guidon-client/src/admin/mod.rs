@@ -375,6 +375,45 @@ impl AdminClient {
         Ok(())
     }
 
+    // ---- evaluation, time travel and impact preview ----
+
+    /// `POST /api/v1/envs/{env}/evaluate` with `request` as the body
+    /// (`flag`, `context`, `explain`, and for time travel `at` or
+    /// `revision`); the server's answer as it is.
+    pub async fn evaluate(&self, env: &str, request: &Value) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "evaluate"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// `POST /api/v1/envs/{env}/flags/{key}/preview`: `request` holds the
+    /// proposed `flag` (or a merge `patch`) and the `contexts`; the answer
+    /// is the transition matrix of the flag and of its dependents. Nothing
+    /// is stored.
+    pub async fn preview_flag(
+        &self,
+        env: &str,
+        key: &str,
+        request: &Value,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "preview"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
     // ---- experiments ----
 
     /// Sends a batch of experiment events (exposures and conversions, as

@@ -548,6 +548,7 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
         heartbeat: config.heartbeat,
         cors: cors::layer(&cors_origins),
         cors_origins,
+        sampler: crate::samples::Sampler::default(),
     });
     for env in &config.envs {
         tokio::spawn(relay::run(

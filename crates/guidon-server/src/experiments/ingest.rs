@@ -514,6 +514,15 @@ pub(crate) async fn ingest(
             .into_response());
     }
     let env = state.env(&env_name).await?;
+    // The contexts SDKs evaluated with, for the recent-contexts sample.
+    for event in &events {
+        if event.get("type").and_then(Value::as_str) == Some("exposure")
+            && let Some(Value::Object(context)) = event.get("context")
+            && context.len() <= state.limits.max_context_attributes
+        {
+            state.sampler.offer(&env_name, context);
+        }
+    }
     let live = env.live.load_full();
     let checker = Checker::new(
         &live.snapshot,

@@ -262,13 +262,10 @@ impl Store {
                     }
                 }
             };
-            document.apply(change.clone());
             document.revision = Some(revision);
             document.epoch = Some(epoch);
-            let position = document.position(kind, &key);
-            let (document, compiled) = compile(document).await?;
-            let snapshot =
-                compiled.map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
+            let (document, compiled) = apply_and_compile(document, change.clone()).await?;
+            let snapshot = compiled.map_err(StoreError::Invalid)?;
 
             let record = Record {
                 kind,
@@ -427,6 +424,25 @@ pub async fn compile(
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))
+}
+
+/// The document with one change applied, compiled (see [`compile`]); the
+/// problems of the changed definition are at paths relative to it
+/// (`flag.rules[0]…`). A write validates through here, and so does the
+/// impact preview, so a preview of an invalid definition reports exactly
+/// what saving it would.
+pub async fn apply_and_compile(
+    mut document: Document,
+    change: Change,
+) -> Result<(Document, Result<Snapshot, ValidationError>), StoreError> {
+    let (kind, key) = (change.kind(), change.key().to_owned());
+    document.apply(change);
+    let position = document.position(kind, &key);
+    let (document, compiled) = compile(document).await?;
+    Ok((
+        document,
+        compiled.map_err(|e| relative_to(e, kind, position)),
+    ))
 }
 
 /// Validation paths point into the whole environment (`flags[17].rules…`);
