@@ -174,7 +174,10 @@ impl From<StoreError> for ApiError {
             StoreError::EnvExists(_) | StoreError::EnvNotEmpty { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            StoreError::TokenExists(_) => ApiError::Conflict(e.to_string()),
+            StoreError::TokenExists(_) | StoreError::NotPending { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            StoreError::UnknownPlannedChange { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict { current, .. } => ApiError::PreconditionFailed {
                 message: e.to_string(),
                 current,

@@ -38,6 +38,7 @@ mod openapi;
 mod patch;
 mod preview;
 mod samples;
+mod schedule;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -322,6 +323,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
     tokio::spawn(live::follow(state.envs.clone()));
     tokio::spawn(refresh_tokens(state.clone()));
     tokio::spawn(samples::run(state.clone()));
+    tokio::spawn(schedule::run(state.clone(), instance_name()));
     Ok((router(state.clone()), state, trigger, generated_admin_token))
 }
 
@@ -459,6 +461,17 @@ fn free_name(base: &str, taken: &[String]) -> String {
         .unwrap_or_else(|| base.to_owned())
 }
 
+/// This process among the instances sharing a database: its process id
+/// and a random suffix, recorded on the scheduled changes it applies.
+fn instance_name() -> String {
+    let mut bytes = [0_u8; 4];
+    let suffix = match getrandom::fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => 0,
+    };
+    format!("instance-{}-{suffix:08x}", std::process::id())
+}
+
 async fn refresh_tokens(state: Arc<AppState>) {
     let app::Backend::Store(store) = &state.backend else {
         return;
@@ -505,6 +518,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/schedule",
+            axum::routing::post(schedule::schedule),
+        )
+        .route("/api/v1/envs/{env}/schedules", get(schedule::list))
+        .route(
+            "/api/v1/envs/{env}/schedules/{id}",
+            get(schedule::get_one).delete(schedule::cancel),
+        )
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into())
         })

@@ -92,6 +92,13 @@ pub enum StoreError {
     /// Experiment results asked for with an unusable parameter.
     #[error("{0}")]
     InvalidQuery(String),
+    /// A planned change that is not pending any more (applied by another
+    /// instance, cancelled, or failed).
+    #[error("planned change {id} is {status}, not pending")]
+    NotPending { id: i64, status: String },
+    /// No planned change with this id in the environment.
+    #[error("no planned change {id} in environment {env:?}")]
+    UnknownPlannedChange { env: String, id: i64 },
     /// A blocking task of the store (compiling a large environment) failed.
     #[error("store task failed: {0}")]
     Task(String),

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, edge, envs, eval, experiments, flags, metrics, serve, token, validate};
+use cmd::{demo, edge, envs, eval, experiments, flags, metrics, schedule, serve, token, validate};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,8 @@ enum Command {
     Experiments(experiments::ExperimentsArgs),
     /// The metric catalogue of an environment on a server: list, get, set, delete.
     Metrics(metrics::MetricsArgs),
+    /// Changes to a flag applied later by the server, at a time in a time zone: add, list, cancel.
+    Schedule(schedule::ScheduleArgs),
     /// The seed's checkout experiment end to end on a throwaway database: 1,000 users, their
     /// purchases sent as events, and the statistics. No server to set up.
     Demo,
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Edge(args) => edge::run(args),
         Command::Experiments(args) => experiments::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Demo => demo::run(),
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),

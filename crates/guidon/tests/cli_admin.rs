@@ -1047,6 +1047,86 @@ fn metrics_and_experiments_from_the_command_line() {
     assert!(err.contains("used by experiment \"exp\""), "{err}");
 }
 
+/// `guidon schedule add|list|cancel`: a change applied by the server when
+/// due, a cancelled one, and one-line errors naming the field.
+#[test]
+fn schedule_from_the_command_line() {
+    let server = Server::start("schedule");
+    let file = server.file("flag.json", r#"{"key": "launch", "enabled": false}"#);
+    server.ok(&["flags", "set", "--env", "production", "--file", &file]);
+    let soon = (std::time::SystemTime::now() + std::time::Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at = guidon_engine::Timestamp::from_second(i64::try_from(soon).expect("seconds"))
+        .expect("time")
+        .to_string();
+    let out = server.ok(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        &at,
+        "--enable",
+    ]);
+    assert!(out.starts_with("scheduled #1 for "), "{out}");
+    let out = server.ok(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        "2031-01-01T09:00",
+        "--time-zone",
+        "America/New_York",
+        "--rollout",
+        "50",
+    ]);
+    assert!(
+        out.contains("#2 for 2031-01-01T14:00:00Z (America/New_York)"),
+        "{out}"
+    );
+    server.ok(&["schedule", "cancel", "2", "--env", "production"]);
+    let err = server.fails(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        "2020-01-01T00:00:00Z",
+        "--disable",
+    ]);
+    assert!(err.contains("at") && err.contains("in the past"), "{err}");
+    let err = server.fails(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        &at,
+    ]);
+    assert!(err.contains("--enable"), "{err}");
+    let err = server.fails(&["schedule", "cancel", "99", "--env", "production"]);
+    assert!(err.contains("404"), "{err}");
+    let mut list = String::new();
+    for _ in 0..100 {
+        list = server.ok(&["schedule", "list", "--env", "production"]);
+        if row(&list, "1").contains("applied") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(row(&list, "1").contains("applied"), "{list}");
+    assert!(row(&list, "2").contains("cancelled"), "{list}");
+    let (_, flag) = server.json(&["flags", "get", "launch", "--env", "production"]);
+    assert_eq!(flag["flag"]["enabled"], true, "{flag}");
+}
+
 /// Over HTTPS with a private CA: `--ca-cert` (or `GUIDON_CA_CERT`) makes
 /// the commands trust it; without it they say, in one line, that the
 /// certificate is not trusted and what to give.

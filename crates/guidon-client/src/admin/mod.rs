@@ -465,6 +465,49 @@ impl AdminClient {
             .await
     }
 
+    // ---- scheduled changes ----
+
+    /// Schedules a change to flag `key`: `request` is the body of
+    /// `POST …/flags/{key}/schedule` (`at`, `time_zone`, and one of
+    /// `patch`, `flag`, `delete`).
+    pub async fn schedule_change(
+        &self,
+        env: &str,
+        key: &str,
+        request: &Value,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "schedule"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// The environment's scheduled changes: `{schedules: [...]}`.
+    pub async fn schedules(&self, env: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.get(&["envs", env, "schedules"]).await
+    }
+
+    /// Cancels a pending scheduled change.
+    pub async fn cancel_schedule(&self, env: &str, id: u64) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        let id = id.to_string();
+        self.send(
+            Method::DELETE,
+            &["envs", env, "schedules", &id],
+            None,
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
     // ---- the metric catalogue and experiments ----
 
     /// Every metric of `env`'s catalogue: `{metrics: [...]}`.

@@ -12,9 +12,12 @@
 mod bulk;
 mod envs;
 mod history;
+mod planned;
 mod read;
 mod watch;
 mod write;
+
+pub use planned::{NewPlannedChange, PlannedChange};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

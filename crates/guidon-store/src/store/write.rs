@@ -187,6 +187,22 @@ impl Store {
         expected_version: Option<u64>,
         actor: &str,
     ) -> Result<Committed, StoreError> {
+        self.write_claiming(env, key, edit, expected_version, actor, None)
+            .await
+    }
+
+    /// [`Store::write`], and with `claim` the planned change it applies
+    /// marked applied in the same transaction: when it is not pending any
+    /// more (another instance applied it), nothing is written.
+    pub(super) async fn write_claiming(
+        &self,
+        env: &str,
+        key: &str,
+        edit: Edit,
+        expected_version: Option<u64>,
+        actor: &str,
+        claim: Option<&super::planned::Claim>,
+    ) -> Result<Committed, StoreError> {
         let key = key.to_owned();
         let kind = match &edit {
             Edit::Upsert(definition) => definition.kind(),
@@ -276,6 +292,9 @@ impl Store {
                 after: change.definition().map(Definition::to_json),
             };
             let at = now_ms();
+            if let Some(claim) = claim {
+                claim.mark_applied(&mut tx, revision, at).await?;
+            }
             self.record(&mut tx, env, revision, &record, actor, at)
                 .await?;
             self.notify(&mut tx, env, revision).await?;
