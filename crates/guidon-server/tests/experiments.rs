@@ -1171,6 +1171,66 @@ async fn an_experiment_reads_all_its_metrics() {
         assert_eq!(guardrail["breached_by"], json!(["treatment"]), "{n}");
         assert_eq!(r["metrics"][3]["comparisons"][0]["outcome"], "worse", "{n}");
 
+        // Planning from the experiment's own baseline (40/400 = 10 %) and
+        // traffic: a 10 % lift needs 14,751 units per arm.
+        let (status, plan) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/plan?mde=0.1&days=30",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {plan}");
+        close(&plan["baseline"]["rate"], 0.1, "baseline");
+        assert_eq!(plan["units_per_arm"], 14_751, "{n}: {plan}");
+        let daily = plan["observed"]["daily_units"].as_f64().expect("daily");
+        let elapsed = plan["observed"]["days_elapsed"].as_f64().expect("elapsed");
+        close(&json!(daily * elapsed), 800.0, "units over the days");
+        close(
+            &plan["days_needed"],
+            14_751.0 / (daily / 2.0),
+            "days needed",
+        );
+        let now = plan["mde_now"].as_f64().expect("mde now");
+        let later = plan["mde_at_days"].as_f64().expect("mde at 30 days");
+        assert!(
+            now > later && later > 0.0,
+            "{n}: more days detect less: {plan}"
+        );
+        let (status, body) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/plan?mde=0",
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{n}: {body}");
+        // Cumulative days since the start: everything happened on the
+        // first day, so every day shows it.
+        let (status, daily) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/daily",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {daily}");
+        let days = daily["days"].as_array().expect("days");
+        assert_eq!(days[0]["day"], "2026-11-20", "{n}: {daily}");
+        assert!(days.len() >= 2, "{n}");
+        for day in days {
+            assert_eq!(day["variants"][0]["units"], 400, "{n}: {day}");
+            assert_eq!(day["variants"][1]["conversions"], 70, "{n}: {day}");
+        }
+        let (status, _) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/daily?metric=nope",
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{n}");
+
         // Stop it: what happens afterwards does not count.
         let (status, body) = call(
             &server,

@@ -1036,6 +1036,25 @@ fn metrics_and_experiments_from_the_command_line() {
     ]);
     assert!(err.contains("need --metric"), "{err}");
 
+    let plan = server.ok(&[
+        "experiments",
+        "plan",
+        "exp",
+        "--env",
+        "production",
+        "--mde",
+        "0.2",
+        "--days",
+        "30",
+    ]);
+    assert!(
+        plan.contains("To detect +20.0%: ") && plan.contains("units per arm"),
+        "{plan}"
+    );
+    assert!(plan.contains("Detectable in 30 days: "), "{plan}");
+    let daily = server.ok(&["experiments", "daily", "exp", "--env", "production"]);
+    assert!(row(&daily, "2026-11-24").contains("150"), "{daily}");
+    assert!(daily.contains("peeking"), "{daily}");
     let out = server.ok(&["experiments", "stop", "exp", "--env", "production"]);
     assert!(
         out.contains("experiment exp in production stopped at"),

@@ -508,6 +508,49 @@ impl AdminClient {
         .decode()
     }
 
+    /// Planning for an experiment's primary metric (`GET
+    /// …/experiments/{key}/plan`): `query` holds `mde`, `power`, `days` and
+    /// any baseline overrides.
+    pub async fn experiment_plan(
+        &self,
+        env: &str,
+        key: &str,
+        query: &[(&str, f64)],
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::GET,
+            &["envs", env, "experiments", key, "plan"],
+            None,
+            |r| r.query(query),
+        )
+        .await?
+        .decode()
+    }
+
+    /// An experiment's cumulative results per day (`GET …/daily`).
+    pub async fn experiment_daily(
+        &self,
+        env: &str,
+        key: &str,
+        metric: Option<&str>,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::GET,
+            &["envs", env, "experiments", key, "daily"],
+            None,
+            |r| match metric {
+                Some(m) => r.query(&[("metric", m)]),
+                None => r,
+            },
+        )
+        .await?
+        .decode()
+    }
+
     // ---- the metric catalogue and experiments ----
 
     /// Every metric of `env`'s catalogue: `{metrics: [...]}`.

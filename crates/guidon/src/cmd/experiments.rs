@@ -110,6 +110,37 @@ pub(crate) enum ExperimentsCommand {
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
     },
+    /// How many units (and days) the primary metric needs to detect an
+    /// effect, from the experiment's own traffic and baseline.
+    Plan {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// The relative effect to detect (0.05 = 5 %).
+        #[arg(long)]
+        mde: Option<f64>,
+        /// Power (default 0.8).
+        #[arg(long)]
+        power: Option<f64>,
+        /// Also: what this many days of traffic could detect.
+        #[arg(long)]
+        days: Option<f64>,
+        /// The control's rate, before the data has one.
+        #[arg(long)]
+        baseline_rate: Option<f64>,
+        /// Exposed units per day, before the data has them.
+        #[arg(long)]
+        daily_units: Option<f64>,
+    },
+    /// Cumulative results at the end of each day since the start.
+    Daily {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// One of the experiment's metrics (default: the primary).
+        #[arg(long)]
+        metric: Option<String>,
+    },
     /// The environment's experiments with their status.
     List {
         #[arg(long)]
@@ -245,6 +276,38 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 )
             })
         }),
+        ExperimentsCommand::Plan {
+            key,
+            env,
+            mde,
+            power,
+            days,
+            baseline_rate,
+            daily_units,
+        } => block_on(async move {
+            let query: Vec<(&str, f64)> = [
+                ("mde", mde),
+                ("power", power),
+                ("days", days),
+                ("baseline_rate", baseline_rate),
+                ("daily_units", daily_units),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            let plan = client
+                .experiment_plan(&env, &key, &query)
+                .await
+                .map_err(explain)?;
+            answer(as_json, &plan, render_plan)
+        }),
+        ExperimentsCommand::Daily { key, env, metric } => block_on(async move {
+            let daily = client
+                .experiment_daily(&env, &key, metric.as_deref())
+                .await
+                .map_err(explain)?;
+            answer(as_json, &daily, render_daily)
+        }),
         ExperimentsCommand::List { env } => block_on(async move {
             let list = client.experiments(&env).await.map_err(explain)?;
             answer(as_json, &list, render_list)
@@ -260,6 +323,114 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             })
         }),
     }
+}
+
+fn render_plan(plan: &Value) -> String {
+    let mut out = String::new();
+    let baseline = &plan["baseline"];
+    let base = match (baseline["rate"].as_f64(), baseline["mean"].as_f64()) {
+        (Some(r), _) => format!("rate {}", percent(r, 2)),
+        (None, Some(m)) => format!(
+            "mean {} (sd {})",
+            trim_number(m, 4),
+            trim_number(baseline["sd"].as_f64().unwrap_or(f64::NAN), 4)
+        ),
+        _ => "—".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "{} · {}: baseline {base}; α {}, power {}",
+        text(&plan["experiment"]),
+        text(&plan["metric"]),
+        trim_number(plan["alpha"].as_f64().unwrap_or(f64::NAN), 4),
+        trim_number(plan["power"].as_f64().unwrap_or(f64::NAN), 2),
+    );
+    if let (Some(mde), Some(n)) = (plan["mde"].as_f64(), plan["units_per_arm"].as_u64()) {
+        let _ = writeln!(
+            out,
+            "To detect {}: {} units per arm ({} in all)",
+            signed_percent(mde),
+            thousands(n),
+            thousands(plan["total_units"].as_f64().unwrap_or(0.0) as u64)
+        );
+    }
+    let observed = &plan["observed"];
+    if let Some(daily) = observed["daily_units"].as_f64() {
+        let _ = writeln!(
+            out,
+            "Traffic: {} units a day over {} days",
+            thousands(daily.round() as u64),
+            trim_number(observed["days_elapsed"].as_f64().unwrap_or(0.0), 1)
+        );
+    }
+    if let Some(d) = plan["days_needed"].as_f64() {
+        let _ = writeln!(
+            out,
+            "Duration: {} days in all, {} to go",
+            trim_number(d, 1),
+            trim_number(plan["days_remaining"].as_f64().unwrap_or(0.0), 1)
+        );
+    }
+    if let Some(m) = plan["mde_now"].as_f64() {
+        let _ = writeln!(out, "Detectable now: {}", signed_percent(m));
+    }
+    if let (Some(days), Some(m)) = (plan["days"].as_f64(), plan["mde_at_days"].as_f64()) {
+        let _ = writeln!(
+            out,
+            "Detectable in {} days: {}",
+            trim_number(days, 1),
+            signed_percent(m)
+        );
+    }
+    out
+}
+
+fn render_daily(daily: &Value) -> String {
+    let empty = Vec::new();
+    let days = daily["days"].as_array().unwrap_or(&empty);
+    let arms: Vec<String> = days
+        .first()
+        .and_then(|d| d["variants"].as_array())
+        .map(|v| v.iter().map(|v| text(&v["variant"])).collect())
+        .unwrap_or_default();
+    let mut headers = vec!["DAY".to_owned()];
+    for a in &arms {
+        headers.push(format!("{a} UNITS"));
+        headers.push(format!("{a} CONV."));
+    }
+    for a in arms.iter().skip(1) {
+        headers.push(format!("{a} LIFT (CI)"));
+    }
+    let mut table = Table::new(&headers);
+    for d in days {
+        let mut row = vec![text(&d["day"])];
+        for v in d["variants"].as_array().unwrap_or(&empty) {
+            row.push(count(&v["units"]));
+            row.push(count(&v["conversions"]));
+        }
+        for c in d["comparisons"].as_array().unwrap_or(&empty) {
+            row.push(c["relative"]["lift"].as_f64().map_or_else(
+                || "—".to_owned(),
+                |l| {
+                    format!(
+                        "{} ({} … {})",
+                        signed_percent(l),
+                        signed_percent(c["relative"]["ci"]["lower"].as_f64().unwrap_or(f64::NAN)),
+                        signed_percent(c["relative"]["ci"]["upper"].as_f64().unwrap_or(f64::NAN))
+                    )
+                },
+            ));
+        }
+        table.row(row);
+    }
+    let mut out = format!(
+        "{} · {} · cumulative by day (UTC)\n",
+        text(&daily["experiment"]),
+        text(&daily["metric"])
+    );
+    out.push_str(&table.render());
+    let _ = writeln!(out, "{}", text(&daily["note"]));
+    out
 }
 
 fn render_list(answer: &Value) -> String {
