@@ -88,7 +88,10 @@ fn a_release_rollout_marks_both_sides() {
             other => panic!("user_{i}: {other:?}"),
         }
     }
-    assert!((60..140).contains(&new) && new + old == 1000, "{new} new, {old} old");
+    assert!(
+        (60..140).contains(&new) && new + old == 1000,
+        "{new} new, {old} old"
+    );
     // Without a unit: no side, no exposure.
     let r = snapshot.evaluate("release", &Context::new(), now);
     assert!(!r.metadata.in_experiment);

@@ -37,6 +37,7 @@ mod ofrep_events;
 mod openapi;
 mod patch;
 mod preview;
+mod release;
 mod samples;
 mod schedule;
 mod sdk;
@@ -523,6 +524,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             axum::routing::post(schedule::schedule),
         )
         .route("/api/v1/envs/{env}/schedules", get(schedule::list))
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/release",
+            get(release::get_one).put(release::start),
+        )
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/release/{action}",
+            axum::routing::post(release::act),
+        )
         .route(
             "/api/v1/envs/{env}/schedules/{id}",
             get(schedule::get_one).delete(schedule::cancel),

@@ -5,7 +5,9 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, experiments, history, ofrep_events, preview, samples, schedule, sdk};
+use crate::{
+    admin, eval, experiments, history, ofrep_events, preview, release, samples, schedule, sdk,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +30,7 @@ use crate::{admin, eval, experiments, history, ofrep_events, preview, samples, s
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
         experiments::ingest::ingest, experiments::results::results,
         schedule::schedule, schedule::list, schedule::get_one, schedule::cancel,
+        release::start, release::get_one, release::act,
         experiments::catalogue::list_metrics, experiments::catalogue::get_metric,
         experiments::catalogue::put_metric, experiments::catalogue::delete_metric,
         experiments::catalogue::list_experiments, experiments::catalogue::get_experiment,

@@ -367,7 +367,8 @@ pub(crate) struct ScheduleListSchema {
 
 // ---- applying what is due ----
 
-/// Applies due changes every [`TICK`] until shutdown; `instance` names
+/// Applies due changes, and steps the running guarded releases
+/// (`crate::release`), every [`TICK`] until shutdown; `instance` names
 /// this process in what it applies.
 pub(crate) async fn run(state: Arc<AppState>, instance: String) {
     // An edge applies nothing: its upstream does.
@@ -376,6 +377,7 @@ pub(crate) async fn run(state: Arc<AppState>, instance: String) {
     };
     loop {
         apply_due(store, &instance).await;
+        crate::release::step_all(store).await;
         // Wake on the next whole second: a change due at 09:00:00 is
         // applied within the second, and every instance looks at the same
         // moment (they race for it; the store lets one win).

@@ -31,7 +31,7 @@ pub use samples::{
 };
 pub use store::{
     Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,
-    DEFAULT_ENVIRONMENTS, NewPlannedChange, Past, PlannedChange, Replaced, Revised, Store,
-    StoreOptions, Stored, apply_and_compile, compile,
+    DEFAULT_ENVIRONMENTS, NewPlannedChange, Past, PlannedChange, ReleaseStep, Replaced, Revised,
+    Store, StoreOptions, Stored, StoredRelease, apply_and_compile, compile,
 };
 pub use tokens::{hex, secret_hash};

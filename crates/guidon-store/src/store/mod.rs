@@ -17,7 +17,7 @@ mod read;
 mod watch;
 mod write;
 
-pub use planned::{NewPlannedChange, PlannedChange};
+pub use planned::{NewPlannedChange, PlannedChange, ReleaseStep, StoredRelease};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
