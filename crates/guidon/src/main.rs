@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, edge, envs, eval, experiments, flags, metrics, schedule, serve, token, validate};
+use cmd::{
+    demo, edge, envs, eval, experiments, flags, metrics, release, schedule, serve, token, validate,
+};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +44,8 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     /// Changes to a flag applied later by the server, at a time in a time zone: add, list, cancel.
     Schedule(schedule::ScheduleArgs),
+    /// Guarded rollouts of a flag on a server: start, status, pause, resume, skip, abort.
+    Release(release::ReleaseArgs),
     /// The seed's checkout experiment end to end on a throwaway database: 1,000 users, their
     /// purchases sent as events, and the statistics. No server to set up.
     Demo,
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Experiments(args) => experiments::run(args),
         Command::Metrics(args) => metrics::run(args),
         Command::Schedule(args) => schedule::run(args),
+        Command::Release(args) => release::run(args),
         Command::Demo => demo::run(),
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),

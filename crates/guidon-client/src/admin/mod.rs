@@ -551,6 +551,54 @@ impl AdminClient {
         .decode()
     }
 
+    // ---- guarded rollouts ----
+
+    /// Starts a guarded rollout of flag `key` with `plan` (the body of
+    /// `PUT …/flags/{key}/release`).
+    pub async fn start_release(
+        &self,
+        env: &str,
+        key: &str,
+        plan: Body,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::PUT,
+            &["envs", env, "flags", key, "release"],
+            Some(plan),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// A flag's release plan, where it is, and its decisions.
+    pub async fn release(&self, env: &str, key: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.get(&["envs", env, "flags", key, "release"]).await
+    }
+
+    /// A person's step on a release: `pause`, `resume`, `skip` or `abort`.
+    pub async fn release_action(
+        &self,
+        env: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "release", action],
+            None,
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
     // ---- the metric catalogue and experiments ----
 
     /// Every metric of `env`'s catalogue: `{metrics: [...]}`.

@@ -7,6 +7,7 @@ pub(crate) mod eval;
 pub(crate) mod experiments;
 pub(crate) mod flags;
 pub(crate) mod metrics;
+pub(crate) mod release;
 pub(crate) mod schedule;
 pub(crate) mod serve;
 pub(crate) mod token;
