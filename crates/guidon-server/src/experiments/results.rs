@@ -449,7 +449,16 @@ pub(crate) async fn results(
     let stats: Vec<VariantStats> = totals
         .variants
         .iter()
-        .map(|t| variant_stats(t, request.options.metric == MetricKind::Binomial))
+        .map(|t| {
+            if t.pre.is_some() {
+                // CUPED on a conversion metric works on the 0/1 values.
+                variant_stats(t, request.options.metric == MetricKind::Binomial)
+            } else {
+                // The value sums too, so a conversion metric's summary also
+                // shows the mean value per unit.
+                VariantStats::new(t.units, t.converted, t.sum, t.sum_squares)
+            }
+        })
         .collect();
     let options = AnalysisOptions {
         weights: Some(arms.iter().map(|(_, w)| *w).collect()),
