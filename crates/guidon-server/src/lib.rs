@@ -34,6 +34,7 @@ mod metrics;
 mod ofrep_events;
 mod openapi;
 mod patch;
+mod raw_stream;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -604,8 +605,11 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 /// [`listener::MAX_HEADERS`]; the body's deadline for the rest.
 async fn bounded_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
+    let uri = req.uri();
     let bytes = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
