@@ -5,15 +5,19 @@
 # an sdk token, runs guidon-loadgen, and stops the server. Each part starts
 # a fresh server, so one part's memory or cache does not carry into the next.
 #
-#   bash benches/server.sh [all|ofrep|cache|fanout|writes]...
+#   bash benches/server.sh [all|ofrep|cache|fanout|writes|peers]...
 #
 # Knobs (environment): DURATION (s, default 10), WARMUP (s, 2), CONNECTIONS
 # (64), RATE (open-loop req/s for the extra latency run, 20000), USERS_SMALL
-# (1000), CLIENTS (10000), CHANGES (10), SKIP_BUILD=1 to use the binaries as
+# (1000), CLIENTS (19000), PROCESSES (harness processes for the fan-out, 2),
+# CHANGES (10), SKIP_BUILD=1 to use the binaries as
 # they are, GUIDON and LOADGEN to use other binaries (e.g. a server built
 # from another commit), QUIET_PCT / QUIET_WAIT / MAX_OTHERS / TRIES (below);
 # for `writes`, WRITES (200), ROUNDS (2) and BEFORE (a `guidon` binary built
 # from an earlier commit, measured in the same run, interleaved).
+# For `peers` (not in `all`): UNLEASH_EDGE (the unleash-edge binary, installed
+# as /work/shared/notes/peers.md says; default
+# /work/peers/unleash-edge/bin/unleash-edge) and PEER_ROUNDS (3).
 # Pinned runs put the server on CPU 0 and the load generator on CPU 1
 # (taskset); the two share this machine's two cores either way.
 set -euo pipefail
@@ -26,7 +30,8 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-20000}
 USERS_SMALL=${USERS_SMALL:-1000}
-CLIENTS=${CLIENTS:-10000}
+CLIENTS=${CLIENTS:-19000}
+PROCESSES=${PROCESSES:-2}
 CHANGES=${CHANGES:-10}
 BIN=${CARGO_TARGET_DIR:-target}/release
 GUIDON=${GUIDON:-$BIN/guidon}
@@ -56,7 +61,16 @@ stop_server() {
     fi
     SERVER_PID=
 }
-trap 'stop_server; rm -rf "$TMP"' EXIT
+# The peer of `peers`.
+EDGE_PID=
+stop_edge() {
+    if [ -n "$EDGE_PID" ] && kill -0 "$EDGE_PID" 2>/dev/null; then
+        kill -TERM "$EDGE_PID"
+        wait "$EDGE_PID" 2>/dev/null || true
+    fi
+    EDGE_PID=
+}
+trap 'stop_edge; stop_server; rm -rf "$TMP"' EXIT
 
 # start_server CPULIST [serve options...]: CPULIST "all" means unpinned.
 start_server() {
@@ -123,7 +137,8 @@ wait_quiet() {
     done
 }
 
-# ofrep LABEL CPUS THREADS CONNECTIONS [loadgen options...]: a run in which
+# ofrep LABEL CPUS THREADS CONNECTIONS [loadgen options...]: against the
+# server started (or TARGET_URL, TARGET_TOKEN, TARGET_FLAG, TARGET_PID); a run in which
 # other processes used more than MAX_OTHERS cores is shown and done again,
 # up to TRIES times (the last one stands, whatever it measured).
 MAX_OTHERS=${MAX_OTHERS:-0.10}
@@ -136,9 +151,10 @@ ofrep() {
     local try out others
     for try in $(seq "$TRIES"); do
         wait_quiet
-        out=$("${pin[@]}" "$LOADGEN" ofrep --server "$URL" --token "$SDK_TOKEN" \
-            --flag new_checkout --connections "$connections" --duration "$DURATION" \
-            --warmup "$WARMUP" --threads "$threads" --server-pid "$SERVER_PID" \
+        out=$("${pin[@]}" "$LOADGEN" ofrep --server "${TARGET_URL:-$URL}" \
+            --token "${TARGET_TOKEN:-$SDK_TOKEN}" --flag "${TARGET_FLAG:-new_checkout}" \
+            --connections "$connections" --duration "$DURATION" \
+            --warmup "$WARMUP" --threads "$threads" --server-pid "${TARGET_PID:-$SERVER_PID}" \
             --label "$label" --json "$@")
         echo "$out"
         others=$(echo "$out" | sed -n 's/^RESULT //p' | jq -r '.cpu.others')
@@ -181,18 +197,20 @@ part_cache() {
     done
 }
 
-# fanout LABEL CPUS: a fresh server each try, retried like ofrep.
+# fanout LABEL CPUS [loadgen options...]: a fresh server each try, retried like ofrep.
 fanout() {
     local label=$1 cpus=$2
+    shift 2
     local pin=()
     [ "$cpus" != all ] && pin=(taskset -c 1)
     local try out others
     for try in $(seq "$TRIES"); do
-        start_server "$cpus"
+        # Every client a connection (and a descriptor) on the server.
+        start_server "$cpus" --max-connections $((CLIENTS + 100))
         wait_quiet
         out=$("${pin[@]}" "$LOADGEN" fanout --server "$URL" --token "$SDK_TOKEN" \
             --admin-token "$ADMIN_TOKEN" --env bench --clients "$CLIENTS" --changes "$CHANGES" \
-            --server-pid "$SERVER_PID" --label "$label" --json)
+            --processes "$PROCESSES" --server-pid "$SERVER_PID" --label "$label" --json "$@")
         stop_server
         echo "$out"
         others=$(echo "$out" | sed -n 's/^RESULT //p' | jq -r '.others_cpu')
@@ -209,8 +227,9 @@ fanout() {
 
 part_fanout() {
     echo "## SSE fan-out"
-    fanout "fanout pinned (server cpu0, harness cpu1), $CLIENTS clients" 0
-    fanout "fanout unpinned (harness 1 thread), $CLIENTS clients" all
+    fanout "fanout pinned (server cpu0, $PROCESSES harness processes cpu1), $CLIENTS clients" 0
+    fanout "fanout pinned, streams through hyper (--second-request), $CLIENTS clients" 0 --second-request
+    fanout "fanout unpinned ($PROCESSES harness processes), $CLIENTS clients" all
 }
 
 # The write path: admin PUT -> answered, and -> the stream client has the
@@ -242,6 +261,58 @@ part_writes() {
     GUIDON=$current
 }
 
+# Guidon's OFREP against Unleash Edge's frontend API (issue 14, item 5), as
+# /work/shared/notes/peers.md sets them up: one flag, `country IN [US, CA,
+# DE]`, a 50 % rollout and two variants (in Guidon a rule serving 50 %, and
+# nothing for the others); both servers on CPU 0 (Edge with one worker),
+# the same generator on CPU 1, each request a new user; rounds interleaved.
+UNLEASH_EDGE=${UNLEASH_EDGE:-/work/peers/unleash-edge/bin/unleash-edge}
+PEER_ROUNDS=${PEER_ROUNDS:-3}
+PEER_GUIDON_FLAG='{"key":"bench","enabled":true,
+  "variants":[{"key":"a","weight":50,"value":{"layout":"classic"}},
+              {"key":"b","weight":50,"value":{"layout":"single_page"}}],
+  "rules":[{"name":"countries","conditions":[{"attribute":"country","operator":"in","values":["US","CA","DE"]}],
+            "serve":{"enabled":true,"percentage":50}}],
+  "rollout":{"percentage":0}}'
+PEER_EDGE_FEATURES='{"version":2,"features":[{"name":"bench","enabled":true,"project":"default",
+  "strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"userId","groupId":"bench"},
+                 "constraints":[{"contextName":"country","operator":"IN","values":["US","CA","DE"]}]}],
+  "variants":[{"name":"a","weight":500,"weightType":"variable","stickiness":"userId",
+               "payload":{"type":"json","value":"{\"layout\":\"classic\"}"}},
+              {"name":"b","weight":500,"weightType":"variable","stickiness":"userId",
+               "payload":{"type":"json","value":"{\"layout\":\"single_page\"}"}}]}]}'
+part_peers() {
+    [ -x "$UNLEASH_EDGE" ] || { echo "no unleash-edge at $UNLEASH_EDGE (see /work/shared/notes/peers.md)" >&2; exit 2; }
+    echo "## OFREP against Unleash Edge ($UNLEASH_EDGE; servers cpu0, loadgen cpu1, $CONNECTIONS connections)"
+    start_server 0
+    api PUT /api/v1/envs/bench/flags/bench "$PEER_GUIDON_FLAG" >/dev/null
+    echo "$PEER_EDGE_FEATURES" >"$TMP/features.json"
+    local port secret edge_url edge_token
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    secret=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
+    edge_token="*:development.$secret"
+    edge_url="http://127.0.0.1:$port"
+    taskset -c 0 "$UNLEASH_EDGE" -p "$port" -i 127.0.0.1 offline -b "$TMP/features.json" \
+        -f "$edge_token" -c "*:development.client$secret" -w 1 >"$TMP/edge.log" 2>&1 &
+    EDGE_PID=$!
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null -H "Authorization: $edge_token" \
+            "$edge_url/api/frontend/features/bench?userId=u1&country=US" 2>/dev/null && break
+        curl -s -o /dev/null "$edge_url/internal-backstage/health" 2>/dev/null && break
+        kill -0 "$EDGE_PID" 2>/dev/null || { cat "$TMP/edge.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "# unleash-edge (pid $EDGE_PID, cpus 0) at $edge_url"
+    local round
+    for round in $(seq "$PEER_ROUNDS"); do
+        TARGET_FLAG=bench ofrep "guidon OFREP, round $round" 1 1 "$CONNECTIONS" --users 0
+        TARGET_URL=$edge_url TARGET_TOKEN=$edge_token TARGET_FLAG=bench TARGET_PID=$EDGE_PID \
+            ofrep "unleash-edge frontend, round $round" 1 1 "$CONNECTIONS" --users 0 --api unleash-frontend
+    done
+    stop_edge
+    stop_server
+}
+
 for part in "${PARTS[@]}"; do
     case $part in
     all) part_ofrep; part_cache; part_fanout ;;
@@ -249,6 +320,7 @@ for part in "${PARTS[@]}"; do
     cache) part_cache ;;
     fanout) part_fanout ;;
     writes) part_writes ;;
-    *) echo "unknown part $part (all, ofrep, cache, fanout, writes)" >&2; exit 2 ;;
+    peers) part_peers ;;
+    *) echo "unknown part $part (all, ofrep, cache, fanout, writes, peers)" >&2; exit 2 ;;
     esac
 done

@@ -486,8 +486,22 @@ pub(crate) async fn ofrep_one(
     };
     state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
-    let ctx = Context::from(context.clone());
-    let resolved = resolve_one(&state, &env, &live, &key, &context, &ctx, Timestamp::now()).await;
+    // The attributes as they came are the cache's key; without a cache
+    // they move into the engine's context uncopied.
+    let (ctx, key_context) = match &state.cache {
+        Some(_) => (Context::from(context.clone()), context),
+        None => (Context::from(context), Map::new()),
+    };
+    let resolved = resolve_one(
+        &state,
+        &env,
+        &live,
+        &key,
+        &key_context,
+        &ctx,
+        Timestamp::now(),
+    )
+    .await;
     let status = if resolved.found {
         StatusCode::OK
     } else {

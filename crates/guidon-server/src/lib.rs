@@ -37,6 +37,7 @@ mod ofrep_events;
 mod openapi;
 mod patch;
 mod preview;
+mod raw_stream;
 mod release;
 mod samples;
 mod schedule;
@@ -546,7 +547,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
+        // One layer for both (each `from_fn` layer costs a boxed future
+        // and a clone of the service below it per request).
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn_with_state(state.clone(), cors::gate))
         .with_state(state)
@@ -656,10 +658,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 /// A JSON 431 for a request head past [`listener::MAX_HEADER_BYTES`] or
 /// [`listener::MAX_HEADERS`]; the body's deadline for the rest.
-async fn bounded_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn bounded_request(state: &AppState, req: Request, next: Next) -> Response {
     let headers = req.headers();
+    let uri = req.uri();
     let bytes = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -679,13 +684,15 @@ async fn bounded_request(State(state): State<Arc<AppState>>, req: Request, next:
     listener::deadline_body(state.limits.body_timeout, req, next).await
 }
 
+/// Counts every request by route, method and status, bounded as
+/// [`bounded_request`] says.
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = metrics::Metrics::method_label(req.method()).to_owned();
-    let response = next.run(req).await;
+    let response = bounded_request(&state, req, next).await;
     state
         .metrics
         .http_requests

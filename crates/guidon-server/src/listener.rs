@@ -7,7 +7,10 @@
 //! - A request's headers must arrive within [`ConnLimits::header_timeout`]
 //!   of the connection starting to wait for them: on a new connection, and
 //!   on a kept-alive one after its last response (hyper's header read
-//!   timer), so it is the idle timeout too.
+//!   timer), so it is the idle timeout too. The first request's head is
+//!   read by [`crate::raw_stream`] (an SSE stream request is served there,
+//!   without hyper); a first head that is not one is handed to hyper as
+//!   soon as that shows, and hyper's timer then starts afresh.
 //! - A request's whole body must arrive within
 //!   [`ConnLimits::body_timeout`] of the handler starting to read it
 //!   ([`deadline_body`]): a trickled body is cut with a 408.
@@ -32,14 +35,14 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -47,6 +50,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
+use crate::raw_stream::{self, First, Prefixed};
 use crate::shutdown::Shutdown;
 use crate::tls::Tls;
 
@@ -83,9 +87,12 @@ pub const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 
 /// hyper's own bound on a request head: past it hyper itself answers 431
 /// (with no body). Under it, the router answers a JSON 431 past
-/// [`MAX_HEADER_BYTES`] or [`MAX_HEADERS`].
+/// [`MAX_HEADER_BYTES`]. hyper parses at most [`MAX_HEADERS`] headers, its
+/// default, in arrays on the stack (a larger `max_headers` allocates two
+/// arrays of that many entries for every request); past them a
+/// connection's first request gets the JSON 431 from
+/// [`raw_stream::read_first`], a later one hyper's bare 431.
 const HEAD_BUFFER: usize = 256 * 1024;
-const HYPER_MAX_HEADERS: usize = 512;
 /// The largest request head answered (request line and headers).
 pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The most headers in a request.
@@ -262,16 +269,37 @@ async fn refuse_plain_http(
 
 /// One HTTP/1 connection (upgradable to a WebSocket), ended gracefully on
 /// shutdown.
-async fn serve_connection<I>(io: I, app: Router, limits: ConnLimits, shutdown: Shutdown)
+///
+/// The first request head is read here: a stream request goes to
+/// [`raw_stream`]'s path, anything else to hyper with those bytes in front.
+async fn serve_connection<I>(mut io: I, app: Router, limits: ConnLimits, shutdown: Shutdown)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let first = tokio::select! {
+        first = tokio::time::timeout(limits.header_timeout, raw_stream::read_first(&mut io)) => first,
+        () = shutdown.wait() => return,
+    };
+    let prefix = match first {
+        Err(_) => {
+            tracing::debug!("no request head within the header timeout: closed");
+            return;
+        }
+        Ok(First::Gone) => return,
+        Ok(First::TooManyHeaders) => {
+            let limit = format!("{MAX_HEADERS} headers");
+            let response = crate::error::ApiError::HeadersTooLarge { limit }.into_response();
+            return raw_stream::answer(io, response).await;
+        }
+        Ok(First::Stream(request)) => return raw_stream::serve(io, request, app, shutdown).await,
+        Ok(First::Other(prefix)) => prefix,
+    };
+    let io = Prefixed::new(prefix, io);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(HEAD_BUFFER)
-        .max_headers(HYPER_MAX_HEADERS)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
@@ -408,6 +436,7 @@ pub(crate) async fn deadline_body(timeout: Duration, req: Request, next: Next) -
         Body::new(Deadline {
             inner: body,
             timeout,
+            started: None,
             sleep: None,
         })
     });
@@ -422,7 +451,10 @@ pub(crate) struct BodyTimedOut(pub(crate) Duration);
 struct Deadline {
     inner: Body,
     timeout: Duration,
-    /// Started on the first read.
+    /// The first read.
+    started: Option<tokio::time::Instant>,
+    /// Armed once a read has to wait (a body that has arrived with its
+    /// head, the usual case, costs no timer).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -435,14 +467,23 @@ impl http_body::Body for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
         let timeout = self.timeout;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if sleep.as_mut().poll(cx).is_ready() {
+        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        if let Some(sleep) = self.sleep.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))));
         }
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.sleep.is_none() {
+            let mut sleep = Box::pin(tokio::time::sleep_until(started + timeout));
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))));
+            }
+            self.sleep = Some(sleep);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -31,6 +32,7 @@ use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::live::EnvState;
 use crate::metrics::StreamLabels;
+use crate::raw_stream::{Handoff, RawStream};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -232,6 +234,7 @@ fn messages(
     transport: &'static str,
 ) -> impl Stream<Item = Arc<Encoded>> + Send + 'static {
     let Opened {
+        env: _,
         rx,
         opening,
         since,
@@ -296,6 +299,7 @@ pub(crate) struct StreamQuery {
 /// A stream, opened: the subscription, what to send first, the client's
 /// resume point and the token it came with.
 struct Opened {
+    env: Arc<EnvState>,
     rx: broadcast::Receiver<Arc<Encoded>>,
     opening: Vec<Arc<Encoded>>,
     since: Option<u64>,
@@ -321,6 +325,7 @@ async fn open_stream(
     }
     let opening = opening(state, &env, since).await?;
     Ok(Opened {
+        env,
         rx,
         opening,
         since,
@@ -341,9 +346,26 @@ pub(crate) async fn sse(
     caller: Caller,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    raw: Option<Extension<RawStream>>,
 ) -> ApiResult<Response> {
     let opened = open_stream(&state, &caller, &headers, query).await?;
     let heartbeat = state.heartbeat;
+    if raw.is_some() {
+        // The listener writes this stream itself (`raw_stream`): the same
+        // head as `Sse`'s, no body, and the messages handed over.
+        let frames = opened.env.frames.clone();
+        let mut response = [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ]
+        .into_response();
+        response.extensions_mut().insert(Handoff::new(
+            messages(state, opened, "sse"),
+            frames,
+            heartbeat,
+        ));
+        return Ok(response);
+    }
     let events = messages(state, opened, "sse").map(|m| {
         Ok::<_, std::convert::Infallible>(
             Event::default()

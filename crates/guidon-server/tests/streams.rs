@@ -672,3 +672,148 @@ async fn a_client_ahead_of_the_server_is_told_to_resync() {
         assert_eq!(response.status(), 200, "{n}");
     }
 }
+
+/// Reads from a raw stream socket until `needle` has arrived (within
+/// [`WAIT`]); everything read so far.
+async fn read_until(socket: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0_u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within {WAIT:?}: {}",
+                    String::from_utf8_lossy(seen)
+                )
+            })
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The value of `guidon_stream_clients{transport="sse"}`.
+async fn sse_clients(server: &TestServer) -> Option<f64> {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("guidon_stream_clients{transport=\"sse\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A stream requested as a connection's first request (as `EventSource`
+/// and the fan-out harness do) on a raw socket: a chunked event stream
+/// with the snapshot, each revision, heartbeats, resumption with
+/// `?since=`; the client's close is noticed; a bad token is a JSON 401;
+/// a path that only starts like the stream's is not the stream.
+#[tokio::test]
+async fn a_stream_as_a_connections_first_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let db = testing::sqlite("first-request");
+    let server = TestServer::start_with(guidon_server::Config {
+        heartbeat: Duration::from_secs(1),
+        ..testing::config(&db.url)
+    })
+    .await;
+    let token = server.sdk_token("raw", testing::ENV).await;
+    let first = server
+        .put_flag(testing::ENV, json!({"key": "raw", "enabled": true}))
+        .await["revision"]
+        .as_u64()
+        .expect("revision");
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /api/v1/sdk/stream HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("request");
+    let mut seen = Vec::new();
+    read_until(&mut socket, &mut seen, &format!("id: {first}\ndata: ")).await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "transfer-encoding: chunked",
+    ] {
+        assert!(head.contains(line), "{line} in {head}");
+    }
+    assert!(text.contains("event: snapshot\n"), "{text}");
+    let second = server
+        .put_flag(testing::ENV, json!({"key": "raw", "enabled": false}))
+        .await["revision"]
+        .as_u64()
+        .expect("revision");
+    read_until(
+        &mut socket,
+        &mut seen,
+        &format!("event: update\nid: {second}\ndata: "),
+    )
+    .await;
+    read_until(&mut socket, &mut seen, ": heartbeat\n\n").await;
+    assert_eq!(sse_clients(&server).await, Some(1.0));
+    drop(socket);
+    let mut gone = false;
+    for _ in 0..100 {
+        if sse_clients(&server).await == Some(0.0) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the closed client is still counted");
+
+    // Resuming after the first revision: the second as an update, no snapshot.
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /api/v1/sdk/stream?since={first} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("request");
+    let mut seen = Vec::new();
+    read_until(
+        &mut socket,
+        &mut seen,
+        &format!("event: update\nid: {second}\n"),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&seen).contains("snapshot"));
+    drop(socket);
+
+    for (request, status, error) in [
+        (
+            "GET /api/v1/sdk/stream HTTP/1.1\r\nhost: x\r\nauthorization: Bearer nope\r\n\r\n",
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET /api/v1/sdk/streams HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            404,
+            "not_found",
+        ),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        socket.write_all(request.as_bytes()).await.expect("request");
+        let got = testing::until_closed(&mut socket, WAIT).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(body["error"], error, "{body}");
+    }
+    server.stop().await;
+}

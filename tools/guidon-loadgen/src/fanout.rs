@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
@@ -79,6 +79,26 @@ pub(crate) struct Args {
     /// Print the summary only, not a line per change.
     #[arg(long)]
     quiet: bool,
+    /// Hold the clients in this many worker processes (this process then
+    /// only writes the changes and gathers the reports): a process may
+    /// open at most the hard limit of open files (20,000 here), and the
+    /// server's clients are counted against its own limit too. Workers run
+    /// on the CPUs this process may use (`taskset` applies to them).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Internal: be one of `--processes`' workers (connect the clients,
+    /// report on standard output, make no change).
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Open each stream as the second request of its connection, after a
+    /// `GET /healthz`, as a client with a connection pool may: the server
+    /// then serves it through hyper, not through its own stream path (a
+    /// comparison of the two in one build).
+    #[arg(long)]
+    second_request: bool,
+    /// Internal: the revision a worker's clients resume from (`--resume`).
+    #[arg(long, hide = true, default_value_t = 0)]
+    resume_from: u64,
 }
 
 /// What a client tells the coordinator.
@@ -96,19 +116,233 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
+    if args.processes == 0 {
+        bail!("--processes must be at least 1");
+    }
+    // The clients this process holds itself.
+    let own = if args.processes > 1 { 0 } else { args.clients };
+    let per_worker = if args.processes > 1 {
+        args.clients.div_ceil(args.processes)
+    } else {
+        0
+    };
     let (soft, hard) = open_files_limit()?;
-    let needed = args.clients as u64 + 64;
+    let needed = own.max(per_worker) as u64 + 64;
     if soft < needed {
         bail!(
-            "{} clients need about {needed} open files; this process may open {soft} (hard limit {hard}): \
-             raise it first with `ulimit -n {}`",
-            args.clients,
-            if hard >= needed { needed } else { hard }
+            "{} clients need about {needed} open files per process; a process may open {soft} (hard limit {hard}): \
+             raise it first with `ulimit -n {}`{}",
+            own.max(per_worker),
+            if hard >= needed { needed } else { hard },
+            if hard < needed {
+                ", or split them with --processes"
+            } else {
+                ""
+            }
         );
     }
     let server = Server::parse(&args.server)?;
     let runtime = crate::runtime(args.threads)?;
+    if args.worker {
+        return runtime.block_on(worker(args, server));
+    }
     runtime.block_on(fanout(args, server))
+}
+
+/// The stream request every client sends.
+fn stream_request(args: &Args, server: &Server, resume_from: u64) -> Arc<[u8]> {
+    let mut request = format!(
+        "GET /api/v1/sdk/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
+        server.host, args.token
+    );
+    request.push_str(&format!("X-Guidon-Environment: {}\r\n", args.env));
+    if args.resume {
+        request.push_str(&format!("Last-Event-ID: {resume_from}\r\n"));
+    }
+    request.push_str("\r\n");
+    Arc::from(request.into_bytes())
+}
+
+/// Starts `--clients` clients, at most `--connect-concurrency`
+/// handshakes at a time, reporting to `tx`.
+fn spawn_clients(
+    server: &Arc<Server>,
+    request: &Arc<[u8]>,
+    args: &Args,
+    tx: &mpsc::UnboundedSender<Report>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let resume = args.resume;
+    let first: Option<Arc<[u8]>> = args.second_request.then(|| {
+        Arc::from(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.host).into_bytes())
+    });
+    (0..args.clients)
+        .map(|_| {
+            let (server, gate, tx, request, first) = (
+                server.clone(),
+                gate.clone(),
+                tx.clone(),
+                request.clone(),
+                first.clone(),
+            );
+            tokio::spawn(async move {
+                let mut ready = false;
+                let opened = Opening {
+                    first: first.as_deref(),
+                    request: &request,
+                    resume,
+                };
+                if let Err(e) = client(&server, &gate, opened, &tx, &mut ready).await {
+                    let _ = tx.send(Report::Failed {
+                        ready,
+                        error: format!("{e:#}"),
+                    });
+                }
+            })
+        })
+        .collect()
+}
+
+/// A worker process: its clients' reports as lines on standard output
+/// (`R revision`, `G revision unix-nanos`, `F ready error`), written in
+/// batches (flushed whenever no report is waiting). The time of an event
+/// is the realtime clock's, the one clock processes share; the
+/// coordinator turns it back into its own monotonic time.
+async fn worker(args: Args, server: Server) -> Result<()> {
+    use std::io::Write as _;
+    let server = Arc::new(server);
+    let request = stream_request(&args, &server, args.resume_from);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let _handles = spawn_clients(&server, &request, &args, &tx);
+    drop(tx);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    while let Some(report) = rx.recv().await {
+        let mut report = Some(report);
+        while let Some(r) = report.take().or_else(|| rx.try_recv().ok()) {
+            match r {
+                Report::Ready { revision } => writeln!(out, "R {revision}")?,
+                Report::Got { revision, at } => {
+                    let at = wall + at.saturating_duration_since(now);
+                    let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+                    writeln!(out, "G {revision} {nanos}")?;
+                }
+                Report::Failed { ready, error } => {
+                    writeln!(out, "F {} {}", u8::from(ready), error.replace('\n', " "))?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// The worker processes of `--processes`, and the threads that read their
+/// reports into `tx`.
+struct Workers {
+    children: Vec<std::process::Child>,
+}
+
+impl Workers {
+    fn start(args: &Args, resume_from: u64, tx: &mpsc::UnboundedSender<Report>) -> Result<Workers> {
+        let exe = std::env::current_exe().context("finding this program")?;
+        let mut children = Vec::new();
+        let mut left = args.clients;
+        for i in 0..args.processes {
+            let count = left.div_ceil(args.processes - i);
+            left -= count;
+            let mut command = std::process::Command::new(&exe);
+            command
+                .args([
+                    "fanout",
+                    "--worker",
+                    "--server",
+                    &args.server,
+                    "--env",
+                    &args.env,
+                ])
+                .args(["--clients", &count.to_string()])
+                .args([
+                    "--connect-concurrency",
+                    &(args.connect_concurrency.div_ceil(args.processes)).to_string(),
+                ])
+                .args(["--resume-from", &resume_from.to_string()])
+                .env("GUIDON_LOADGEN_TOKEN", &args.token)
+                .env("GUIDON_LOADGEN_ADMIN_TOKEN", &args.admin_token)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped());
+            if args.resume {
+                command.arg("--resume");
+            }
+            if args.second_request {
+                command.arg("--second-request");
+            }
+            let mut child = command.spawn().context("starting a worker process")?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow!("a worker without stdout"))?;
+            let tx = tx.clone();
+            std::thread::spawn(move || read_worker(stdout, &tx));
+            children.push(child);
+        }
+        Ok(Workers { children })
+    }
+
+    fn pids(&self) -> Vec<String> {
+        self.children.iter().map(|c| c.id().to_string()).collect()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads a worker's report lines into `tx`, its events' realtime-clock
+/// times turned into this process's monotonic time.
+fn read_worker(stdout: std::process::ChildStdout, tx: &mpsc::UnboundedSender<Report>) {
+    use std::io::BufRead as _;
+    let lines = std::io::BufReader::with_capacity(64 * 1024, stdout).lines();
+    for line in lines {
+        let Ok(line) = line else { break };
+        let mut words = line.splitn(3, ' ');
+        let report = match (words.next(), words.next(), words.next()) {
+            (Some("R"), Some(revision), _) => revision
+                .parse()
+                .ok()
+                .map(|revision| Report::Ready { revision }),
+            (Some("G"), Some(revision), Some(nanos)) => {
+                match (revision.parse(), nanos.parse::<u64>()) {
+                    (Ok(revision), Ok(nanos)) => {
+                        let then = UNIX_EPOCH + Duration::from_nanos(nanos);
+                        let age = SystemTime::now().duration_since(then).unwrap_or_default();
+                        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                        Some(Report::Got { revision, at })
+                    }
+                    _ => None,
+                }
+            }
+            (Some("F"), Some(ready), error) => Some(Report::Failed {
+                ready: ready == "1",
+                error: error.unwrap_or_default().to_owned(),
+            }),
+            _ => None,
+        };
+        let report = report.unwrap_or_else(|| Report::Failed {
+            ready: false,
+            error: format!("a worker wrote {line:?}"),
+        });
+        if tx.send(report).is_err() {
+            break;
+        }
+    }
 }
 
 fn rss_kib(pid: Option<u32>) -> Result<Option<u64>> {
@@ -168,34 +402,22 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
 
     // Connect every client, a bounded number at a time.
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let mut request = format!(
-        "GET /api/v1/sdk/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
-        server.host, args.token
-    );
-    request.push_str(&format!("X-Guidon-Environment: {}\r\n", args.env));
-    if args.resume {
-        request.push_str(&format!("Last-Event-ID: {first_revision}\r\n"));
-    }
-    request.push_str("\r\n");
-    let request: Arc<[u8]> = Arc::from(request.into_bytes());
+    let request = stream_request(&args, &server, first_revision);
     let connect_started = Instant::now();
-    let mut handles = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        let (server, gate, tx, request) =
-            (server.clone(), gate.clone(), tx.clone(), request.clone());
-        let resume = args.resume;
-        handles.push(tokio::spawn(async move {
-            let mut ready = false;
-            if let Err(e) = client(&server, &gate, &request, &tx, resume, &mut ready).await {
-                let _ = tx.send(Report::Failed {
-                    ready,
-                    error: format!("{e:#}"),
-                });
-            }
-        }));
-    }
+    let (handles, workers) = if args.processes > 1 {
+        (
+            Vec::new(),
+            Some(Workers::start(&args, first_revision, &tx)?),
+        )
+    } else {
+        let handles = spawn_clients(&server, &request, &args, &tx);
+        (handles, None)
+    };
     drop(tx);
+    // This process, then its workers: the harness.
+    let harness: Vec<String> = std::iter::once("self".to_owned())
+        .chain(workers.iter().flat_map(Workers::pids))
+        .collect();
     let timeout = Duration::from_secs(args.timeout_secs);
     let (mut connected, mut failed) = (0_usize, 0_usize);
     let mut errors: HashMap<String, usize> = HashMap::new();
@@ -234,7 +456,7 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_connected = rss_kib(args.server_pid)?;
-    let self_connected = status_kib("self", "VmRSS")?;
+    let self_connected = harness_kib(&harness)?;
     let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) * 1024.0 / connected as f64),
         _ => None,
@@ -265,9 +487,17 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
         by_revision.entry(revision).or_default().push(at);
     }
     let mut alive = connected;
-    let pids: Vec<String> = std::iter::once("self".to_owned())
-        .chain(args.server_pid.map(|p| p.to_string()))
+    // The server (when known), then the harness.
+    let pids: Vec<String> = args
+        .server_pid
+        .map(|p| p.to_string())
+        .into_iter()
+        .chain(harness.iter().cloned())
         .collect();
+    let harness_at = usize::from(args.server_pid.is_some());
+    // A fresh writer's connection: connecting many clients may take longer
+    // than the server keeps an idle connection open.
+    admin = server.connect().await?;
     let cpu_before = CpuSample::take(&pids)?;
     let changes_started = Instant::now();
     for i in 1..=args.changes {
@@ -277,7 +507,7 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
             .server_pid
             .map(|p| cpu_nanos(&p.to_string()))
             .transpose()?;
-        let self_cpu0 = cpu_nanos("self")?;
+        let self_cpu0 = harness_nanos(&harness)?;
         let t0 = Instant::now();
         let head = admin.roundtrip(&request).await?;
         let put_rtt = t0.elapsed();
@@ -312,7 +542,7 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
             (Some(a), Some(p)) => Some(cpu_nanos(&p.to_string())?.saturating_sub(a) as f64 / 1e6),
             _ => None,
         };
-        let self_cpu = cpu_nanos("self")?.saturating_sub(self_cpu0) as f64 / 1e6;
+        let self_cpu = harness_nanos(&harness)?.saturating_sub(self_cpu0) as f64 / 1e6;
         let times = by_revision.remove(&revision).unwrap_or_default();
         let mut samples = Samples::with_capacity(times.len());
         for at in &times {
@@ -354,19 +584,17 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
         &CpuSample::take(&pids)?,
         changes_started.elapsed().as_secs_f64(),
     );
+    let server_cores = if args.server_pid.is_some() {
+        cpu.processes.first().copied().flatten()
+    } else {
+        None
+    };
+    let harness_cores: f64 = cpu.processes[harness_at..].iter().flatten().sum();
     println!(
-        "  CPU during the changes (cores busy): machine {:.2}, server {}, harness {}, others {:.2}",
+        "  CPU during the changes (cores busy): machine {:.2}, server {}, harness {harness_cores:.2} ({} processes), others {:.2}",
         cpu.machine,
-        cpu.processes
-            .get(1)
-            .copied()
-            .flatten()
-            .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
-        cpu.processes
-            .first()
-            .copied()
-            .flatten()
-            .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+        server_cores.map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+        harness.len(),
         cpu.others()
     );
     let rss_end = rss_kib(args.server_pid)?;
@@ -377,10 +605,15 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
     );
     let (put_p50, put_p99) = (puts.percentile_ms(50.0), puts.percentile_ms(99.0));
     let server_cpu_per_change = server_cpu_total / per_change.len().max(1) as f64;
+    // Server CPU per client delivery: over every change, its CPU during the
+    // change over the events delivered.
+    let server_cpu_per_delivery = server_cpu_total * 1e3 / all.len().max(1) as f64;
     println!(
         "  PUT answered: p50 {put_p50:.2} ms, p99 {put_p99:.2} ms; server CPU per change {}",
         if args.server_pid.is_some() {
-            format!("{server_cpu_per_change:.2} ms")
+            format!(
+                "{server_cpu_per_change:.2} ms ({server_cpu_per_delivery:.2} µs per client delivery)"
+            )
         } else {
             "? (no --server-pid)".to_owned()
         }
@@ -413,6 +646,11 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
             "server_rss_end_kib": rss_end,
             "server_bytes_per_connection": server_per_conn,
             "harness_rss_kib": self_connected,
+            "harness_processes": harness.len(),
+            "second_request": args.second_request,
+            "server_cpu_us_per_delivery": server_cpu_per_delivery,
+            "harness_cores": harness_cores,
+            "server_cores": server_cores,
             "p50_ms": p50,
             "p99_ms": p99,
             "max_ms": max,
@@ -432,6 +670,16 @@ async fn fanout(args: Args, server: Server) -> Result<()> {
     Ok(())
 }
 
+/// The resident memory of the harness's processes, summed (KiB).
+fn harness_kib(harness: &[String]) -> Result<u64> {
+    harness.iter().map(|p| status_kib(p, "VmRSS")).sum()
+}
+
+/// The CPU time of the harness's processes, summed (ns).
+fn harness_nanos(harness: &[String]) -> Result<u64> {
+    harness.iter().map(|p| cpu_nanos(p)).sum()
+}
+
 /// The `revision` of a write's answer.
 fn revision_of(body: &[u8]) -> Result<u64> {
     let answer: Value = serde_json::from_slice(body).context("the PUT's answer is not JSON")?;
@@ -449,19 +697,38 @@ fn print_errors(errors: &HashMap<String, usize>) {
     }
 }
 
+/// How a client opens its stream.
+#[derive(Clone, Copy)]
+struct Opening<'a> {
+    /// A request sent (and answered) first on the connection.
+    first: Option<&'a [u8]>,
+    request: &'a [u8],
+    resume: bool,
+}
+
 /// One stream client: connect (holding a permit of the gate until the
 /// snapshot is in, or the response's head when resuming, which has no
 /// snapshot), then report every event's id until the stream ends.
 async fn client(
     server: &Server,
     gate: &Semaphore,
-    request: &[u8],
+    opening: Opening<'_>,
     tx: &mpsc::UnboundedSender<Report>,
-    resume: bool,
     ready: &mut bool,
 ) -> Result<()> {
+    let Opening {
+        first,
+        request,
+        resume,
+    } = opening;
     let permit = gate.acquire().await.context("connection gate closed")?;
     let mut conn = server.connect().await?;
+    if let Some(first) = first {
+        let head = conn.roundtrip(first).await?;
+        if head.status != 200 || head.closes {
+            bail!("the request before the stream answered {}", head.status);
+        }
+    }
     conn.send(request).await?;
     let head = conn.read_head().await?;
     if head.status != 200 {

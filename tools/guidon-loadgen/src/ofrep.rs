@@ -67,6 +67,22 @@ pub(crate) struct Args {
     /// Also print the summary as one JSON line (prefixed `RESULT `).
     #[arg(long)]
     json: bool,
+    /// The evaluation API asked: Guidon's OFREP, or (to measure a peer with
+    /// the same generator) Unleash's frontend API, `GET
+    /// /api/frontend/features/FLAG?userId=…&…` with `Authorization: TOKEN`,
+    /// the same context as query parameters. Unleash answers 404 when the
+    /// flag is not enabled for the context; that is an answer, counted.
+    #[arg(long, value_enum, default_value_t = Api::Ofrep)]
+    api: Api,
+}
+
+/// An evaluation API (`--api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Api {
+    /// `POST /ofrep/v1/evaluate/flags/FLAG` with `{"context": {…}}`.
+    Ofrep,
+    /// `GET /api/frontend/features/FLAG?userId=…&…` (Unleash, Unleash Edge).
+    UnleashFrontend,
 }
 
 /// Every how many responses one is parsed to tally variants and reasons.
@@ -124,33 +140,94 @@ const COUNTRIES: [&str; 8] = ["US", "CA", "FR", "DE", "GB", "JP", "BR", "IN"];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
 
-/// The request body for one user: an OpenFeature context whose attributes
-/// are a function of the user, so a user's requests are identical (what an
-/// evaluation cache can hit) and users differ the way real ones do: about
-/// one in twenty has a staff address, a third are on mobile.
+/// The context of one user: attributes that are a function of the user,
+/// so a user's requests are identical (what an evaluation cache can hit)
+/// and users differ the way real ones do: about one in twenty has a staff
+/// address, a third are on mobile.
+struct Context {
+    user: u64,
+    domain: &'static str,
+    country: &'static str,
+    device: &'static str,
+    plan: &'static str,
+    minor: u64,
+    patch: u64,
+}
+
+impl Context {
+    fn of(user: u64) -> Context {
+        let h = mix(user);
+        let pick = |shift: u32, n: usize| (h >> shift) as usize % n;
+        Context {
+            user,
+            domain: if (h >> 24).is_multiple_of(20) {
+                "acme.com"
+            } else {
+                "example.com"
+            },
+            country: COUNTRIES[pick(0, COUNTRIES.len())],
+            device: DEVICES[pick(8, DEVICES.len())],
+            plan: PLANS[pick(16, PLANS.len())],
+            minor: (h >> 32) % 6,
+            patch: (h >> 40) % 10,
+        }
+    }
+}
+
+/// The OFREP request body for one user: `{"context": {…}}`.
 pub(crate) fn write_body(out: &mut String, user: u64) {
-    let h = mix(user);
-    let pick = |shift: u32, n: usize| (h >> shift) as usize % n;
-    let domain = if (h >> 24).is_multiple_of(20) {
-        "acme.com"
-    } else {
-        "example.com"
-    };
+    let c = Context::of(user);
     out.clear();
     let _ = write!(
         out,
-        r#"{{"context":{{"targetingKey":"user-{user}","email":"user-{user}@{domain}","country":"{}","device":"{}","plan":"{}","app_version":"2.{}.{}"}}}}"#,
-        COUNTRIES[pick(0, COUNTRIES.len())],
-        DEVICES[pick(8, DEVICES.len())],
-        PLANS[pick(16, PLANS.len())],
-        (h >> 32) % 6,
-        (h >> 40) % 10,
+        r#"{{"context":{{"targetingKey":"user-{}","email":"user-{}@{}","country":"{}","device":"{}","plan":"{}","app_version":"2.{}.{}"}}}}"#,
+        c.user, c.user, c.domain, c.country, c.device, c.plan, c.minor, c.patch,
     );
+}
+
+/// The same context as Unleash's query parameters (`userId` is its
+/// targeting key; the others are properties).
+fn write_query(out: &mut String, user: u64) {
+    let c = Context::of(user);
+    out.clear();
+    let _ = write!(
+        out,
+        "userId=user-{}&email=user-{}%40{}&country={}&device={}&plan={}&app_version=2.{}.{}",
+        c.user, c.user, c.domain, c.country, c.device, c.plan, c.minor, c.patch,
+    );
+}
+
+/// One request of `api` for `user`, into `request`.
+fn write_request(plan: &Plan, request: &mut Vec<u8>, scratch: &mut String, user: u64) {
+    request.clear();
+    match plan.api {
+        Api::Ofrep => {
+            write_body(scratch, user);
+            request.extend_from_slice(plan.prefix.as_bytes());
+            let _ = write!(LenWriter(request), "{}\r\n\r\n", scratch.len());
+            request.extend_from_slice(scratch.as_bytes());
+        }
+        Api::UnleashFrontend => {
+            write_query(scratch, user);
+            request.extend_from_slice(plan.prefix.as_bytes());
+            request.extend_from_slice(scratch.as_bytes());
+            request.extend_from_slice(plan.suffix.as_bytes());
+        }
+    }
+}
+
+/// Whether an answer of this status is an evaluation.
+fn answered(api: Api, status: u16) -> bool {
+    status == 200 || (api == Api::UnleashFrontend && status == 404)
 }
 
 struct Plan {
     server: Server,
+    api: Api,
+    /// What comes before the body (OFREP: the body's length) or the query.
     prefix: String,
+    /// What comes after the query (Unleash).
+    suffix: String,
     flag: String,
     users: u64,
     seed: u64,
@@ -180,41 +257,69 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let server = Server::parse(&args.server)?;
     let runtime = crate::runtime(args.threads)?;
     runtime.block_on(async move {
-        let mut headers = format!("Authorization: Bearer {}\r\n", args.token);
-        if let Some(env) = &args.env {
-            let _ = write!(headers, "X-Guidon-Environment: {env}\r\n");
+        let (prefix, suffix) = match args.api {
+            Api::Ofrep => {
+                let mut headers = format!("Authorization: Bearer {}\r\n", args.token);
+                if let Some(env) = &args.env {
+                    let _ = write!(headers, "X-Guidon-Environment: {env}\r\n");
+                }
+                let prefix = format!(
+                    "POST /ofrep/v1/evaluate/flags/{} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Type: application/json\r\nContent-Length: ",
+                    args.flag, server.host
+                );
+                (prefix, String::new())
+            }
+            Api::UnleashFrontend => (
+                format!("GET /api/frontend/features/{}?", args.flag),
+                format!(
+                    " HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+                    server.host, args.token
+                ),
+            ),
+        };
+        let plan = Plan {
+            server,
+            api: args.api,
+            prefix,
+            suffix,
+            flag: args.flag.clone(),
+            users: args.users,
+            seed: args.seed,
+            interval,
+            measure_from: Instant::now(),
+            until: Instant::now(),
+        };
+        // Requests first, until one is enabled: a wrong token or flag is
+        // one clear error, not a run of failures.
+        let mut conn = plan.server.connect().await?;
+        let (mut request, mut scratch) = (Vec::new(), String::new());
+        let mut enabled = false;
+        for user in 0..64 {
+            write_request(&plan, &mut request, &mut scratch, user);
+            let head = conn.roundtrip(&request).await?;
+            if !answered(plan.api, head.status) {
+                bail!(
+                    "the first evaluations answered {}: {}",
+                    head.status,
+                    String::from_utf8_lossy(&conn.body)
+                );
+            }
+            if head.status == 200 {
+                enabled = true;
+                break;
+            }
         }
-        let prefix = format!(
-            "POST /ofrep/v1/evaluate/flags/{} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Type: application/json\r\nContent-Length: ",
-            args.flag, server.host
-        );
-        // One request first: a wrong token or flag is one clear error, not
-        // a run of failures.
-        let mut conn = server.connect().await?;
-        let mut body = String::new();
-        write_body(&mut body, 0);
-        let request = format!("{prefix}{}\r\n\r\n{body}", body.len());
-        let head = conn.roundtrip(request.as_bytes()).await?;
-        if head.status != 200 {
-            bail!(
-                "the first evaluation answered {}: {}",
-                head.status,
-                String::from_utf8_lossy(&conn.body)
-            );
+        if !enabled {
+            bail!("64 evaluations in a row answered 404: is {:?} the flag's name?", args.flag);
         }
         drop(conn);
 
         let start = Instant::now();
         let measure_from = start + Duration::from_secs_f64(args.warmup);
         let plan = Arc::new(Plan {
-            server,
-            prefix,
-            flag: args.flag.clone(),
-            users: args.users,
-            seed: args.seed,
-            interval,
             measure_from,
             until: measure_from + Duration::from_secs_f64(args.duration),
+            ..plan
         });
         let pids: Vec<String> = std::iter::once("self".to_owned())
             .chain(args.server_pid.map(|p| p.to_string()))
@@ -280,11 +385,7 @@ async fn connection(plan: Arc<Plan>, index: u64, connections: usize) -> Tally {
             rng = mix(rng);
             rng % plan.users
         };
-        write_body(&mut body, user);
-        request.clear();
-        request.extend_from_slice(plan.prefix.as_bytes());
-        let _ = write!(LenWriter(&mut request), "{}\r\n\r\n", body.len());
-        request.extend_from_slice(body.as_bytes());
+        write_request(&plan, &mut request, &mut body, user);
 
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -305,10 +406,10 @@ async fn connection(plan: Arc<Plan>, index: u64, connections: usize) -> Tally {
         let done = Instant::now();
         let counted = done >= plan.measure_from && done <= plan.until;
         match result {
-            Ok(head) if head.status == 200 => {
+            Ok(head) if answered(plan.api, head.status) => {
                 responses += 1;
                 if responses % SAMPLE_EVERY == 1
-                    && let Err(e) = sample(&mut tally, &c.body, &plan.flag)
+                    && let Err(e) = sample(&mut tally, plan.api, head.status, &c.body, &plan.flag)
                 {
                     tally.error(|| format!("{e:#}"));
                 }
@@ -354,7 +455,10 @@ impl std::fmt::Write for LenWriter<'_> {
 }
 
 /// Checks one answer and tallies its variant and reason.
-fn sample(tally: &mut Tally, body: &[u8], flag: &str) -> Result<()> {
+fn sample(tally: &mut Tally, api: Api, status: u16, body: &[u8], flag: &str) -> Result<()> {
+    if api == Api::UnleashFrontend {
+        return sample_unleash(tally, status, body, flag);
+    }
     let value: Value = serde_json::from_slice(body).context("an answer is not JSON")?;
     if value.get("key").and_then(Value::as_str) != Some(flag) {
         bail!("an answer is not for {flag:?}: {value}");
@@ -372,6 +476,28 @@ fn sample(tally: &mut Tally, body: &[u8], flag: &str) -> Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("(none)")
         .to_owned();
+    *tally.variants.entry(variant).or_default() += 1;
+    *tally.reasons.entry(reason).or_default() += 1;
+    Ok(())
+}
+
+/// Unleash's frontend answer: `{"name", "enabled": true, "variant": {"name", …}}`,
+/// or 404 for a flag not enabled for the context.
+fn sample_unleash(tally: &mut Tally, status: u16, body: &[u8], flag: &str) -> Result<()> {
+    let (variant, reason) = if status == 404 {
+        ("(not enabled)".to_owned(), "404".to_owned())
+    } else {
+        let value: Value = serde_json::from_slice(body).context("an answer is not JSON")?;
+        if value.get("name").and_then(Value::as_str) != Some(flag) {
+            bail!("an answer is not for {flag:?}: {value}");
+        }
+        let variant = value
+            .pointer("/variant/name")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)")
+            .to_owned();
+        (variant, "200".to_owned())
+    };
     *tally.variants.entry(variant).or_default() += 1;
     *tally.reasons.entry(reason).or_default() += 1;
     Ok(())
@@ -456,6 +582,7 @@ fn report(args: &Args, t: &mut Tally, cpu: &CpuUse) {
     if args.json {
         let summary = json!({
             "label": args.label,
+            "api": format!("{:?}", args.api),
             "connections": args.connections,
             "users": args.users,
             "rate": args.rate,
@@ -499,6 +626,25 @@ mod tests {
         assert_eq!(v["context"]["targetingKey"], "user-42");
         write_body(&mut b, 43);
         assert_ne!(a, b);
+        Ok(())
+    }
+
+    #[test]
+    fn the_query_carries_the_same_context() -> Result<()> {
+        let (mut body, mut query) = (String::new(), String::new());
+        write_body(&mut body, 42);
+        write_query(&mut query, 42);
+        let v: Value = serde_json::from_str(&body)?;
+        let context = v["context"].as_object().context("a context")?;
+        for (key, value) in context {
+            let key = if key == "targetingKey" { "userId" } else { key };
+            let value = value.as_str().context("a string")?.replace('@', "%40");
+            assert!(
+                query.contains(&format!("{key}={value}")),
+                "{key}={value} in {query}"
+            );
+        }
+        assert_eq!(query.matches('=').count(), context.len());
         Ok(())
     }
 

@@ -105,6 +105,9 @@ pub(crate) struct EnvState {
     pub(crate) live: ArcSwap<Live>,
     /// Every revision's message, encoded once, for the streams.
     pub(crate) updates: broadcast::Sender<Arc<Encoded>>,
+    /// The SSE frame of the message being sent, shared by the clients of
+    /// [`crate::raw_stream`].
+    pub(crate) frames: Arc<crate::raw_stream::FrameCache>,
     /// The revision `live` is at, for writers waiting to read their write.
     served: watch::Sender<u64>,
     /// To the environment's sync task.
@@ -222,6 +225,7 @@ impl Envs {
         let env = Arc::new(EnvState {
             name: name.to_owned(),
             updates: broadcast::channel(STREAM_BUFFER).0,
+            frames: Arc::default(),
             served: watch::channel(live.revision).0,
             live: ArcSwap::from_pointee(live),
             signals,
