@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use guidon_engine::model::{Flag, Segment};
 use guidon_engine::{FlagFile, Format, is_valid_key};
-use guidon_protocol::api::Role;
+use guidon_protocol::api::{Role, UserRole};
 use guidon_protocol::{Definition, Kind};
 use guidon_store::{Committed, StoreError};
 use serde::Deserialize;
@@ -221,7 +221,7 @@ pub(crate) async fn delete_env(
     Path(env): Path<String>,
     Query(force): Query<Force>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Admin)?;
     check_key("environment", &env)?;
     state.store.delete_env(&env, force.force).await?;
     state.envs.forget(&env).await;
@@ -274,7 +274,7 @@ pub(crate) async fn import(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     let file: FlagFile = body::json_or_yaml(&headers, &bytes).await?;
     let done = state.store.replace_all(&env, &file, &caller.name).await?;
@@ -401,7 +401,7 @@ pub(crate) async fn put_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let expected = expected_version(&headers)?;
@@ -430,7 +430,7 @@ pub(crate) async fn put_segment(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("segment", &key)?;
     let expected = expected_version(&headers)?;
@@ -460,7 +460,7 @@ async fn patch_definition(
     key: &str,
     bytes: &Bytes,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Editor)?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     let pinned = expected_version(headers)?;
@@ -577,7 +577,7 @@ async fn delete_definition(
     kind: Kind,
     key: &str,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Editor)?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     let expected = expected_version(headers)?;
@@ -657,7 +657,7 @@ async fn history(
 ) -> ApiResult<Json<Value>> {
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Viewer)?;
     let entries = state.store.history(env, kind, key).await?;
     Ok(Json(json!({ "history": entries })))
 }
@@ -716,7 +716,7 @@ pub(crate) async fn revert_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let revert: Revert = body::json(&headers, &bytes).await?;
@@ -749,11 +749,12 @@ pub(crate) async fn promote_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let promote: Promote = body::json(&headers, &bytes).await?;
     check_key("environment", &promote.to)?;
+    caller.require_role(&promote.to, UserRole::Editor)?;
     let done = state
         .store
         .promote(&env, &promote.to, &key, &caller.name)
@@ -782,7 +783,7 @@ pub(crate) async fn audit(
     Path(env): Path<String>,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

@@ -30,6 +30,7 @@
 //! (and upgraded WebSocket) is gone.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -130,8 +131,8 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.wait() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: nothing to do but wait a
                 // little (a busy loop would not help).
@@ -166,13 +167,20 @@ pub(crate) async fn serve(
                     permit,
                     tls.clone(),
                     app.clone(),
+                    peer,
                     limits,
                     shutdown.clone(),
                 ));
             }
             None => {
                 let io = ConnIo::new(stream, permit, limits.write_timeout);
-                tokio::spawn(serve_connection(io, app.clone(), limits, shutdown.clone()));
+                tokio::spawn(serve_connection(
+                    io,
+                    app.clone(),
+                    peer,
+                    limits,
+                    shutdown.clone(),
+                ));
             }
         }
     }
@@ -199,6 +207,7 @@ async fn serve_tls(
     permit: OwnedSemaphorePermit,
     tls: Arc<Tls>,
     app: Router,
+    peer: SocketAddr,
     limits: ConnLimits,
     shutdown: Shutdown,
 ) {
@@ -227,7 +236,7 @@ async fn serve_tls(
         () = shutdown.wait() => return,
     };
     match accepted {
-        Ok(Ok(stream)) => serve_connection(stream, app, limits, shutdown).await,
+        Ok(Ok(stream)) => serve_connection(stream, app, peer, limits, shutdown).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake not done within the header timeout: closed"),
     }
@@ -262,10 +271,24 @@ async fn refuse_plain_http(
 
 /// One HTTP/1 connection (upgradable to a WebSocket), ended gracefully on
 /// shutdown.
-async fn serve_connection<I>(io: I, app: Router, limits: ConnLimits, shutdown: Shutdown)
-where
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    shutdown: Shutdown,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The peer's address on every request (the sign-in rate limit counts
+    // per address).
+    let service =
+        tower::ServiceExt::map_request(app, move |mut request: Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(crate::people::PeerAddr(peer));
+            request
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -274,7 +297,7 @@ where
         .max_headers(HYPER_MAX_HEADERS)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

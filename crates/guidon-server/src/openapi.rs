@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, experiments, ofrep_events, sdk};
+use crate::{admin, eval, experiments, ofrep_events, people, sdk};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,9 @@ use crate::{admin, eval, experiments, ofrep_events, sdk};
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
         admin::create_token, admin::list_tokens, admin::revoke_token,
+        people::login, people::get_session, people::logout,
+        people::list_users, people::add_user, people::get_user, people::set_roles,
+        people::set_password, people::remove_user,
         eval::evaluate, eval::ofrep_one, eval::ofrep_all, ofrep_events::events,
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
         experiments::ingest::ingest, experiments::results::results,

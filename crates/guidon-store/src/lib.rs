@@ -14,6 +14,7 @@ mod error;
 mod experiments;
 mod store;
 mod tokens;
+mod users;
 
 pub use catalogue::{DefinitionKind, StoredDefinition};
 pub use error::StoreError;
@@ -26,3 +27,4 @@ pub use store::{
     Replaced, Revised, Store, StoreOptions, Stored, compile,
 };
 pub use tokens::{hex, secret_hash};
+pub use users::Session;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, envs, eval, experiments, flags, metrics, serve, token, validate};
+use cmd::{demo, envs, eval, experiments, flags, metrics, serve, token, users, validate};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,8 @@ enum Command {
     Envs(envs::EnvsArgs),
     /// Create, list and revoke a server's API tokens.
     Token(token::TokenArgs),
+    /// Add, list and remove the people who sign in to the console; set their roles and passwords.
+    Users(users::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),
         Command::Token(args) => token::run(args),
+        Command::Users(args) => users::run(args),
     };
     match result {
         Ok(code) => code,

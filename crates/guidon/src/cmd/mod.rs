@@ -8,4 +8,5 @@ pub(crate) mod flags;
 pub(crate) mod metrics;
 pub(crate) mod serve;
 pub(crate) mod token;
+pub(crate) mod users;
 pub(crate) mod validate;
