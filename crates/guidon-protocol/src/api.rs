@@ -210,6 +210,35 @@ pub struct SessionInfo {
     pub expires_at_ms: i64,
 }
 
+/// `GET /api/v1/envs/{env}/overview`: every flag at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Overview {
+    pub revision: u64,
+    /// In key order.
+    pub flags: Vec<FlagSummary>,
+}
+
+/// One flag as the console's list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FlagSummary {
+    pub key: String,
+    pub description: String,
+    pub enabled: bool,
+    /// How many variants it has: 0 for a boolean flag.
+    pub variants: usize,
+    /// The rollout percentage, when it has a rollout.
+    pub rollout: Option<f64>,
+    /// How many rules it has.
+    pub rules: usize,
+    pub version: u64,
+    /// Who made its last change (a token's name, or `user:NAME`).
+    pub changed_by: Option<String>,
+    /// When (ms since the Unix epoch).
+    pub changed_at_ms: Option<i64>,
+}
+
 /// `GET /api/v1/envs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

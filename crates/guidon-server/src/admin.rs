@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/envs", get(list_envs).post(create_env))
         .route("/api/v1/envs/{env}", get(get_env).delete(delete_env))
         .route("/api/v1/envs/{env}/flags", get(export).put(import))
+        .route("/api/v1/envs/{env}/overview", get(overview))
         .route(
             "/api/v1/envs/{env}/flags/{key}",
             get(get_flag)
@@ -256,6 +257,39 @@ pub(crate) async fn export(
         .headers_mut()
         .insert("x-guidon-revision", HeaderValue::from(live.revision));
     Ok(response)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/overview",
+    tag = "flags",
+    summary = "Every flag at a glance: on/off, variants, rollout, rules, version, last change (who, when)",
+    params(("env" = String, Path, description = "Environment")),
+    responses((status = 200, description = "The flags in key order", body = guidon_protocol::api::Overview), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn overview(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> ApiResult<Json<guidon_protocol::api::Overview>> {
+    check_key("environment", &env)?;
+    caller.require_env(&env)?;
+    let (revision, flags) = state.store.flag_overview(&env).await?;
+    let flags = flags
+        .into_iter()
+        .map(|o| guidon_protocol::api::FlagSummary {
+            variants: o.flag.variants.len(),
+            rollout: o.flag.rollout.as_ref().map(|r| r.percentage),
+            rules: o.flag.rules.len(),
+            key: o.flag.key,
+            description: o.flag.description,
+            enabled: o.flag.enabled,
+            version: o.version,
+            changed_by: o.changed_by,
+            changed_at_ms: o.changed_at_ms,
+        })
+        .collect();
+    Ok(Json(guidon_protocol::api::Overview { revision, flags }))
 }
 
 #[utoipa::path(

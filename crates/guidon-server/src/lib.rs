@@ -22,6 +22,7 @@ mod auth;
 mod body;
 mod cache;
 mod conditional;
+mod console;
 mod cors;
 mod error;
 mod eval;
@@ -502,6 +503,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(admin::routes())
         .merge(people::routes())
+        .merge(console::routes())
         .merge(eval::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())

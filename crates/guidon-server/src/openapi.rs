@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, eval, experiments, ofrep_events, people, sdk};
+use crate::{admin, console, eval, experiments, ofrep_events, people, sdk};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,7 @@ use crate::{admin, eval, experiments, ofrep_events, people, sdk};
     ),
     paths(
         admin::list_envs, admin::create_env, admin::get_env, admin::delete_env,
-        admin::export, admin::import,
+        admin::export, admin::import, admin::overview,
         admin::get_flag, admin::put_flag, admin::patch_flag, admin::delete_flag,
         admin::flag_history, admin::revert_flag, admin::promote_flag,
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
@@ -34,6 +34,7 @@ use crate::{admin, eval, experiments, ofrep_events, people, sdk};
         experiments::catalogue::list_experiments, experiments::catalogue::get_experiment,
         experiments::catalogue::put_experiment, experiments::catalogue::delete_experiment,
         experiments::catalogue::stop_experiment,
+        console::index, console::script, console::style,
         crate::healthz, crate::readyz, crate::metrics_with_token, document,
     ),
     modifiers(&Security),

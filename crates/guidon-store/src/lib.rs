@@ -24,7 +24,7 @@ pub use experiments::{
 };
 pub use store::{
     Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
-    Replaced, Revised, Store, StoreOptions, Stored, compile,
+    FlagOverview, Replaced, Revised, Store, StoreOptions, Stored, compile,
 };
 pub use tokens::{hex, secret_hash};
 pub use users::Session;

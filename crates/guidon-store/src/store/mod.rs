@@ -24,6 +24,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::error::StoreError;
 
 pub use bulk::{Applied, Replaced};
+pub use read::FlagOverview;
 pub use watch::{Commit, Revised};
 pub use write::{BLOCKING_COMPILE, Committed, Stored, compile};
 

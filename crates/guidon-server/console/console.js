@@ -1,0 +1,499 @@
+// Guidon's console: plain JavaScript, no build step, no dependency. It
+// talks to the server's own API with the session cookie (HttpOnly: this
+// script never sees it) and echoes the session's CSRF token on writes.
+// The DOM is built with createElement and textContent only.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const main = $('main');
+  const state = { session: null, envs: [], env: null, overview: null, view: null };
+  const RANK = { viewer: 1, editor: 2, admin: 3 };
+  const PAGE = 200; // rows rendered at once in the list; "Show more" adds as many
+
+  // ------------------------------------------------------------- helpers
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name === 'text') el.textContent = value;
+      else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+      else if (name === 'className') el.className = value;
+      else el.setAttribute(name, value === true ? '' : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function show(...nodes) {
+    main.replaceChildren(...nodes);
+  }
+
+  function toast(text) {
+    const t = $('toast');
+    t.textContent = text;
+    t.classList.add('shown');
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => t.classList.remove('shown'), 3000);
+  }
+
+  function ago(ms) {
+    if (!ms) return '';
+    const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+    if (s < 45) return 'just now';
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+    return new Date(ms).toLocaleDateString();
+  }
+
+  function when(ms) {
+    return h('time', { datetime: new Date(ms).toISOString(), title: new Date(ms).toLocaleString() }, ago(ms));
+  }
+
+  // `user:dana` for a person, a token's name otherwise.
+  function who(actor) {
+    if (!actor) return 'unknown';
+    return actor.startsWith('user:') ? actor.slice(5) : `token ${actor}`;
+  }
+
+  function roleIn(env) {
+    const roles = (state.session && state.session.roles) || {};
+    const own = RANK[roles[env]] || 0;
+    const every = RANK[roles['*']] || 0;
+    return Math.max(own, every);
+  }
+  const canEdit = (env) => roleIn(env) >= RANK.editor;
+  // Environments where a switch is confirmed first.
+  const isProtected = (env) => /^prod/i.test(env);
+
+  async function api(method, path, body, headers = {}) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      if (!init.headers['Content-Type']) init.headers['Content-Type'] = 'application/json';
+    }
+    if (method !== 'GET' && state.session) init.headers['X-CSRF-Token'] = state.session.csrf_token;
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      return { status: 0, body: { message: `the server cannot be reached (${e.message})` } };
+    }
+    const text = await response.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { json = { message: text }; }
+    if (response.status === 401 && path !== '/api/v1/session') {
+      state.session = null;
+      renderLogin('Your session has ended: sign in again.');
+    }
+    return { status: response.status, body: json, etag: response.headers.get('ETag') };
+  }
+
+  const message = (answer) => (answer.body && answer.body.message) || `HTTP ${answer.status}`;
+  const enc = encodeURIComponent;
+
+  // ------------------------------------------------------------- routing
+
+  function go(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  }
+
+  async function route() {
+    if (!state.session) {
+      const answer = await api('GET', '/api/v1/session');
+      if (answer.status !== 200) return renderLogin();
+      state.session = answer.body;
+    }
+    if (!state.envs.length) await loadEnvs();
+    const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    if (parts[0] !== 'env' || !parts[1]) {
+      const first = state.envs.find((e) => e.name === 'production') || state.envs[0];
+      if (!first) return show(h('p', {}, 'You have no role in any environment yet: ask an admin.'));
+      return go(`#/env/${enc(first.name)}`);
+    }
+    state.env = parts[1];
+    renderBar();
+    if (parts[2] === 'flags' && parts[3]) return renderFlag(state.env, parts[3]);
+    return renderList(state.env);
+  }
+
+  async function loadEnvs() {
+    const answer = await api('GET', '/api/v1/envs');
+    state.envs = answer.status === 200 ? answer.body.environments : [];
+  }
+
+  function renderBar() {
+    const bar = $('bar');
+    bar.hidden = false;
+    $('whoami').textContent = `Signed in as ${state.session.user}`;
+    const select = $('env-switch');
+    select.replaceChildren(...state.envs.map((e) => h('option', { value: e.name, selected: e.name === state.env }, e.name)));
+    select.value = state.env;
+  }
+
+  // ------------------------------------------------------------- sign-in
+
+  function renderLogin(notice) {
+    $('bar').hidden = true;
+    state.envs = [];
+    const error = h('p', { className: 'error', id: 'login-error', role: 'alert' }, notice || '');
+    const user = h('input', { id: 'login-user', name: 'user', autocomplete: 'username', required: true });
+    const password = h('input', { id: 'login-password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+    const form = h('form', {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = '';
+        const answer = await api('POST', '/api/v1/session', { user: user.value, password: password.value });
+        if (answer.status !== 200) {
+          error.textContent = message(answer);
+          password.select();
+          return;
+        }
+        state.session = answer.body;
+        password.value = '';
+        route();
+      },
+    },
+    h('label', { for: 'login-user' }, 'User', user),
+    h('label', { for: 'login-password' }, 'Password', password),
+    error,
+    h('button', { type: 'submit', className: 'primary' }, 'Sign in'));
+    show(h('section', { className: 'card login', 'aria-labelledby': 'login-title' },
+      h('h1', { id: 'login-title' }, 'Sign in to Guidon'), form));
+    user.focus();
+  }
+
+  async function signOut() {
+    await api('DELETE', '/api/v1/session');
+    state.session = null;
+    renderLogin('Signed out.');
+  }
+
+  // ------------------------------------------------------------- the list
+
+  async function renderList(env) {
+    const answer = await api('GET', `/api/v1/envs/${enc(env)}/overview`);
+    if (answer.status !== 200) return show(h('p', { className: 'alert', role: 'alert' }, message(answer)));
+    state.overview = answer.body;
+    const flags = answer.body.flags;
+    const search = h('input', { id: 'search', type: 'search', placeholder: 'key or description', autocomplete: 'off' });
+    const filter = h('select', { id: 'filter' },
+      h('option', { value: 'all' }, 'All flags'),
+      h('option', { value: 'on' }, 'On'),
+      h('option', { value: 'off' }, 'Off'),
+      h('option', { value: 'boolean' }, 'Boolean'),
+      h('option', { value: 'variants' }, 'With variants'));
+    const count = h('p', { className: 'count', id: 'count', 'aria-live': 'polite' });
+    const body = h('tbody');
+    let limit = PAGE;
+    const more = h('button', { type: 'button', onclick: () => { limit += PAGE; draw(); } }, 'Show more');
+
+    function matches(f) {
+      const q = search.value.trim().toLowerCase();
+      if (q && !f.key.toLowerCase().includes(q) && !f.description.toLowerCase().includes(q)) return false;
+      switch (filter.value) {
+        case 'on': return f.enabled;
+        case 'off': return !f.enabled;
+        case 'boolean': return f.variants === 0;
+        case 'variants': return f.variants > 0;
+        default: return true;
+      }
+    }
+
+    function row(f) {
+      return h('tr', {},
+        h('td', { className: 'key' }, h('a', { href: `#/env/${enc(env)}/flags/${enc(f.key)}` }, f.key)),
+        h('td', {}, h('span', { className: `badge ${f.enabled ? 'on' : 'off'}` }, f.enabled ? 'On' : 'Off')),
+        h('td', {}, f.variants ? `${f.variants} variants` : 'boolean'),
+        h('td', {}, f.rollout === null || f.rollout === undefined ? '—' : `${f.rollout} %`),
+        h('td', { className: 'hide-narrow' }, f.changed_at_ms ? [who(f.changed_by), ', ', when(f.changed_at_ms)] : '—'),
+        h('td', { className: 'desc hide-narrow' }, f.description || ''));
+    }
+
+    function draw() {
+      const shown = flags.filter(matches);
+      count.textContent = shown.length === flags.length
+        ? `${flags.length} flag${flags.length === 1 ? '' : 's'}`
+        : `${shown.length} of ${flags.length} flags`;
+      body.replaceChildren(...shown.slice(0, limit).map(row));
+      more.hidden = shown.length <= limit;
+    }
+    search.addEventListener('input', () => { limit = PAGE; draw(); });
+    filter.addEventListener('change', () => { limit = PAGE; draw(); });
+
+    const toolbar = h('div', { className: 'toolbar' },
+      h('label', { for: 'search', className: 'grow' }, 'Search flags', search),
+      h('label', { for: 'filter' }, 'Show', filter),
+      canEdit(env) ? newFlagForm(env) : null);
+    const table = h('div', { className: 'table-wrap' },
+      h('table', {},
+        h('caption', {}, `Flags of ${env} at revision ${answer.body.revision}`),
+        h('thead', {}, h('tr', {},
+          h('th', { scope: 'col' }, 'Flag'), h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col' }, 'Kind'),
+          h('th', { scope: 'col' }, 'Rollout'), h('th', { scope: 'col', className: 'hide-narrow' }, 'Last change'),
+          h('th', { scope: 'col', className: 'hide-narrow' }, 'Description'))),
+        body));
+    show(h('h1', {}, `Flags in ${env}`, isProtected(env) ? h('span', { className: 'protected' }, 'protected') : null),
+      toolbar, count, table, more);
+    draw();
+  }
+
+  function newFlagForm(env) {
+    const key = h('input', { id: 'new-key', autocomplete: 'off', 'aria-describedby': 'new-key-error' });
+    const error = h('p', { className: 'field-error', id: 'new-key-error' });
+    const form = h('form', {
+      className: 'row',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = '';
+        key.removeAttribute('aria-invalid');
+        const k = key.value.trim();
+        if (!k) { error.textContent = 'a key is needed'; key.setAttribute('aria-invalid', 'true'); return; }
+        const answer = await api('PUT', `/api/v1/envs/${enc(env)}/flags/${enc(k)}`,
+          { key: k, enabled: false }, { 'If-None-Match': '*' });
+        if (answer.status === 201) {
+          toast(`Created ${k} (off)`);
+          return go(`#/env/${enc(env)}/flags/${enc(k)}`);
+        }
+        error.textContent = answer.status === 412 ? `${k} exists already` : message(answer);
+        key.setAttribute('aria-invalid', 'true');
+      },
+    },
+    h('label', { for: 'new-key' }, 'New flag key', key, error),
+    h('button', { type: 'submit' }, 'Create flag'));
+    return form;
+  }
+
+  // ------------------------------------------------------------- a flag
+
+  async function renderFlag(env, key) {
+    const [answer, history] = await Promise.all([
+      api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(key)}`),
+      api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(key)}/history`),
+    ]);
+    const back = h('a', { className: 'crumb', href: `#/env/${enc(env)}` }, `← Flags in ${env}`);
+    if (answer.status !== 200) return show(back, h('p', { className: 'alert', role: 'alert' }, message(answer)));
+    const view = { env, key, flag: answer.body.flag, version: answer.body.version };
+    state.view = view;
+    const editable = canEdit(env);
+    const notice = h('div', { id: 'notice' });
+
+    // A change: a merge patch against the version shown. On 422 each
+    // problem goes to its field; on 412 what changed meanwhile is shown and
+    // the edit is kept until the person chooses.
+    async function patch(change, describe) {
+      clearErrors();
+      notice.replaceChildren();
+      const answer = await api('PATCH', `/api/v1/envs/${enc(env)}/flags/${enc(key)}`, change,
+        { 'Content-Type': 'application/merge-patch+json', 'If-Match': String(view.version) });
+      if (answer.status === 200 || answer.status === 202) {
+        toast(`Saved: ${describe}`);
+        return renderFlag(env, key);
+      }
+      if (answer.status === 412) return conflict(change, describe);
+      if (answer.status === 422 && answer.body && answer.body.details) return fieldErrors(answer.body.details);
+      notice.replaceChildren(h('p', { className: 'alert', role: 'alert' }, message(answer)));
+    }
+
+    async function conflict(change, describe) {
+      const [now, log] = await Promise.all([
+        api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(key)}`),
+        api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(key)}/history`),
+      ]);
+      if (now.status !== 200) {
+        return notice.replaceChildren(h('p', { className: 'alert', role: 'alert' }, `This flag changed meanwhile: ${message(now)}`));
+      }
+      const entries = (log.body && log.body.history) || [];
+      const meanwhile = entries.filter((e) => e.version > view.version);
+      const last = meanwhile[meanwhile.length - 1];
+      const changed = diff(view.flag, now.body.flag);
+      const panel = h('div', { className: 'conflict', role: 'alert', id: 'conflict' },
+        h('h2', {}, 'Someone changed this flag while you were editing'),
+        h('p', {}, last ? [`${who(last.actor)} saved version ${last.version} `, when(last.at_ms), '.'] : `It is at version ${now.body.version} now.`),
+        h('p', {}, 'What changed meanwhile:'),
+        h('ul', { id: 'conflict-changes' }, changed.length ? changed.map((c) => h('li', {}, c)) : h('li', {}, 'nothing you can see here')),
+        h('p', {}, `Your change, not saved yet: ${describe}.`),
+        h('div', { className: 'actions' },
+          h('button', { type: 'button', onclick: () => renderFlag(env, key) }, 'Discard my change'),
+          h('button', {
+            type: 'button',
+            className: 'primary',
+            onclick: () => {
+              view.flag = now.body.flag;
+              view.version = now.body.version;
+              patch(change, describe);
+            },
+          }, 'Apply my change on top')));
+      notice.replaceChildren(panel);
+      panel.querySelector('button.primary').focus();
+    }
+
+    function clearErrors() {
+      for (const el of main.querySelectorAll('.field-error[data-path]')) el.textContent = '';
+      for (const el of main.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+    }
+
+    function fieldErrors(details) {
+      const general = [];
+      for (const d of details) {
+        const path = String(d.path || '').replace(/^(flags\[\d+\]|flag)\.?/, '');
+        const target = [...main.querySelectorAll('.field-error[data-path]')]
+          .find((el) => path === el.dataset.path || path.startsWith(`${el.dataset.path}.`) || path.startsWith(`${el.dataset.path}[`));
+        if (target) {
+          target.textContent = d.message;
+          const input = $(target.dataset.for);
+          if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
+        } else {
+          general.push(`${path || 'flag'}: ${d.message}`);
+        }
+      }
+      if (general.length) notice.replaceChildren(h('div', { className: 'alert', role: 'alert' }, h('ul', {}, general.map((g) => h('li', {}, g)))));
+    }
+
+    const flag = view.flag;
+    const sections = [];
+
+    // On/off.
+    const stateText = flag.enabled ? 'On' : 'Off';
+    if (editable) {
+      const sw = h('button', {
+        type: 'button', role: 'switch', id: 'enabled', 'aria-checked': String(flag.enabled), className: 'switch',
+        'aria-label': `${key} enabled in ${env}`,
+        onclick: async () => {
+          const next = !flag.enabled;
+          const verb = next ? 'on' : 'off';
+          if (isProtected(env) && !(await confirmed(`Turn ${key} ${verb} in ${env}?`,
+            `${env} is a protected environment: this changes what its users get right away.`, `Turn ${verb}`))) return;
+          patch({ enabled: next }, `turn ${verb}`);
+        },
+      }, h('span', { className: 'knob', 'aria-hidden': 'true' }), stateText);
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'state-title' },
+        h('h2', { id: 'state-title' }, 'State'), sw,
+        h('p', { className: 'muted' }, flag.enabled ? 'Serving its rules and rollout.' : 'Off for everyone (its off variant, if any).')));
+    } else {
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'state-title' },
+        h('h2', { id: 'state-title' }, 'State'),
+        h('span', { className: `badge ${flag.enabled ? 'on' : 'off'}`, id: 'enabled-state' }, stateText),
+        h('p', { className: 'muted' }, 'You can read this environment; an admin can make you an editor.')));
+    }
+
+    // Rollout.
+    const pct = flag.rollout ? flag.rollout.percentage : null;
+    if (editable) {
+      const start = pct === null ? 100 : pct;
+      const number = h('input', { id: 'rollout', type: 'number', min: 0, max: 100, step: 'any', value: start, 'aria-describedby': 'rollout-error' });
+      const range = h('input', { id: 'rollout-range', type: 'range', min: 0, max: 100, step: 1, value: start, 'aria-describedby': 'rollout-error' });
+      range.addEventListener('input', () => { number.value = range.value; });
+      number.addEventListener('input', () => { range.value = number.value; });
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'rollout-title' },
+        h('h2', { id: 'rollout-title' }, 'Rollout'),
+        h('p', { className: 'muted' }, pct === null ? 'No rollout: everyone no rule matched gets it.' : `${pct} % of units no rule matched get it.`),
+        h('form', {
+          className: 'stack',
+          // The server checks: its 422 is shown at the field.
+          novalidate: true,
+          onsubmit: (event) => {
+            event.preventDefault();
+            const value = Number(number.value);
+            if (number.value.trim() === '' || Number.isNaN(value)) {
+              clearErrors();
+              $('rollout-error').textContent = 'a number from 0 to 100';
+              number.setAttribute('aria-invalid', 'true');
+              return;
+            }
+            patch({ rollout: { percentage: value } }, `rollout ${value} %`);
+          },
+        },
+        h('div', { className: 'row' },
+          h('label', { for: 'rollout-range', className: 'slider' }, 'Rollout slider', range),
+          h('label', { for: 'rollout' }, 'Rollout percentage', number)),
+        h('p', { className: 'field-error', id: 'rollout-error', 'data-path': 'rollout', 'data-for': 'rollout' }),
+        h('div', { className: 'actions' }, h('button', { type: 'submit', className: 'primary' }, 'Save rollout')))));
+    } else {
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'rollout-title' },
+        h('h2', { id: 'rollout-title' }, 'Rollout'), h('p', { id: 'rollout-value' }, pct === null ? 'No rollout' : `${pct} %`)));
+    }
+
+    // Description.
+    if (editable) {
+      const text = h('textarea', { id: 'description', 'aria-describedby': 'description-error' });
+      text.value = flag.description || '';
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'description-title' },
+        h('h2', { id: 'description-title' }, 'Description'),
+        h('form', {
+          className: 'stack',
+          onsubmit: (event) => { event.preventDefault(); patch({ description: text.value }, 'description'); },
+        },
+        h('label', { for: 'description' }, 'Description', text),
+        h('p', { className: 'field-error', id: 'description-error', 'data-path': 'description', 'data-for': 'description' }),
+        h('div', { className: 'actions' }, h('button', { type: 'submit' }, 'Save description')))));
+    }
+
+    // Variants and rules: shown; their editors are still to come.
+    if (flag.variants && flag.variants.length) {
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'variants-title' },
+        h('h2', { id: 'variants-title' }, 'Variants'),
+        h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Variant'), h('th', { scope: 'col' }, 'Weight'), h('th', { scope: 'col' }, 'Value'))),
+          h('tbody', {}, flag.variants.map((v) => h('tr', {}, h('td', {}, v.key), h('td', {}, `${v.weight} %`),
+            h('td', {}, h('pre', {}, JSON.stringify(v.value === undefined ? null : v.value)))))))));
+    }
+    if (flag.rules && flag.rules.length) {
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'rules-title' },
+        h('h2', { id: 'rules-title' }, `Rules (${flag.rules.length})`),
+        h('pre', {}, JSON.stringify(flag.rules, null, 2))));
+    }
+
+    // Recent history.
+    const entries = ((history.body && history.body.history) || []).slice(-5).reverse();
+    sections.push(h('section', { className: 'card', 'aria-labelledby': 'history-title' },
+      h('h2', { id: 'history-title' }, 'Recent changes'),
+      entries.length ? h('ol', { className: 'history' }, entries.map((e) => h('li', {},
+        `version ${e.version}: ${e.op === 'delete' ? 'deleted' : 'saved'} by ${who(e.actor)}, `, when(e.at_ms))))
+        : h('p', { className: 'muted' }, 'No history.')));
+
+    show(back,
+      h('h1', {}, key, isProtected(env) ? h('span', { className: 'protected' }, env) : null),
+      h('p', { className: 'muted', id: 'flag-summary' }, `${flag.description || 'No description.'} · version ${view.version}`),
+      notice, ...sections);
+  }
+
+  // What differs between two versions of a flag, field by field, in words.
+  function diff(before, after) {
+    const out = [];
+    const fields = new Set([...Object.keys(before || {}), ...Object.keys(after || {})]);
+    for (const field of fields) {
+      const a = before[field];
+      const b = after[field];
+      if (JSON.stringify(a) === JSON.stringify(b)) continue;
+      if (field === 'enabled') out.push(`turned ${b ? 'on' : 'off'} (was ${a ? 'on' : 'off'})`);
+      else if (field === 'rollout') out.push(`rollout ${b ? `${b.percentage} %` : 'removed'} (was ${a ? `${a.percentage} %` : 'none'})`);
+      else if (field === 'description') out.push(`description "${b || ''}" (was "${a || ''}")`);
+      else out.push(`${field} changed`);
+    }
+    return out;
+  }
+
+  function confirmed(title, text, ok) {
+    const dialog = $('confirm');
+    $('confirm-title').textContent = title;
+    $('confirm-text').textContent = text;
+    $('confirm-ok').textContent = ok;
+    dialog.returnValue = '';
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    });
+  }
+
+  // ------------------------------------------------------------- start
+
+  $('env-switch').addEventListener('change', (event) => go(`#/env/${enc(event.target.value)}`));
+  $('sign-out').addEventListener('click', signOut);
+  window.addEventListener('hashchange', route);
+  route();
+})();
