@@ -18,7 +18,9 @@
 //  6. a concurrent change (412) shows what changed and who changed it,
 //     keeps the edit, and applies it on top when asked;
 //  7. a viewer sees no control, and the API refuses their writes;
-//  8. every control of every screen has an accessible name (Chromium's
+//  8. live: a change made elsewhere appears in the open list and flag page
+//     (and says who made it), and is announced without touching an edit;
+//  9. every control of every screen has an accessible name (Chromium's
 //     accessibility tree), and the page logs no error (a CSP violation
 //     would be one).
 //
@@ -218,6 +220,17 @@ async function run(args) {
         && /just now/.test(checkout) && /The new checkout, three variants/.test(checkout), checkout);
     const dark = (await rowOf('dark_mode').innerText()).replace(/\s+/g, ' ');
     check('a boolean flag that is off, without rollout', /Off/.test(dark) && /boolean/.test(dark) && /—/.test(dark), dark);
+    // Another session's change (here a machine's) appears without a reload.
+    await page.evaluate(() => { window.notReloaded = true; });
+    const t0 = performance.now();
+    await api(server, 'PATCH', '/api/v1/envs/production/flags/dark_mode', adminToken,
+      { description: 'Dark theme for everyone who asks' }, { 'Content-Type': 'application/merge-patch+json' });
+    await rowOf('dark_mode').filter({ hasText: 'Dark theme for everyone who asks' }).waitFor({ timeout: WAIT_MS });
+    const listLatency = performance.now() - t0;
+    const said = await page.getByRole('status').filter({ hasText: 'dark_mode changed by token admin-from-env' }).count();
+    const reloaded = !(await page.evaluate(() => window.notReloaded === true));
+    check('a change made elsewhere appears in the open list without a reload, and says who made it', said === 1 && !reloaded,
+      `${Math.round(listLatency)} ms from the write to the row (reported, not asserted)`);
     await audit('list');
     await shoot('flags');
     await page.getByLabel('Search flags').fill('index');
@@ -276,6 +289,13 @@ async function run(args) {
     check('confirmed in production, the flag is on', darkNow.flag.enabled === true);
     const history = await api(server, 'GET', '/api/v1/envs/production/flags/dark_mode/history', adminToken);
     check('the change is recorded as the person\'s', history.body.history.at(-1).actor === 'user:admin', history.body.history.at(-1).actor);
+    const t1 = performance.now();
+    await api(server, 'PATCH', '/api/v1/envs/production/flags/dark_mode', adminToken,
+      { enabled: false }, { 'Content-Type': 'application/merge-patch+json' });
+    await page.getByRole('switch', { name: 'dark_mode enabled in production', checked: false }).waitFor({ timeout: WAIT_MS });
+    check('an open flag page follows a change made elsewhere',
+      await page.getByRole('status').filter({ hasText: 'token admin-from-env changed dark_mode: turned off (was on)' }).count() === 1,
+      `${Math.round(performance.now() - t1)} ms (reported, not asserted)`);
 
     // 5. The rollout slider; an invalid percentage at its field.
     await page.goto(`${server}/#/env/production/flags/search_v2`);
@@ -302,9 +322,14 @@ async function run(args) {
     // 6. A concurrent change: kept, shown, applied on top.
     await page.goto(`${server}/#/env/production/flags/search_v2`);
     await page.getByLabel('Rollout percentage').waitFor({ timeout: WAIT_MS });
+    await page.getByLabel('Rollout percentage').fill('30');
     await api(server, 'PATCH', '/api/v1/envs/production/flags/search_v2', adminToken,
       { rollout: { percentage: 40 }, description: 'Search, rolled out by the pipeline' }, { 'Content-Type': 'application/merge-patch+json' });
-    await page.getByLabel('Rollout percentage').fill('30');
+    const liveNotice = page.locator('#live-notice');
+    await liveNotice.waitFor({ timeout: WAIT_MS });
+    check('a change made elsewhere while editing is announced, and the edit stays',
+      /token admin-from-env changed this flag while you were editing/.test(await liveNotice.innerText())
+        && await page.getByLabel('Rollout percentage').inputValue() === '30', (await liveNotice.innerText()).replace(/\s+/g, ' '));
     await page.getByRole('button', { name: 'Save rollout' }).click();
     const panel = page.locator('#conflict');
     await panel.waitFor({ timeout: WAIT_MS });

@@ -7,7 +7,9 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const main = $('main');
-  const state = { session: null, envs: [], env: null, overview: null, view: null };
+  // `list` / `view`: the screen shown (the flag list, or one flag's page),
+  // which the live stream refreshes.
+  const state = { session: null, envs: [], env: null, list: null, view: null };
   const RANK = { viewer: 1, editor: 2, admin: 3 };
   const PAGE = 200; // rows rendered at once in the list; "Show more" adds as many
 
@@ -104,6 +106,8 @@
   }
 
   async function route() {
+    state.list = null;
+    state.view = null;
     if (!state.session) {
       const answer = await api('GET', '/api/v1/session');
       if (answer.status !== 200) return renderLogin();
@@ -118,6 +122,7 @@
     }
     state.env = parts[1];
     renderBar();
+    follow(state.env);
     if (parts[2] === 'flags' && parts[3]) return renderFlag(state.env, parts[3]);
     return renderList(state.env);
   }
@@ -139,6 +144,7 @@
   // ------------------------------------------------------------- sign-in
 
   function renderLogin(notice) {
+    unfollow();
     $('bar').hidden = true;
     state.envs = [];
     const error = h('p', { className: 'error', id: 'login-error', role: 'alert' }, notice || '');
@@ -179,8 +185,7 @@
   async function renderList(env) {
     const answer = await api('GET', `/api/v1/envs/${enc(env)}/overview`);
     if (answer.status !== 200) return show(h('p', { className: 'alert', role: 'alert' }, message(answer)));
-    state.overview = answer.body;
-    const flags = answer.body.flags;
+    let flags = answer.body.flags;
     const search = h('input', { id: 'search', type: 'search', placeholder: 'key or description', autocomplete: 'off' });
     const filter = h('select', { id: 'filter' },
       h('option', { value: 'all' }, 'All flags'),
@@ -223,16 +228,24 @@
       body.replaceChildren(...shown.slice(0, limit).map(row));
       more.hidden = shown.length <= limit;
     }
+    state.list = {
+      env,
+      // The live stream's refresh: the new overview, drawn with the same
+      // search, filter and length.
+      update(overview) { flags = overview.flags; caption.textContent = `Flags of ${env} at revision ${overview.revision}`; draw(); },
+      flags: () => flags,
+    };
     search.addEventListener('input', () => { limit = PAGE; draw(); });
     filter.addEventListener('change', () => { limit = PAGE; draw(); });
 
+    const caption = h('caption', {}, `Flags of ${env} at revision ${answer.body.revision}`);
     const toolbar = h('div', { className: 'toolbar' },
       h('label', { for: 'search', className: 'grow' }, 'Search flags', search),
       h('label', { for: 'filter' }, 'Show', filter),
       canEdit(env) ? newFlagForm(env) : null);
     const table = h('div', { className: 'table-wrap' },
       h('table', {},
-        h('caption', {}, `Flags of ${env} at revision ${answer.body.revision}`),
+        caption,
         h('thead', {}, h('tr', {},
           h('th', { scope: 'col' }, 'Flag'), h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col' }, 'Kind'),
           h('th', { scope: 'col' }, 'Rollout'), h('th', { scope: 'col', className: 'hide-narrow' }, 'Last change'),
@@ -456,10 +469,130 @@
         `version ${e.version}: ${e.op === 'delete' ? 'deleted' : 'saved'} by ${who(e.actor)}, `, when(e.at_ms))))
         : h('p', { className: 'muted' }, 'No history.')));
 
+    // Unsaved edits in the form: a live change then announces itself
+    // instead of redrawing the page under the person's hands.
+    view.dirty = () => {
+      const number = $('rollout');
+      const text = $('description');
+      return Boolean((number && number.value !== String(pct === null ? 100 : pct))
+        || (text && text.value !== (flag.description || '')));
+    };
+    view.notice = notice;
     show(back,
       h('h1', {}, key, isProtected(env) ? h('span', { className: 'protected' }, env) : null),
       h('p', { className: 'muted', id: 'flag-summary' }, `${flag.description || 'No description.'} · version ${view.version}`),
       notice, ...sections);
+  }
+
+  // ------------------------------------------------------------- live
+
+  // The environment's stream (Server-Sent Events, read with fetch so it can
+  // name the environment in a header; the cookie authenticates it), from
+  // the revision the screen was drawn at. Each update refreshes the screen
+  // and says who changed what.
+  const live = { env: null, controller: null };
+
+  function unfollow() {
+    if (live.controller) live.controller.abort();
+    live.controller = null;
+    live.env = null;
+  }
+
+  async function follow(env) {
+    if (live.env === env && live.controller) return;
+    unfollow();
+    const controller = new AbortController();
+    live.controller = controller;
+    live.env = env;
+    const info = await api('GET', `/api/v1/envs/${enc(env)}`);
+    let since = info.status === 200 ? info.body.revision : 0;
+    let backoff = 500;
+    while (!controller.signal.aborted) {
+      try {
+        const response = await fetch(`/api/v1/sdk/stream?since=${since}`, {
+          credentials: 'same-origin',
+          headers: { Accept: 'text/event-stream', 'X-Guidon-Environment': env },
+          signal: controller.signal,
+        });
+        if (response.status === 401 || response.status === 403) return;
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        backoff = 500;
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value.replace(/\r\n/g, '\n');
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const event = {};
+            for (const line of block.split('\n')) {
+              const colon = line.indexOf(':');
+              if (colon <= 0) continue;
+              const field = line.slice(0, colon);
+              const text = line.slice(colon + 1).replace(/^ /, '');
+              event[field] = field === 'data' && event.data ? `${event.data}\n${text}` : text;
+            }
+            if (!event.data || (event.event !== 'update' && event.event !== 'snapshot')) continue;
+            const message = JSON.parse(event.data);
+            since = Math.max(since, message.revision);
+            if (live.env === env) await changed(env, message);
+          }
+        }
+      } catch (e) {
+        if (controller.signal.aborted) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      backoff = Math.min(backoff * 2, 10000);
+    }
+  }
+
+  const mine = (actor) => state.session && actor === `user:${state.session.user}`;
+
+  async function changed(env, message) {
+    const keys = message.type === 'update'
+      ? message.changes.filter((c) => c.kind === 'flag').map((c) => c.key)
+      : null; // a snapshot: anything may have changed
+    if (state.list && state.list.env === env) {
+      const answer = await api('GET', `/api/v1/envs/${enc(env)}/overview`);
+      if (answer.status !== 200 || !state.list || state.list.env !== env) return;
+      const before = new Map(state.list.flags().map((f) => [f.key, f]));
+      state.list.update(answer.body);
+      const after = new Map(answer.body.flags.map((f) => [f.key, f]));
+      for (const key of keys || []) {
+        const f = after.get(key);
+        if (!f) toast(`${key} was deleted`);
+        else if (!mine(f.changed_by)) toast(`${key} ${before.has(key) ? 'changed' : 'created'} by ${who(f.changed_by)}`);
+      }
+      return;
+    }
+    const view = state.view;
+    if (!view || view.env !== env || (keys && !keys.includes(view.key))) return;
+    const [now, log] = await Promise.all([
+      api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(view.key)}`),
+      api('GET', `/api/v1/envs/${enc(env)}/flags/${enc(view.key)}/history`),
+    ]);
+    if (state.view !== view) return;
+    if (now.status !== 200) {
+      view.notice.replaceChildren(h('p', { className: 'alert', role: 'alert' }, `${view.key} was deleted meanwhile.`));
+      return;
+    }
+    if (now.body.version === view.version) return;
+    const last = ((log.body && log.body.history) || []).at(-1);
+    const by = last ? who(last.actor) : 'someone';
+    const what = diff(view.flag, now.body.flag).join('; ') || 'changed';
+    if (last && mine(last.actor)) return;
+    if (view.dirty()) {
+      view.notice.replaceChildren(h('div', { className: 'conflict', role: 'status', id: 'live-notice' },
+        h('p', {}, `${by} changed this flag while you were editing (version ${now.body.version}): ${what}.`),
+        h('div', { className: 'actions' },
+          h('button', { type: 'button', onclick: () => renderFlag(env, view.key) }, 'Show the new version'))));
+      return;
+    }
+    await renderFlag(env, view.key);
+    toast(`${by} changed ${view.key}: ${what}`);
   }
 
   // What differs between two versions of a flag, field by field, in words.
