@@ -175,12 +175,12 @@ async function run(args) {
     });
     page.on('pageerror', (e) => errors.push(e.message));
     const shots = args.screenshots;
-    const shoot = async (name) => {
+    const shoot = async (name, fullPage = true) => {
       if (!shots) return;
       // The toast is fixed to the viewport: it would float mid-page in a full-page picture.
       await page.evaluate(() => document.getElementById('toast').classList.remove('shown'));
       await page.waitForTimeout(300); // its fade-out
-      await page.screenshot({ path: join(shots, `console-${name}.png`), fullPage: true });
+      await page.screenshot({ path: join(shots, `console-${name}.png`), fullPage });
     };
     const unnamed = [];
     let audited = 0;
@@ -278,7 +278,7 @@ async function run(args) {
     const dialog = page.getByRole('dialog', { name: 'Turn dark_mode on in production?' });
     await dialog.waitFor({ timeout: WAIT_MS });
     await audit('confirmation');
-    await shoot('confirm');
+    await shoot('confirm', false); // a modal's backdrop covers the viewport only
     await dialog.getByRole('button', { name: 'Cancel' }).click();
     await dialog.waitFor({ state: 'hidden', timeout: WAIT_MS });
     check('cancelling the confirmation changes nothing', (await flagOf(server, adminToken, 'production', 'dark_mode')).flag.enabled === false);

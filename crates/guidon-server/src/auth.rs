@@ -127,6 +127,16 @@ impl Caller {
         }
     }
 
+    /// May this caller send experiment events to `env` (the environment
+    /// [`Caller::sdk_env`] gave)? Tokens that reach it may; a person must be
+    /// an editor there (events change results).
+    pub(crate) fn require_events(&self, env: &str) -> ApiResult<()> {
+        match &self.who {
+            Who::Token { .. } => Ok(()),
+            Who::Person(_) => self.require_role(env, UserRole::Editor),
+        }
+    }
+
     /// May this caller read `/metrics`?
     pub(crate) fn require_metrics(&self) -> ApiResult<()> {
         match &self.who {

@@ -367,6 +367,17 @@ async fn roles_per_environment_hold_on_every_route() {
             let got = dana.status(&server, method.clone(), path, body).await;
             assert_eq!(got, want, "{n}: {method} {path}");
         }
+        // Events change results: an editor's environment, not a viewer's.
+        for (env, want) in [("production", 403), ("development", 200)] {
+            let sent = dana
+                .request(&server, Method::POST, "/api/v1/events", true)
+                .header("x-guidon-environment", env)
+                .json(&json!({"events": []}))
+                .send()
+                .await
+                .expect("answers");
+            assert_eq!(sent.status(), want, "{n}: events to {env}");
+        }
         let prod = server.document("production").await;
         assert_eq!(
             prod["flags"][0]["enabled"], true,

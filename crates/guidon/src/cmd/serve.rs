@@ -152,6 +152,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let scheme = if running.is_tls() { "https" } else { "http" };
         println!("guidon: listening on {scheme}://{}", running.addr);
+        println!(
+            "guidon: the web console is at {scheme}://{}/ (people sign in there; GUIDON_ADMIN_PASSWORD makes the first admin)",
+            running.addr
+        );
         let stop = running.stopper();
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
