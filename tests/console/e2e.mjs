@@ -18,9 +18,11 @@
 //  6. a concurrent change (412) shows what changed and who changed it,
 //     keeps the edit, and applies it on top when asked;
 //  7. a viewer sees no control, and the API refuses their writes;
-//  8. live: a change made elsewhere appears in the open list and flag page
+//  8. explain a context (its JSON checked as it is typed), the history of
+//     a flag in words, and revert from it;
+//  9. live: a change made elsewhere appears in the open list and flag page
 //     (and says who made it), and is announced without touching an edit;
-//  9. every control of every screen has an accessible name (Chromium's
+// 10. every control of every screen has an accessible name (Chromium's
 //     accessibility tree), and the page logs no error (a CSP violation
 //     would be one).
 //
@@ -244,6 +246,22 @@ async function run(args) {
     await page.getByLabel('Show').selectOption('all');
     await page.getByRole('link', { name: 'checkout_redesign', exact: true }).click();
     await page.getByRole('heading', { name: 'Variants' }).waitFor({ timeout: WAIT_MS });
+    // Explain a context: JSON checked as it is typed, then the trace.
+    const contextBox = page.getByLabel('Context (JSON)');
+    await contextBox.fill('{"user_id": ');
+    const contextInvalid = await contextBox.getAttribute('aria-invalid');
+    const contextMessage = await page.locator('#explain-error').textContent();
+    await contextBox.fill('{"user_id": "u1", "email": "ana@example.com"}');
+    check('the context is checked as JSON as it is typed',
+      contextInvalid === 'true' && /not a JSON object/.test(contextMessage)
+        && await contextBox.getAttribute('aria-invalid') === null, contextMessage);
+    await page.getByRole('button', { name: 'Explain' }).click();
+    const explained = page.locator('#explain-result');
+    await explained.filter({ hasText: 'TARGETING_MATCH' }).waitFor({ timeout: WAIT_MS });
+    const traceText = (await explained.innerText()).replace(/\s+/g, ' ');
+    check('the explain trace names the rule, the condition and the value it saw',
+      /variant express/.test(traceText) && /rule "staff": matched/.test(traceText)
+        && /email ends_with: saw "ana@example.com", matched/.test(traceText), traceText.slice(0, 300));
     await audit('flag with variants');
     await shoot('flag');
     await page.setViewportSize({ width: 390, height: 800 });
@@ -346,6 +364,20 @@ async function run(args) {
     check('applied on top: my rollout, their description', merged.rollout.percentage === 30
       && merged.description === 'Search, rolled out by the pipeline', JSON.stringify(merged));
 
+    // History: what each version changed, and revert (confirmed in production).
+    const historyText = (await page.locator('#history').innerText()).replace(/\s+/g, ' ');
+    check('the history says who changed what in each version',
+      /version 4 by admin, just now: rollout 30 % \(was 40 %\)/.test(historyText)
+        && /version 1 by token admin-from-env, just now: created/.test(historyText), historyText.slice(0, 300));
+    await page.getByRole('button', { name: 'Revert to version 1' }).click();
+    const revertDialog = page.getByRole('dialog', { name: 'Revert search_v2 to version 1 in production?' });
+    await revertDialog.getByRole('button', { name: 'Revert' }).click();
+    await page.getByText('50 % of units').waitFor({ timeout: WAIT_MS });
+    const reverted = (await flagOf(server, adminToken, 'production', 'search_v2')).flag;
+    check('revert from the history restores version 1', reverted.rollout.percentage === 50
+      && reverted.description === 'Search backed by the new index', JSON.stringify(reverted));
+    await audit('history');
+
     // Sign out.
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in to Guidon' }).waitFor({ timeout: WAIT_MS });
@@ -365,12 +397,16 @@ async function run(args) {
     check('a viewer gets no "Create flag"', await viewer.getByRole('button', { name: 'Create flag' }).count() === 0);
     await viewer.goto(`${server}/#/env/production/flags/search_v2`);
     await viewer.getByRole('heading', { name: 'search_v2' }).waitFor({ timeout: WAIT_MS });
-    const controls = await viewer.locator('main').getByRole('switch').count()
-      + await viewer.locator('main').getByRole('slider').count()
-      + await viewer.locator('main').getByRole('button').count()
-      + await viewer.locator('main').getByRole('textbox').count();
-    check('a viewer sees the flag and no control to change it', controls === 0
-      && (await viewer.locator('#rollout-value').textContent()) === '30 %', `${controls} controls`);
+    // A viewer may explain (a question, not a change); nothing else.
+    const inMain = viewer.locator('main');
+    const controls = await inMain.getByRole('switch').count()
+      + await inMain.getByRole('slider').count()
+      + await inMain.getByRole('spinbutton').count()
+      + await inMain.getByRole('button', { name: /Save|Revert|Create|Apply/ }).count()
+      + await inMain.getByRole('textbox', { name: 'Description' }).count();
+    check('a viewer sees the flag and no control to change it (explaining stays)', controls === 0
+      && await inMain.getByRole('button', { name: 'Explain' }).count() === 1
+      && (await viewer.locator('#rollout-value').textContent()) === '50 %', `${controls} controls`);
     const refused = await viewer.evaluate(async () => {
       const session = await (await fetch('/api/v1/session')).json();
       const r = await fetch('/api/v1/envs/production/flags/search_v2', {

@@ -461,13 +461,78 @@
         h('pre', {}, JSON.stringify(flag.rules, null, 2))));
     }
 
-    // Recent history.
-    const entries = ((history.body && history.body.history) || []).slice(-5).reverse();
+    // Why does a unit get what it gets? The explain trace for a context.
+    const context = h('textarea', { id: 'explain-context', spellcheck: 'false', 'aria-describedby': 'explain-error' });
+    context.value = '{"user_id": "user_42"}';
+    const contextError = h('p', { className: 'field-error', id: 'explain-error' });
+    const trace = h('div', { id: 'explain-result', 'aria-live': 'polite' });
+    const parsed = () => {
+      try {
+        const value = JSON.parse(context.value);
+        if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('a context is a JSON object');
+        contextError.textContent = '';
+        context.removeAttribute('aria-invalid');
+        return value;
+      } catch (e) {
+        contextError.textContent = `not a JSON object: ${e.message}`;
+        context.setAttribute('aria-invalid', 'true');
+        return null;
+      }
+    };
+    context.addEventListener('input', parsed); // checked as it is typed
+    sections.push(h('section', { className: 'card', 'aria-labelledby': 'explain-title' },
+      h('h2', { id: 'explain-title' }, 'Why does a user get this?'),
+      h('form', {
+        className: 'stack',
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const ctx = parsed();
+          if (!ctx) return context.focus();
+          const answer = await api('POST', `/api/v1/envs/${enc(env)}/evaluate`, { flag: key, context: ctx, explain: true });
+          if (answer.status !== 200) {
+            contextError.textContent = message(answer);
+            context.setAttribute('aria-invalid', 'true');
+            return;
+          }
+          const r = answer.body;
+          const steps = Array.isArray(r.explanation) ? r.explanation : [];
+          trace.replaceChildren(
+            h('p', {}, h('strong', {}, `Served ${JSON.stringify(r.value === undefined ? null : r.value)}`),
+              r.variant ? ` (variant ${r.variant})` : '', `, because ${r.reason}.`),
+            h('ol', { className: 'history' }, steps.map((st) => h('li', {},
+              h('strong', {}, `${st.step}${st.rule ? ` "${st.rule}"` : ''}: ${st.outcome.replace('_', ' ')}`), ` — ${st.detail}`,
+              st.conditions && st.conditions.length ? h('ul', {}, st.conditions.map((c) => h('li', {},
+                `${c.attribute} ${c.negate ? 'not ' : ''}${c.operator}: saw ${JSON.stringify(c.actual)}, ${c.outcome.replace('_', ' ')}`))) : null))));
+        },
+      },
+      h('label', { for: 'explain-context' }, 'Context (JSON)', context),
+      contextError,
+      h('div', { className: 'actions' }, h('button', { type: 'submit' }, 'Explain'))),
+      trace));
+
+    // History: who, when, what changed from the version before; revert.
+    const all = (history.body && history.body.history) || [];
+    const entries = all.slice(-20).reverse();
+    const revert = async (version) => {
+      if (isProtected(env) && !(await confirmed(`Revert ${key} to version ${version} in ${env}?`,
+        `${env} is a protected environment: this changes what its users get right away.`, 'Revert'))) return;
+      const answer = await api('POST', `/api/v1/envs/${enc(env)}/flags/${enc(key)}/revert`, { version });
+      if (answer.status === 200 || answer.status === 202) {
+        toast(`Reverted ${key} to version ${version}`);
+        return renderFlag(env, key);
+      }
+      notice.replaceChildren(h('p', { className: 'alert', role: 'alert' }, message(answer)));
+    };
     sections.push(h('section', { className: 'card', 'aria-labelledby': 'history-title' },
-      h('h2', { id: 'history-title' }, 'Recent changes'),
-      entries.length ? h('ol', { className: 'history' }, entries.map((e) => h('li', {},
-        `version ${e.version}: ${e.op === 'delete' ? 'deleted' : 'saved'} by ${who(e.actor)}, `, when(e.at_ms))))
-        : h('p', { className: 'muted' }, 'No history.')));
+      h('h2', { id: 'history-title' }, 'History'),
+      entries.length ? h('ol', { className: 'history', id: 'history' }, entries.map((e) => {
+        const what = e.op === 'delete' ? ['deleted']
+          : e.before ? diff(e.before, e.after) : ['created'];
+        return h('li', {},
+          h('strong', {}, `version ${e.version}`), ` by ${who(e.actor)}, `, when(e.at_ms), `: ${what.join('; ') || 'no visible change'}`,
+          editable && e.op === 'upsert' && e.version !== view.version
+            ? [' ', h('button', { type: 'button', onclick: () => revert(e.version) }, `Revert to version ${e.version}`)] : null);
+      })) : h('p', { className: 'muted' }, 'No history.')));
 
     // Unsaved edits in the form: a live change then announces itself
     // instead of redrawing the page under the person's hands.
