@@ -262,6 +262,27 @@ async function run(args) {
     check('the explain trace names the rule, the condition and the value it saw',
       /variant express/.test(traceText) && /rule "staff": matched/.test(traceText)
         && /email ends_with: saw "ana@example.com", matched/.test(traceText), traceText.slice(0, 300));
+    // Variants: weights that do not sum to 100 are refused at the field.
+    await page.getByLabel('Variant 3 weight').fill('30');
+    check('the weights\' sum is shown as they are typed', /sum to 97 %/.test(await page.locator('#variants-sum').textContent()),
+      await page.locator('#variants-sum').textContent());
+    await page.getByRole('button', { name: 'Save variants' }).click();
+    const weightError = page.locator('#' + await page.getByLabel('Variant 3 weight').getAttribute('aria-describedby'));
+    await weightError.filter({ hasText: /sum/ }).waitFor({ timeout: WAIT_MS });
+    check('an invalid weight is refused at its field, and nothing is stored',
+      await page.getByLabel('Variant 3 weight').getAttribute('aria-invalid') === 'true'
+        && (await flagOf(server, adminToken, 'production', 'checkout_redesign')).flag.variants[2].weight === 33,
+      await weightError.textContent());
+    await shoot('variants-error');
+    await page.getByLabel('Variant 1 value (JSON)').fill('{"layout": classic}');
+    const valueError = await page.locator('#' + await page.getByLabel('Variant 1 value (JSON)').getAttribute('aria-describedby')).textContent();
+    check('a payload is checked as JSON as it is typed', /not JSON/.test(valueError), valueError);
+    await page.getByLabel('Variant 1 value (JSON)').fill('{"layout": "classic", "steps": 3}');
+    await page.getByLabel('Variant 3 weight').fill('33');
+    await page.getByRole('button', { name: 'Save variants' }).click();
+    await page.getByText('version 2', { exact: false }).first().waitFor({ timeout: WAIT_MS });
+    const variants = (await flagOf(server, adminToken, 'production', 'checkout_redesign')).flag.variants;
+    check('fixed, the variants are saved', variants[0].value.steps === 3 && variants[2].weight === 33, JSON.stringify(variants));
     await audit('flag with variants');
     await shoot('flag');
     await page.setViewportSize({ width: 390, height: 800 });

@@ -355,10 +355,12 @@
       const general = [];
       for (const d of details) {
         const path = String(d.path || '').replace(/^(flags\[\d+\]|flag)\.?/, '');
+        // The field whose path is the longest prefix of the problem's.
         const target = [...main.querySelectorAll('.field-error[data-path]')]
-          .find((el) => path === el.dataset.path || path.startsWith(`${el.dataset.path}.`) || path.startsWith(`${el.dataset.path}[`));
+          .filter((el) => path === el.dataset.path || path.startsWith(`${el.dataset.path}.`) || path.startsWith(`${el.dataset.path}[`))
+          .sort((a, b) => b.dataset.path.length - a.dataset.path.length)[0];
         if (target) {
-          target.textContent = d.message;
+          target.textContent = target.textContent ? `${target.textContent}; ${d.message}` : d.message;
           const input = $(target.dataset.for);
           if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
         } else {
@@ -370,6 +372,109 @@
 
     const flag = view.flag;
     const sections = [];
+    function variantsEditor() {
+      const rows = h('tbody');
+      const sum = h('p', { className: 'muted', id: 'variants-sum', 'aria-live': 'polite' });
+      let counter = 0;
+      const original = (flag.variants || []).map((v) => ({ ...v }));
+      const entries = [];
+
+      function addRow(v) {
+        const i = counter++;
+        const key = h('input', { id: `variant-${i}-key`, autocomplete: 'off', value: v.key || '' });
+        const weight = h('input', { id: `variant-${i}-weight`, type: 'number', min: 0, max: 100, step: 'any', value: v.weight === undefined ? 0 : v.weight });
+        const value = h('textarea', { id: `variant-${i}-value`, spellcheck: 'false', rows: 1 });
+        value.value = v.value === undefined ? 'null' : JSON.stringify(v.value);
+        const errors = {
+          key: h('p', { className: 'field-error', id: `variant-${i}-key-error`, 'data-for': key.id }),
+          weight: h('p', { className: 'field-error', id: `variant-${i}-weight-error`, 'data-for': weight.id }),
+          value: h('p', { className: 'field-error', id: `variant-${i}-value-error`, 'data-for': value.id }),
+        };
+        key.setAttribute('aria-describedby', errors.key.id);
+        weight.setAttribute('aria-describedby', errors.weight.id);
+        value.setAttribute('aria-describedby', errors.value.id);
+        const remove = h('button', { type: 'button', onclick: () => { entries.splice(entries.indexOf(entry), 1); tr.remove(); renumber(); } });
+        const labels = [h('label', { for: key.id }), h('label', { for: weight.id }), h('label', { for: value.id })];
+        const tr = h('tr', {},
+          h('td', {}, labels[0], key, errors.key),
+          h('td', {}, labels[1], weight, errors.weight),
+          h('td', {}, labels[2], value, errors.value),
+          h('td', {}, remove));
+        const entry = { v, key, weight, value, errors, labels, remove, valid: true };
+        value.addEventListener('input', () => {
+          try {
+            JSON.parse(value.value);
+            errors.value.textContent = '';
+            value.removeAttribute('aria-invalid');
+            entry.valid = true;
+          } catch (e) {
+            errors.value.textContent = `not JSON: ${e.message}`;
+            value.setAttribute('aria-invalid', 'true');
+            entry.valid = false;
+          }
+        });
+        weight.addEventListener('input', total);
+        entries.push(entry);
+        rows.append(tr);
+        renumber();
+        return entry;
+      }
+
+      // Paths and names follow the row's position.
+      function renumber() {
+        entries.forEach((e, index) => {
+          const n = index + 1;
+          e.labels[0].textContent = `Variant ${n} key`;
+          e.labels[1].textContent = `Variant ${n} weight`;
+          e.labels[2].textContent = `Variant ${n} value (JSON)`;
+          e.remove.textContent = `Remove variant ${n}`;
+          e.errors.key.dataset.path = `variants[${index}].key`;
+          e.errors.weight.dataset.path = `variants[${index}].weight`;
+          e.errors.value.dataset.path = `variants[${index}].value`;
+        });
+        total();
+      }
+
+      function total() {
+        const t = entries.reduce((s, e) => s + (Number(e.weight.value) || 0), 0);
+        sum.textContent = entries.length ? `Weights sum to ${Math.round(t * 1000) / 1000} % (they must sum to 100)` : 'No variants: a boolean flag.';
+      }
+
+      function collect() {
+        return entries.map((e) => ({ ...e.v, key: e.key.value.trim(), weight: Number(e.weight.value), value: JSON.parse(e.value.value) }));
+      }
+
+      for (const v of original) addRow(v);
+      const general = h('p', { className: 'field-error', id: 'variants-error', 'data-path': 'variants', 'data-for': 'variants-add' });
+      view.variantsDirty = () => entries.length !== original.length
+        || (entries.every((e) => e.valid) && JSON.stringify(collect()) !== JSON.stringify(original));
+      return h('section', { className: 'card', 'aria-labelledby': 'variants-title' },
+        h('h2', { id: 'variants-title' }, 'Variants'),
+        h('form', {
+          className: 'stack',
+          novalidate: true,
+          onsubmit: (event) => {
+            event.preventDefault();
+            clearErrors();
+            const bad = entries.find((e) => !e.valid);
+            if (bad) {
+              bad.errors.value.textContent = 'not JSON: fix it first';
+              bad.value.setAttribute('aria-invalid', 'true');
+              return bad.value.focus();
+            }
+            patch({ variants: collect() }, `variants ${entries.map((e) => `${e.key.value.trim()} ${e.weight.value} %`).join(', ') || 'removed'}`);
+          },
+        },
+        h('div', { className: 'table-wrap' }, h('table', { className: 'variants' },
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Key'), h('th', { scope: 'col' }, 'Weight (%)'),
+            h('th', { scope: 'col' }, 'Value'), h('th', { scope: 'col' }, h('span', { className: 'sr-only' }, 'Remove')))),
+          rows)),
+        sum, general,
+        h('div', { className: 'actions' },
+          h('button', { type: 'button', id: 'variants-add', onclick: () => addRow({ key: '', weight: 0, value: null }).key.focus() }, 'Add variant'),
+          h('button', { type: 'submit', className: 'primary' }, 'Save variants'))));
+    }
+
 
     // On/off.
     const stateText = flag.enabled ? 'On' : 'Off';
@@ -447,8 +552,10 @@
         h('div', { className: 'actions' }, h('button', { type: 'submit' }, 'Save description')))));
     }
 
-    // Variants and rules: shown; their editors are still to come.
-    if (flag.variants && flag.variants.length) {
+    // Variants: key, weight and JSON value per row (checked as typed); the
+    // weights must sum to 100, which the server checks and the field shows.
+    if (editable) sections.push(variantsEditor());
+    else if (flag.variants && flag.variants.length) {
       sections.push(h('section', { className: 'card', 'aria-labelledby': 'variants-title' },
         h('h2', { id: 'variants-title' }, 'Variants'),
         h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Variant'), h('th', { scope: 'col' }, 'Weight'), h('th', { scope: 'col' }, 'Value'))),
@@ -540,7 +647,8 @@
       const number = $('rollout');
       const text = $('description');
       return Boolean((number && number.value !== String(pct === null ? 100 : pct))
-        || (text && text.value !== (flag.description || '')));
+        || (text && text.value !== (flag.description || ''))
+        || (view.variantsDirty && view.variantsDirty()));
     };
     view.notice = notice;
     show(back,
