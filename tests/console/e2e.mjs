@@ -398,6 +398,17 @@ async function run(args) {
     check('revert from the history restores version 1', reverted.rollout.percentage === 50
       && reverted.description === 'Search backed by the new index', JSON.stringify(reverted));
     await audit('history');
+    await shoot('history');
+
+    // The environment's audit log.
+    await page.getByRole('link', { name: '← Flags in production' }).click();
+    await page.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByRole('heading', { name: 'Audit log of production' }).waitFor({ timeout: WAIT_MS });
+    const firstEntry = (await page.getByRole('row').nth(1).innerText()).replace(/\s+/g, ' ');
+    check('the audit log shows the newest change first, with who and what',
+      /admin flag search_v2 v5 .*rollout 50 % \(was 30 %\)/.test(firstEntry), firstEntry);
+    await audit('audit log');
+    await shoot('audit');
 
     // Sign out.
     await page.getByRole('button', { name: 'Sign out' }).click();

@@ -124,6 +124,7 @@
     renderBar();
     follow(state.env);
     if (parts[2] === 'flags' && parts[3]) return renderFlag(state.env, parts[3]);
+    if (parts[2] === 'audit') return renderAudit(state.env);
     return renderList(state.env);
   }
 
@@ -239,6 +240,7 @@
     filter.addEventListener('change', () => { limit = PAGE; draw(); });
 
     const caption = h('caption', {}, `Flags of ${env} at revision ${answer.body.revision}`);
+    const auditLink = h('a', { href: `#/env/${enc(env)}/audit` }, 'Audit log');
     const toolbar = h('div', { className: 'toolbar' },
       h('label', { for: 'search', className: 'grow' }, 'Search flags', search),
       h('label', { for: 'filter' }, 'Show', filter),
@@ -252,6 +254,7 @@
           h('th', { scope: 'col', className: 'hide-narrow' }, 'Description'))),
         body));
     show(h('h1', {}, `Flags in ${env}`, isProtected(env) ? h('span', { className: 'protected' }, 'protected') : null),
+      h('p', {}, auditLink),
       toolbar, count, table, more);
     draw();
   }
@@ -657,6 +660,45 @@
       notice, ...sections);
   }
 
+  // ------------------------------------------------------------- audit
+
+  // The environment's audit log: every change, newest first, 50 a page.
+  async function renderAudit(env) {
+    const body = h('tbody');
+    const older = h('button', { type: 'button' }, 'Older changes');
+    const error = h('div', { id: 'audit-notice' });
+    let before = null;
+    async function page() {
+      const query = before ? `?limit=50&before=${before}` : '?limit=50';
+      const answer = await api('GET', `/api/v1/envs/${enc(env)}/audit${query}`);
+      if (answer.status !== 200) {
+        error.replaceChildren(h('p', { className: 'alert', role: 'alert' }, message(answer)));
+        older.hidden = true;
+        return;
+      }
+      for (const e of answer.body.entries) {
+        const target = e.kind === 'flag' && e.op !== 'delete'
+          ? h('a', { href: `#/env/${enc(env)}/flags/${enc(e.key)}` }, e.key) : e.key;
+        const what = e.op === 'delete' ? 'deleted' : e.before ? diff(e.before, e.after).join('; ') || 'no visible change' : 'created';
+        body.append(h('tr', {},
+          h('td', {}, String(e.revision)), h('td', {}, when(e.at_ms)), h('td', {}, who(e.actor)),
+          h('td', {}, `${e.kind} `, target, ` v${e.version}`), h('td', {}, what)));
+      }
+      before = answer.body.next_before;
+      older.hidden = !before;
+    }
+    older.addEventListener('click', page);
+    show(h('a', { className: 'crumb', href: `#/env/${enc(env)}` }, `← Flags in ${env}`),
+      h('h1', {}, `Audit log of ${env}`), error,
+      h('div', { className: 'table-wrap' }, h('table', {},
+        h('caption', {}, 'Every change, newest first'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Revision'), h('th', { scope: 'col' }, 'When'),
+          h('th', { scope: 'col' }, 'Who'), h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Change'))),
+        body)),
+      older);
+    await page();
+  }
+
   // ------------------------------------------------------------- live
 
   // The environment's stream (Server-Sent Events, read with fetch so it can
@@ -779,6 +821,10 @@
       if (field === 'enabled') out.push(`turned ${b ? 'on' : 'off'} (was ${a ? 'on' : 'off'})`);
       else if (field === 'rollout') out.push(`rollout ${b ? `${b.percentage} %` : 'removed'} (was ${a ? `${a.percentage} %` : 'none'})`);
       else if (field === 'description') out.push(`description "${b || ''}" (was "${a || ''}")`);
+      else if (field === 'variants') {
+        const split = (vs) => (vs || []).map((v) => `${v.key} ${v.weight} %`).join(', ') || 'none';
+        out.push(split(a) === split(b) ? 'variant payloads changed' : `variants ${split(b)} (was ${split(a)})`);
+      }
       else out.push(`${field} changed`);
     }
     return out;
