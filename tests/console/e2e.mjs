@@ -308,7 +308,42 @@ async function run(args) {
     const ofrep = await api(server, 'POST', '/ofrep/v1/evaluate/flags/new_onboarding', adminToken,
       { context: { targetingKey: 'user_1' } }, { 'X-Guidon-Environment': 'development' });
     check('the switch turns it on, seen through OFREP', ofrep.status === 200 && ofrep.body.value === true, JSON.stringify(ofrep.body));
+    // Rules: add, fill, reorder, save; a bad value at its condition.
+    await page.getByRole('button', { name: 'Add rule' }).click();
+    await page.getByLabel('Rule 1 name').fill('north america');
+    await page.getByLabel('Rule 1 condition 1 attribute').fill('country');
+    await page.getByLabel('Rule 1 condition 1 operator').selectOption('in');
+    await page.getByLabel('Rule 1 condition 1 values').fill('CA, US');
+    await page.getByRole('button', { name: 'Add rule' }).click();
+    await page.getByLabel('Rule 2 name').fill('new app');
+    await page.getByLabel('Rule 2 condition 1 attribute').fill('app_version');
+    await page.getByLabel('Rule 2 condition 1 operator').selectOption('semver_gte');
+    await page.getByLabel('Rule 2 condition 1 values').fill('not-a-version');
+    await page.getByLabel('Rule 2 serves').selectOption('off');
+    await page.getByRole('button', { name: 'Move rule 2 up' }).click();
+    await page.getByRole('button', { name: 'Save rules' }).click();
+    const ruleError = page.locator('#rule-0-c0-values-error');
+    await ruleError.filter({ hasText: /semver|version/i }).waitFor({ timeout: WAIT_MS });
+    check('a bad condition value is refused at its condition, and nothing is stored',
+      await page.getByLabel('Rule 1 condition 1 values').getAttribute('aria-invalid') === 'true'
+        && (await flagOf(server, adminToken, 'development', 'new_onboarding')).flag.rules === undefined,
+      await ruleError.textContent());
+    await page.getByLabel('Rule 1 condition 1 values').fill('2.3.0');
+    await page.getByRole('button', { name: 'Save rules' }).click();
+    await page.getByRole('heading', { name: 'new_onboarding' }).waitFor({ timeout: WAIT_MS });
+    await page.getByText('· version 3').waitFor({ timeout: WAIT_MS });
+    const rules = (await flagOf(server, adminToken, 'development', 'new_onboarding')).flag.rules || [];
+    check('rules are saved in the order shown, with their operators and values',
+      rules.length === 2 && rules[0].name === 'new app' && rules[0].conditions[0].operator === 'semver_gte'
+        && rules[0].conditions[0].values[0] === '2.3.0' && rules[0].serve.enabled === false
+        && rules[1].conditions[0].operator === 'in' && JSON.stringify(rules[1].conditions[0].values) === '["CA","US"]',
+      JSON.stringify(rules));
+    const us = await api(server, 'POST', '/api/v1/envs/development/evaluate', adminToken,
+      { flag: 'new_onboarding', context: { user_id: 'u1', country: 'US', app_version: '2.0.0' } });
+    check('and they decide: a unit in the US on an old app matches "north america"',
+      us.body.reason === 'TARGETING_MATCH' && us.body.metadata.rule === 'north america', JSON.stringify(us.body));
     await audit('flag');
+    await shoot('rules');
 
     // In production, after a confirmation.
     await page.goto(`${server}/#/env/production/flags/dark_mode`);

@@ -12,6 +12,9 @@
   const state = { session: null, envs: [], env: null, list: null, view: null };
   const RANK = { viewer: 1, editor: 2, admin: 3 };
   const PAGE = 200; // rows rendered at once in the list; "Show more" adds as many
+  // The engine's condition operators (a test holds this list to the
+  // engine's, through the OpenAPI document).
+  const OPERATORS = ['eq', 'neq', 'in', 'not_in', 'contains', 'not_contains', 'starts_with', 'ends_with', 'matches', 'gt', 'gte', 'lt', 'lte', 'semver_eq', 'semver_gt', 'semver_gte', 'semver_lt', 'semver_lte', 'before', 'after', 'exists', 'not_exists', 'in_segment', 'not_in_segment', 'in_cidr'];
 
   // ------------------------------------------------------------- helpers
 
@@ -375,6 +378,93 @@
 
     const flag = view.flag;
     const sections = [];
+    // Rules, in order: name, all/any, conditions (attribute, operator,
+    // values), what it serves; move, add, remove. Values are comma-separated:
+    // numbers and true/false are read as such, "quoted" text stays text.
+    function rulesEditor() {
+      const model = JSON.parse(JSON.stringify(flag.rules || []));
+      const original = JSON.stringify(model);
+      const list = h('div', { className: 'rules' });
+      const parseValues = (text) => text.split(',').map((t) => t.trim()).filter((t) => t !== '').map((t) => {
+        if (/^".*"$/.test(t) || /^-?\d+(\.\d+)?$/.test(t) || t === 'true' || t === 'false') {
+          try { return JSON.parse(t); } catch { return t; }
+        }
+        return t;
+      });
+      const showValues = (values) => (values || []).map((v) => (typeof v === 'string' && (/^-?\d+(\.\d+)?$/.test(v) || v === 'true' || v === 'false') ? JSON.stringify(v) : String(v))).join(', ');
+      const serveOf = (rule) => (!rule.serve || !rule.serve.enabled ? 'off' : rule.serve.variant ? `variant:${rule.serve.variant}` : 'on');
+      const err = (path, forId) => h('p', { className: 'field-error', 'data-path': path, 'data-for': forId, id: `${forId}-error` });
+
+      function draw() {
+        list.replaceChildren(...model.map((rule, r) => {
+          const n = r + 1;
+          const id = `rule-${r}`;
+          const name = h('input', { id: `${id}-name`, value: rule.name || '', autocomplete: 'off', 'aria-describedby': `${id}-name-error` });
+          name.addEventListener('input', () => { rule.name = name.value || undefined; });
+          const match = h('select', { id: `${id}-match` }, h('option', { value: 'all' }, 'all conditions'), h('option', { value: 'any' }, 'any condition'));
+          match.value = rule.match || 'all';
+          match.addEventListener('change', () => { rule.match = match.value; });
+          const serve = h('select', { id: `${id}-serve`, 'aria-describedby': `${id}-serve-error` },
+            h('option', { value: 'on' }, 'on'), h('option', { value: 'off' }, 'off'),
+            (flag.variants || []).map((v) => h('option', { value: `variant:${v.key}` }, `variant ${v.key}`)));
+          serve.value = serveOf(rule);
+          serve.addEventListener('change', () => {
+            const kept = rule.serve && rule.serve.percentage !== undefined ? { percentage: rule.serve.percentage } : {};
+            rule.serve = serve.value === 'off' ? { enabled: false, ...kept }
+              : serve.value === 'on' ? { enabled: true, ...kept } : { enabled: true, variant: serve.value.slice(8), ...kept };
+          });
+          rule.conditions = rule.conditions || [];
+          const conditions = rule.conditions.map((c, k) => {
+            const m = k + 1;
+            const cid = `${id}-c${k}`;
+            const attribute = h('input', { id: `${cid}-attribute`, value: c.attribute || '', autocomplete: 'off', 'aria-describedby': `${cid}-error` });
+            attribute.addEventListener('input', () => { c.attribute = attribute.value || undefined; });
+            const operator = h('select', { id: `${cid}-operator` }, OPERATORS.map((o) => h('option', { value: o }, o.replace(/_/g, ' '))));
+            operator.value = c.operator || 'eq';
+            operator.addEventListener('change', () => { c.operator = operator.value; });
+            const values = h('input', { id: `${cid}-values`, value: showValues(c.values), autocomplete: 'off', 'aria-describedby': `${cid}-error` });
+            values.addEventListener('input', () => { c.values = parseValues(values.value); });
+            return h('div', { className: 'row condition' },
+              h('label', { for: attribute.id }, `Rule ${n} condition ${m} attribute`, attribute),
+              h('label', { for: operator.id }, `Rule ${n} condition ${m} operator`, operator),
+              h('label', { for: values.id, className: 'grow' }, `Rule ${n} condition ${m} values`, values),
+              h('button', { type: 'button', onclick: () => { rule.conditions.splice(k, 1); draw(); } }, `Remove rule ${n} condition ${m}`),
+              err(`rules[${r}].conditions[${k}]`, `${cid}-values`));
+          });
+          return h('fieldset', { className: 'rule' },
+            h('legend', {}, `Rule ${n}`),
+            h('div', { className: 'row' },
+              h('label', { for: name.id }, `Rule ${n} name`, name),
+              h('label', { for: match.id }, `Rule ${n} matches when`, match),
+              h('label', { for: serve.id }, `Rule ${n} serves`, serve)),
+            err(`rules[${r}].name`, name.id), err(`rules[${r}].serve`, serve.id),
+            conditions,
+            err(`rules[${r}]`, name.id),
+            h('div', { className: 'actions' },
+              h('button', { type: 'button', onclick: () => { rule.conditions.push({ attribute: '', operator: 'eq', values: [] }); draw(); } }, `Add a condition to rule ${n}`),
+              r > 0 ? h('button', { type: 'button', onclick: () => { model.splice(r - 1, 0, model.splice(r, 1)[0]); draw(); } }, `Move rule ${n} up`) : null,
+              r < model.length - 1 ? h('button', { type: 'button', onclick: () => { model.splice(r + 1, 0, model.splice(r, 1)[0]); draw(); } }, `Move rule ${n} down`) : null,
+              h('button', { type: 'button', onclick: () => { model.splice(r, 1); draw(); } }, `Remove rule ${n}`)));
+        }));
+        if (!model.length) list.append(h('p', { className: 'muted' }, 'No rules: every unit goes to the rollout.'));
+      }
+      draw();
+      view.rulesDirty = () => JSON.stringify(model) !== original;
+      return h('section', { className: 'card', 'aria-labelledby': 'rules-title' },
+        h('h2', { id: 'rules-title' }, 'Rules'),
+        h('p', { className: 'muted' }, 'Checked in order; the first that matches decides.'),
+        h('form', {
+          className: 'stack',
+          novalidate: true,
+          onsubmit: (event) => { event.preventDefault(); patch({ rules: model }, `${model.length} rule${model.length === 1 ? '' : 's'}`); },
+        },
+        list,
+        h('p', { className: 'field-error', id: 'rules-error', 'data-path': 'rules', 'data-for': 'rules-add' }),
+        h('div', { className: 'actions' },
+          h('button', { type: 'button', id: 'rules-add', onclick: () => { model.push({ name: undefined, conditions: [{ attribute: '', operator: 'eq', values: [] }], serve: { enabled: true } }); draw(); } }, 'Add rule'),
+          h('button', { type: 'submit', className: 'primary' }, 'Save rules'))));
+    }
+
     function variantsEditor() {
       const rows = h('tbody');
       const sum = h('p', { className: 'muted', id: 'variants-sum', 'aria-live': 'polite' });
@@ -448,6 +538,7 @@
       }
 
       for (const v of original) addRow(v);
+      total();
       const general = h('p', { className: 'field-error', id: 'variants-error', 'data-path': 'variants', 'data-for': 'variants-add' });
       view.variantsDirty = () => entries.length !== original.length
         || (entries.every((e) => e.valid) && JSON.stringify(collect()) !== JSON.stringify(original));
@@ -565,7 +656,8 @@
           h('tbody', {}, flag.variants.map((v) => h('tr', {}, h('td', {}, v.key), h('td', {}, `${v.weight} %`),
             h('td', {}, h('pre', {}, JSON.stringify(v.value === undefined ? null : v.value)))))))));
     }
-    if (flag.rules && flag.rules.length) {
+    if (editable) sections.push(rulesEditor());
+    else if (flag.rules && flag.rules.length) {
       sections.push(h('section', { className: 'card', 'aria-labelledby': 'rules-title' },
         h('h2', { id: 'rules-title' }, `Rules (${flag.rules.length})`),
         h('pre', {}, JSON.stringify(flag.rules, null, 2))));
@@ -651,7 +743,8 @@
       const text = $('description');
       return Boolean((number && number.value !== String(pct === null ? 100 : pct))
         || (text && text.value !== (flag.description || ''))
-        || (view.variantsDirty && view.variantsDirty()));
+        || (view.variantsDirty && view.variantsDirty())
+        || (view.rulesDirty && view.rulesDirty()));
     };
     view.notice = notice;
     show(back,

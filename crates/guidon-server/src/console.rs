@@ -104,6 +104,35 @@ mod tests {
         );
     }
 
+    /// The operator list of the rule editor is the engine's, read from the
+    /// OpenAPI document (the engine's model is its source).
+    #[test]
+    fn the_rule_editor_offers_exactly_the_engines_operators() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(crate::openapi::ApiDoc::openapi()).expect("JSON");
+        let engine: Vec<&str> = doc["components"]["schemas"]["Operator"]["enum"]
+            .as_array()
+            .expect("the Operator schema lists its values")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let line = SCRIPT
+            .lines()
+            .find(|l| l.trim_start().starts_with("const OPERATORS = ["))
+            .expect("console.js declares OPERATORS on one line");
+        let inside = line
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(list, _)| list)
+            .expect("a list");
+        let console: Vec<&str> = inside
+            .split(',')
+            .map(|s| s.trim().trim_matches('\''))
+            .collect();
+        assert!(engine.len() > 20, "{engine:?}");
+        assert_eq!(console, engine);
+    }
+
     #[test]
     fn the_page_loads_nothing_from_elsewhere_and_nothing_inline() {
         for (name, text) in [
