@@ -342,6 +342,15 @@ async function run(args) {
       { flag: 'new_onboarding', context: { user_id: 'u1', country: 'US', app_version: '2.0.0' } });
     check('and they decide: a unit in the US on an old app matches "north america"',
       us.body.reason === 'TARGETING_MATCH' && us.body.metadata.rule === 'north america', JSON.stringify(us.body));
+    // Compare across environments, and promote (confirmed into production).
+    const compareRow = page.locator('#compare').getByRole('row').filter({ hasText: 'production' });
+    await compareRow.filter({ hasText: 'creates it' }).waitFor({ timeout: WAIT_MS });
+    await compareRow.getByRole('button', { name: 'Promote to production' }).click();
+    await page.getByRole('dialog', { name: 'Promote new_onboarding to production?' }).getByRole('button', { name: 'Promote' }).click();
+    await compareRow.filter({ hasText: 'nothing: the same' }).waitFor({ timeout: WAIT_MS });
+    const promoted = await api(server, 'GET', '/api/v1/envs/production/flags/new_onboarding', adminToken);
+    check('a flag compared across environments and promoted to production',
+      promoted.status === 200 && (promoted.body.flag.rules || []).length === 2, JSON.stringify(promoted.body).slice(0, 200));
     await audit('flag');
     await shoot('rules');
 

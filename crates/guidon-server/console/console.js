@@ -663,6 +663,41 @@
         h('pre', {}, JSON.stringify(flag.rules, null, 2))));
     }
 
+    // The same flag in the other environments, and promote this one there.
+    const others = state.envs.filter((e) => e.name !== env);
+    if (others.length) {
+      const rows = h('tbody');
+      const promote = async (to) => {
+        if (isProtected(to) && !(await confirmed(`Promote ${key} to ${to}?`,
+          `${to} is a protected environment: its users get this version of ${key} right away.`, 'Promote'))) return;
+        const answer = await api('POST', `/api/v1/envs/${enc(env)}/flags/${enc(key)}/promote`, { to });
+        if (answer.status === 200 || answer.status === 201 || answer.status === 202) {
+          toast(`Promoted ${key} to ${to}`);
+          return renderFlag(env, key);
+        }
+        notice.replaceChildren(h('p', { className: 'alert', role: 'alert' }, `Promote to ${to}: ${message(answer)}`));
+      };
+      sections.push(h('section', { className: 'card', 'aria-labelledby': 'compare-title' },
+        h('h2', { id: 'compare-title' }, 'In other environments'),
+        h('div', { className: 'table-wrap' }, h('table', { id: 'compare' },
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Environment'), h('th', { scope: 'col' }, 'State'),
+            h('th', { scope: 'col' }, 'Rollout'), h('th', { scope: 'col' }, 'Promoting this version changes'), h('th', { scope: 'col' }, h('span', { className: 'sr-only' }, 'Promote')))),
+          rows))));
+      Promise.all(others.map((e) => api('GET', `/api/v1/envs/${enc(e.name)}/flags/${enc(key)}`))).then((answers) => {
+        rows.replaceChildren(...others.map((e, i) => {
+          const there = answers[i].status === 200 ? answers[i].body.flag : null;
+          const same = there && JSON.stringify(there) === JSON.stringify(flag);
+          return h('tr', {},
+            h('td', {}, h('a', { href: `#/env/${enc(e.name)}/flags/${enc(key)}` }, e.name)),
+            h('td', {}, there ? h('span', { className: `badge ${there.enabled ? 'on' : 'off'}` }, there.enabled ? 'On' : 'Off') : 'absent'),
+            h('td', {}, there && there.rollout ? `${there.rollout.percentage} %` : '—'),
+            h('td', {}, !there ? 'creates it' : same ? 'nothing: the same' : diff(there, flag).join('; ') || 'details'),
+            h('td', {}, canEdit(e.name) && !same
+              ? h('button', { type: 'button', onclick: () => promote(e.name) }, `Promote to ${e.name}`) : null));
+        }));
+      });
+    }
+
     // Why does a unit get what it gets? The explain trace for a context.
     const context = h('textarea', { id: 'explain-context', spellcheck: 'false', 'aria-describedby': 'explain-error' });
     context.value = '{"user_id": "user_42"}';
