@@ -2,10 +2,10 @@
 """Reference values for guidon-stats' Beta-posterior results
 (`binomial_bayes`), computed independently with scipy.
 
-Needs numpy and scipy (made with scipy 1.17.1):
+Needs numpy and scipy, pinned in testdata/stats/requirements.txt (see
+testdata/stats/run.sh, which runs `beta_reference.py --check` in CI):
 
-    python3 -m venv /tmp/statsvenv && /tmp/statsvenv/bin/pip install numpy scipy
-    /tmp/statsvenv/bin/python testdata/stats/beta_reference.py > testdata/stats/beta_reference.json
+    target/stats-venv/bin/python testdata/stats/beta_reference.py > testdata/stats/beta_reference.json
 
 Each arm's rate has the posterior Beta(1 + converted, 1 + units - converted).
 Where the Rust code integrates with Simpson's rule over each arm's span and
@@ -22,10 +22,15 @@ The Rust test crates/guidon-stats/tests/reference.rs checks every figure to
 1e-7 (absolute).
 """
 
-import json
+import os
+import sys
 
+import numpy
 import scipy
-from scipy import integrate, stats
+from scipy import integrate, special, stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from refcheck import finish  # noqa: E402
 
 CASES = [
     [(208, 17), (192, 0)],
@@ -38,8 +43,29 @@ CASES = [
 ]
 
 
+class Posterior:
+    """Beta(1 + converted, 1 + units - converted): scipy.stats.beta for the
+    density and moments; its cdf is scipy.special.betainc, which is what
+    scipy.stats.beta.cdf computes, called directly because the nested
+    quadratures below call it millions of times."""
+
+    def __init__(self, units, converted):
+        self.a, self.b = 1.0 + converted, 1.0 + units - converted
+        self.dist = stats.beta(self.a, self.b)
+        self.pdf = self.dist.pdf
+
+    def cdf(self, x):
+        return float(special.betainc(self.a, self.b, x))
+
+    def mean(self):
+        return self.dist.mean()
+
+    def std(self):
+        return self.dist.std()
+
+
 def posterior(units, converted):
-    return stats.beta(1 + converted, 1 + units - converted)
+    return Posterior(units, converted)
 
 
 def span(d):
@@ -52,7 +78,14 @@ def quad(f, lo, hi, points):
 
 
 def main():
-    out = {"scipy": scipy.__version__, "cases": []}
+    out = {
+        "generated_with": {
+            "python": sys.version.split()[0],
+            "numpy": numpy.__version__,
+            "scipy": scipy.__version__,
+        },
+        "cases": [],
+    }
     for arms in CASES:
         ds = [posterior(u, c) for u, c in arms]
         means = [d.mean() for d in ds]
@@ -112,8 +145,7 @@ def main():
                 "comparisons": comparisons,
             }
         )
-    json.dump(out, fp=__import__("sys").stdout, indent=1)
-    print()
+    finish(out, os.path.join(os.path.dirname(os.path.abspath(__file__)), "beta_reference.json"))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Reference values for crates/guidon-stats, computed independently.
 
-Needs the pip packages: numpy, scipy, statsmodels
-(made with numpy 2.4.6, scipy 1.17.1, statsmodels 0.15.0), e.g.
+Needs numpy, scipy and statsmodels, pinned in testdata/stats/requirements.txt;
+testdata/stats/run.sh makes a virtualenv with them under target/ and runs
 
-    python3 -m venv /tmp/statsvenv
-    /tmp/statsvenv/bin/pip install numpy scipy statsmodels
-    /tmp/statsvenv/bin/python testdata/stats/reference.py > testdata/stats/reference.json
+    python testdata/stats/reference.py --check
 
-(or `python3 testdata/stats/reference.py > testdata/stats/reference.json`
-with a python3 that has them). The output is deterministic: generated data
-uses numpy's default_rng with fixed seeds. The Rust test
+(what .ci/run does: recompute and compare with the committed file, 1e-9
+relative). To regenerate, with that virtualenv's python:
+
+    target/stats-venv/bin/python testdata/stats/reference.py > testdata/stats/reference.json
+
+The output is deterministic: generated data uses numpy's default_rng with
+fixed seeds. The Rust test
 crates/guidon-stats/tests/reference.rs reads reference.json and checks every
 case to 1e-5 (SRM p-values to 1e-9).
 
@@ -29,8 +31,8 @@ continuous metric the sample variance (denominator n - 1). Welch-Satterthwaite
 degrees of freedom for both the absolute and the relative lift.
 """
 
-import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -39,6 +41,9 @@ import statsmodels
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from refcheck import finish  # noqa: E402
 
 
 def f(x):
@@ -404,8 +409,7 @@ def main():
         })
     out["cuped"] = cuped
 
-    json.dump(out, sys.stdout, indent=1)
-    sys.stdout.write("\n")
+    finish(out, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference.json"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ use crate::offline;
 use guidon_protocol::Document;
 
 use crate::state::{Published, Shared, Status};
-use crate::sync::{SyncConfig, SyncCounters, Syncer, Transport};
+use crate::sync::{Applied, SyncConfig, SyncCounters, Syncer, Transport};
 use crate::transport::Endpoint;
 
 /// Options for a client that follows a server. Start with
@@ -42,6 +42,7 @@ pub struct ClientBuilder {
     max_message_bytes: usize,
     /// PEM certificates trusted besides the system's roots.
     ca_pem: Option<Vec<u8>>,
+    relay: Option<tokio::sync::mpsc::UnboundedSender<Applied>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +72,7 @@ impl ClientBuilder {
             events: EventOptions::default(),
             max_message_bytes: 64 * 1024 * 1024,
             ca_pem: None,
+            relay: None,
         }
     }
 
@@ -186,6 +188,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every step of the sync to `relay`, in order: the document
+    /// held, compiled, with the revisions that led to it (none when a whole
+    /// document was taken, as the saved snapshot at start). For a relay
+    /// that serves what it follows (`guidon edge`).
+    pub fn relay(mut self, relay: tokio::sync::mpsc::UnboundedSender<Applied>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
     /// Starts the client: loads the saved snapshot or bootstrap, starts
     /// following the server, and waits for its flags up to the start
     /// timeout. Never fails because the server is unreachable: check
@@ -235,6 +246,14 @@ impl ClientBuilder {
                     message: e.to_string(),
                 })?;
                 let doc = Arc::new(doc);
+                let snapshot = Arc::new(snapshot);
+                if let Some(relay) = &self.relay {
+                    let _ = relay.send(Applied {
+                        document: doc.clone(),
+                        snapshot: snapshot.clone(),
+                        updates: Vec::new(),
+                    });
+                }
                 (Published::new(doc.clone(), snapshot), Status::Stale, doc)
             }
             None => {
@@ -298,6 +317,7 @@ impl ClientBuilder {
             settled: settled_tx,
             rng: getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) | 1,
             etag: None,
+            relay: self.relay.clone(),
         };
         tasks.insert(0, tokio::spawn(syncer.run()));
         let events = self
@@ -474,7 +494,10 @@ impl Client {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let shared = Shared::new(Published::new(Arc::new(doc), snapshot), Status::Ready);
+        let shared = Shared::new(
+            Published::new(Arc::new(doc), Arc::new(snapshot)),
+            Status::Ready,
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),

@@ -42,4 +42,4 @@ pub use events::{EventOptions, EventStats};
 pub use guidon_engine::{Context, ErrorCode, Evaluation, FlagFile, Reason, Timestamp};
 pub use guidon_protocol::Document;
 pub use state::Status;
-pub use sync::Transport;
+pub use sync::{Applied, Transport};

@@ -134,12 +134,12 @@ impl Status {
 /// compiled from. Immutable; replaced whole.
 #[derive(Debug)]
 pub(crate) struct Published {
-    pub(crate) snapshot: Snapshot,
+    pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) document: Arc<Document>,
 }
 
 impl Published {
-    pub(crate) fn new(document: Arc<Document>, snapshot: Snapshot) -> Published {
+    pub(crate) fn new(document: Arc<Document>, snapshot: Arc<Snapshot>) -> Published {
         Published { snapshot, document }
     }
 
@@ -147,7 +147,7 @@ impl Published {
         let document = Arc::new(Document::default());
         let snapshot =
             Snapshot::compile(&FlagFile::default()).expect("an empty flag file compiles");
-        Published::new(document, snapshot)
+        Published::new(document, Arc::new(snapshot))
     }
 }
 
@@ -251,7 +251,7 @@ impl Shared {
 
     /// Publishes a new document (compiled by the caller) and tells the
     /// listeners which flags changed.
-    pub(crate) fn publish(&self, document: Arc<Document>, snapshot: Snapshot) {
+    pub(crate) fn publish(&self, document: Arc<Document>, snapshot: Arc<Snapshot>) {
         let old = self.current.load_full();
         let changed = changed_flags(&old.document.file, &document.file);
         self.current

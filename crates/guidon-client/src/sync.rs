@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use guidon_engine::Snapshot;
 use guidon_protocol::{Changes, DecodeError, Document, StreamMessage, Update};
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -47,6 +48,20 @@ pub enum Transport {
     WebSocket,
     /// No stream: `GET /api/v1/sdk/flags` with `If-None-Match` every poll interval.
     Polling,
+}
+
+/// One step of the sync, for a relay ([`crate::ClientBuilder::relay`],
+/// `guidon edge`): the document now held, compiled, and the revisions that
+/// led to it from the one before, so a relay can pass on exactly what its
+/// server sent.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub document: Arc<Document>,
+    pub snapshot: Arc<Snapshot>,
+    /// The revisions applied, in order. Empty when a whole document was
+    /// taken instead: a stream snapshot, a fetched or polled document, or
+    /// the saved snapshot or bootstrap at start.
+    pub updates: Vec<Update>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +116,8 @@ pub(crate) struct Syncer {
     pub(crate) rng: u64,
     /// The ETag of the last document polled, and the revision it tagged.
     pub(crate) etag: Option<(u64, String)>,
+    /// Told of every step, with its revisions (a relay).
+    pub(crate) relay: Option<tokio::sync::mpsc::UnboundedSender<Applied>>,
 }
 
 impl Syncer {
@@ -362,7 +379,7 @@ impl Syncer {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        self.publish(doc)?;
+        self.publish(doc, Vec::new())?;
         self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -404,9 +421,10 @@ impl Syncer {
                 got: update.revision,
             });
         }
+        let relayed = self.relay.as_ref().map(|_| vec![update.clone()]);
         let mut doc = Document::clone(&self.doc);
         doc.advance(update.revision, update.changes);
-        self.publish(doc)
+        self.publish(doc, relayed.unwrap_or_default())
     }
 
     /// `GET /sdk/changes?since=ours`, or the whole document past the
@@ -443,9 +461,14 @@ impl Syncer {
         if answer.revision <= ours {
             return Ok(());
         }
+        let relayed = self.relay.as_ref().map(|_| {
+            let mut updates = answer.clone().into_updates();
+            updates.retain(|u| u.revision > ours);
+            updates
+        });
         let mut doc = Document::clone(&self.doc);
         doc.catch_up(answer);
-        self.publish(doc)
+        self.publish(doc, relayed.unwrap_or_default())
     }
 
     /// The server says it never reached our revision: its document is the
@@ -526,14 +549,22 @@ impl Syncer {
         Ok(())
     }
 
-    /// Compiles and publishes a document; tells the saver.
-    fn publish(&mut self, doc: Document) -> Result<(), SyncError> {
-        let snapshot = doc
-            .compile()
-            .map_err(|e| SyncError::Compile(e.to_string()))?;
+    /// Compiles and publishes a document; tells the saver and the relay.
+    fn publish(&mut self, doc: Document, updates: Vec<Update>) -> Result<(), SyncError> {
+        let snapshot = Arc::new(
+            doc.compile()
+                .map_err(|e| SyncError::Compile(e.to_string()))?,
+        );
         let doc = Arc::new(doc);
         self.doc = doc.clone();
-        self.shared.publish(doc.clone(), snapshot);
+        self.shared.publish(doc.clone(), snapshot.clone());
+        if let Some(relay) = &self.relay {
+            let _ = relay.send(Applied {
+                document: doc.clone(),
+                snapshot,
+                updates,
+            });
+        }
         self.live = true;
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         if let Some(saved) = &self.saved {

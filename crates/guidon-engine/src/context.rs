@@ -96,6 +96,16 @@ impl Context {
         Context::try_from(value)
     }
 
+    /// One line of a JSON Lines file of contexts, as `guidon eval
+    /// --contexts` and the impact preview read them: an object per line;
+    /// `None` for a blank line, which is skipped.
+    pub fn from_json_line(line: &str) -> Result<Option<Context>, ContextError> {
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        Context::from_json_str(line).map(Some)
+    }
+
     /// The attribute's value; JSON `null` counts as absent.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.lookup(&AttrKey::new(name))

@@ -562,6 +562,12 @@ impl<'s, 'c> FlagEval<'s, 'c> {
                 )
             });
             if !inside {
+                // A rollout of one variant against the off variant (a
+                // guarded release) compares the two: the unit outside is
+                // its control, and an SDK records its exposure too.
+                if self.flag.compares_off() {
+                    meta.in_experiment = true;
+                }
                 return self.off(reason, meta);
             }
         }

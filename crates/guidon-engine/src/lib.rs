@@ -23,6 +23,7 @@ mod error;
 mod evaluate;
 mod explain;
 mod hashing;
+pub mod impact;
 pub mod model;
 mod parse;
 mod result;

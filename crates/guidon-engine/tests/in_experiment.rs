@@ -61,3 +61,38 @@ fn in_experiment_marks_weight_split_assignments_only() {
     }
     assert!(inside > 400 && outside > 400, "{inside} {outside}");
 }
+
+/// A rollout of one variant against its off variant (a guarded release)
+/// compares the two sides: units outside the percentage are the control,
+/// so they are marked too, served the off variant. A flag with a weight
+/// split (`half` above) is not such a comparison: its units outside the
+/// rollout stay out of the experiment.
+#[test]
+fn a_release_rollout_marks_both_sides() {
+    let file = FlagFile::from_json_str(
+        r#"{"flags": [{"key": "release", "enabled": true, "rollout": {"percentage": 10},
+            "variants": [{"key": "old", "weight": 0, "enabled": false}, {"key": "new", "weight": 100}],
+            "off_variant": "old"}]}"#,
+    )
+    .expect("flags parse");
+    let snapshot = Snapshot::compile(&file).expect("flags compile");
+    let now: Timestamp = "2026-11-24T12:00:00Z".parse().expect("time");
+    let (mut new, mut old) = (0, 0);
+    for i in 0..1000 {
+        let ctx = Context::new().with("user_id", format!("user_{i}"));
+        let r = snapshot.evaluate("release", &ctx, now);
+        assert!(r.metadata.in_experiment, "user_{i}: {r:?}");
+        match r.variant {
+            Some("new") => new += 1,
+            Some("old") => old += 1,
+            other => panic!("user_{i}: {other:?}"),
+        }
+    }
+    assert!(
+        (60..140).contains(&new) && new + old == 1000,
+        "{new} new, {old} old"
+    );
+    // Without a unit: no side, no exposure.
+    let r = snapshot.evaluate("release", &Context::new(), now);
+    assert!(!r.metadata.in_experiment);
+}

@@ -431,6 +431,13 @@ pub enum ErrorCode {
     RevisionAhead,
     /// Too many failed sign-ins for an account or an address (429).
     TooManyRequests,
+    /// A time-travel request (`at`, `revision`) outside the environment's
+    /// life: before it was created, in the future, a revision not made
+    /// yet (422, `path` names the field).
+    OutOfRange,
+    /// A time-travel request for a state the change log no longer holds:
+    /// it was compacted away (410).
+    HistoryCompacted,
     /// A code this client does not know (a newer server).
     #[serde(other)]
     Other,
@@ -458,6 +465,8 @@ impl ErrorCode {
             ErrorCode::UpgradeFailed => "upgrade_failed",
             ErrorCode::RevisionAhead => "revision_ahead",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::HistoryCompacted => "history_compacted",
             ErrorCode::Other => "other",
         }
     }

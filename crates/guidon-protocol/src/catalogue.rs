@@ -284,7 +284,14 @@ pub struct ExperimentDefinition {
     /// Count conversions only within this many hours of the first exposure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_hours: Option<f64>,
+    /// CUPED: adjust binomial and sum metrics by each unit's value of the
+    /// same metric in this many days before its first exposure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuped_days: Option<f64>,
 }
+
+/// The longest CUPED pre-exposure window, in days.
+pub const MAX_CUPED_DAYS: f64 = 366.0;
 
 /// The longest accepted conversion window: ten years, in hours.
 pub const MAX_WINDOW_HOURS: f64 = 87_600.0;
@@ -372,6 +379,14 @@ impl ExperimentDefinition {
             problems.push(problem(
                 "sequential_tuning",
                 format!("a number of units of at least 1, got {n}"),
+            ));
+        }
+        if let Some(d) = self.cuped_days
+            && !(d.is_finite() && d > 0.0 && d <= MAX_CUPED_DAYS)
+        {
+            problems.push(problem(
+                "cuped_days",
+                format!("a positive number of days up to {MAX_CUPED_DAYS}, got {d}"),
             ));
         }
         if let Some(h) = self.window_hours

@@ -57,6 +57,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/envs/{env}/audit", get(audit))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route("/api/v1/auth/verify", post(verify_token))
 }
 
 /// Environment names and keys in paths follow the flag-key rule, which
@@ -143,7 +144,7 @@ async fn settled(
     responses((status = 200, description = "Environments with their revisions", body = guidon_protocol::api::Environments), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn list_envs(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
-    let envs = state.store.list_envs().await?;
+    let envs = state.store()?.list_envs().await?;
     let visible: Vec<_> = envs
         .into_iter()
         .filter(|e| caller.require_env(&e.name).is_ok())
@@ -173,7 +174,7 @@ pub(crate) async fn create_env(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let new: NewEnv = body::json(&headers, &bytes).await?;
-    let info = state.store.create_env(&new.name).await?;
+    let info = state.store()?.create_env(&new.name).await?;
     state.env(&info.name).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
@@ -224,7 +225,7 @@ pub(crate) async fn delete_env(
 ) -> ApiResult<StatusCode> {
     caller.require_role(&env, UserRole::Admin)?;
     check_key("environment", &env)?;
-    state.store.delete_env(&env, force.force).await?;
+    state.store()?.delete_env(&env, force.force).await?;
     state.envs.forget(&env).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -274,7 +275,7 @@ pub(crate) async fn overview(
 ) -> ApiResult<Json<guidon_protocol::api::Overview>> {
     check_key("environment", &env)?;
     caller.require_env(&env)?;
-    let (revision, flags) = state.store.flag_overview(&env).await?;
+    let (revision, flags) = state.store()?.flag_overview(&env).await?;
     let flags = flags
         .into_iter()
         .map(|o| guidon_protocol::api::FlagSummary {
@@ -311,7 +312,10 @@ pub(crate) async fn import(
     caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     let file: FlagFile = body::json_or_yaml(&headers, &bytes).await?;
-    let done = state.store.replace_all(&env, &file, &caller.name).await?;
+    let done = state
+        .store()?
+        .replace_all(&env, &file, &caller.name)
+        .await?;
     let body = json!({"revision": done.revision, "changes": done.changes});
     Ok(settled(&state, &env, done.revision, StatusCode::OK, body).await)
 }
@@ -348,7 +352,7 @@ async fn get_definition(
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     caller.require_env(env)?;
-    let stored = state.store.get(env, kind, key).await?;
+    let stored = state.store()?.get(env, kind, key).await?;
     Ok((
         [(header::ETAG, etag(stored.version))],
         Json(json!({
@@ -442,7 +446,7 @@ pub(crate) async fn put_flag(
     let value = keyed(body::json_or_yaml(&headers, &bytes).await?, &key)?;
     let flag: Flag = parse_definition(value)?;
     let done = state
-        .store
+        .store()?
         .upsert_flag(&env, &flag, expected, &caller.name)
         .await?;
     Ok(written_response(&state, &env, Kind::Flag, done).await)
@@ -471,7 +475,7 @@ pub(crate) async fn put_segment(
     let value = keyed(body::json_or_yaml(&headers, &bytes).await?, &key)?;
     let segment: Segment = parse_definition(value)?;
     let done = state
-        .store
+        .store()?
         .upsert_segment(&env, &segment, expected, &caller.name)
         .await?;
     Ok(written_response(&state, &env, Kind::Segment, done).await)
@@ -501,7 +505,7 @@ async fn patch_definition(
     let patch: Value = body::merge_patch(headers, bytes).await?;
     let mut conflict = None;
     for _ in 0..PATCH_ATTEMPTS {
-        let stored = state.store.get(env, kind, key).await?;
+        let stored = state.store()?.get(env, kind, key).await?;
         if let Some(expected) = pinned
             && expected != stored.version
         {
@@ -542,13 +546,13 @@ async fn patch_definition(
         let written = match &proposed {
             Definition::Flag(flag) => {
                 state
-                    .store
+                    .store()?
                     .upsert_flag(env, flag, Some(stored.version), &caller.name)
                     .await
             }
             Definition::Segment(segment) => {
                 state
-                    .store
+                    .store()?
                     .upsert_segment(env, segment, Some(stored.version), &caller.name)
                     .await
             }
@@ -616,7 +620,7 @@ async fn delete_definition(
     check_key(kind.as_str(), key)?;
     let expected = expected_version(headers)?;
     let done = state
-        .store
+        .store()?
         .delete(env, kind, key, expected, &caller.name)
         .await?;
     let body = json!({
@@ -692,7 +696,7 @@ async fn history(
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     caller.require_role(env, UserRole::Viewer)?;
-    let entries = state.store.history(env, kind, key).await?;
+    let entries = state.store()?.history(env, kind, key).await?;
     Ok(Json(json!({ "history": entries })))
 }
 
@@ -755,7 +759,7 @@ pub(crate) async fn revert_flag(
     check_key("flag", &key)?;
     let revert: Revert = body::json(&headers, &bytes).await?;
     let done = state
-        .store
+        .store()?
         .revert_flag(&env, &key, revert.version, &caller.name)
         .await?;
     Ok(written_response(&state, &env, Kind::Flag, done).await)
@@ -790,7 +794,7 @@ pub(crate) async fn promote_flag(
     check_key("environment", &promote.to)?;
     caller.require_role(&promote.to, UserRole::Editor)?;
     let done = state
-        .store
+        .store()?
         .promote(&env, &promote.to, &key, &caller.name)
         .await?;
     Ok(written_response(&state, &promote.to, Kind::Flag, done).await)
@@ -825,7 +829,7 @@ pub(crate) async fn audit(
             "limit must be between 1 and 500, got {limit}"
         )));
     }
-    let entries = state.store.audit(&env, query.before, limit).await?;
+    let entries = state.store()?.audit(&env, query.before, limit).await?;
     let next = entries.last().map(|e| e.revision).filter(|r| *r > 1);
     Ok(Json(json!({"entries": entries, "next_before": next})))
 }
@@ -861,10 +865,10 @@ pub(crate) async fn create_token(
     let new: NewToken = body::json(&headers, &bytes).await?;
     let secret = generate_secret().map_err(|e| ApiError::Internal(e.to_string()))?;
     let info = state
-        .store
+        .store()?
         .create_token(&new.name, new.role, new.env.as_deref(), &secret)
         .await?;
-    state.tokens.refresh(&state.store).await?;
+    state.tokens.refresh(state.store()?).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": secret, "name": info.name, "role": info.role, "env": info.env})),
@@ -881,7 +885,7 @@ pub(crate) async fn create_token(
 )]
 pub(crate) async fn list_tokens(State(state): St, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(json!({"tokens": state.store.list_tokens().await?})))
+    Ok(Json(json!({"tokens": state.store()?.list_tokens().await?})))
 }
 
 #[utoipa::path(
@@ -898,7 +902,37 @@ pub(crate) async fn revoke_token(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.store.revoke_token(&name).await?;
-    state.tokens.refresh(&state.store).await?;
+    state.store()?.revoke_token(&name).await?;
+    state.tokens.refresh(state.store()?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyToken {
+    /// The secret a caller presented.
+    token: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/verify",
+    tag = "tokens",
+    summary = "Who a secret is: the live token it belongs to (for `guidon edge`, which authenticates its callers here)",
+    request_body(content = VerifyToken, description = "{token}"),
+    responses((status = 200, description = "The token (never its secret)", body = guidon_protocol::api::TokenInfo), (status = 404, description = "No live token has this secret (unknown or revoked)", body = ErrorBody), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Not an admin token", body = ErrorBody))
+)]
+pub(crate) async fn verify_token(
+    State(state): St,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Json<guidon_protocol::api::TokenInfo>> {
+    caller.require_admin()?;
+    let VerifyToken { token } = body::json(&headers, &bytes).await?;
+    state
+        .tokens
+        .authenticate(&token)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("no live token has this secret".into()))
 }

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use guidon_store::Store;
+use guidon_protocol::Changes;
+use guidon_protocol::api::TokenInfo;
+use guidon_store::{Store, StoreError};
 
 use crate::cache::EvalCache;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::live::{EnvState, Envs};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -17,10 +19,19 @@ use crate::tokens::Tokens;
 /// answering that it is committed but not served yet (202).
 pub(crate) const SERVE_WAIT: Duration = Duration::from_secs(5);
 
+/// Where this instance's environments and tokens come from: its store
+/// (`guidon serve`), or an upstream Guidon it relays (`guidon edge`).
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Store(Store),
+    Edge(Arc<crate::edge::Upstream>),
+}
+
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub(crate) store: Store,
+    pub(crate) backend: Backend,
     pub(crate) envs: Arc<Envs>,
+    /// The token table of a store (empty on an edge, which asks its upstream).
     pub(crate) tokens: Tokens,
     pub(crate) metrics: Metrics,
     pub(crate) cache: Option<EvalCache>,
@@ -36,6 +47,8 @@ pub(crate) struct AppState {
     pub(crate) secure_cookies: bool,
     /// Failed sign-ins per account and address.
     pub(crate) logins: crate::people::LoginLimiter,
+    /// The recent-contexts sample of the environments that opted in.
+    pub(crate) sampler: crate::samples::Sampler,
 }
 
 /// Request limits.
@@ -60,6 +73,57 @@ impl Default for Limits {
 }
 
 impl AppState {
+    /// The store, for what only a server with one has (definitions,
+    /// history, tokens, results).
+    pub(crate) fn store(&self) -> ApiResult<&Store> {
+        match &self.backend {
+            Backend::Store(store) => Ok(store),
+            Backend::Edge(_) => Err(ApiError::NotFound(
+                "this is a guidon edge: it serves evaluations, the SDK endpoints and events; \
+                 ask its upstream for the rest"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The live token whose secret this is: from the token table, or on
+    /// an edge from its upstream (a verdict cached for `--token-cache-ttl`).
+    pub(crate) async fn authenticate(&self, secret: &str) -> ApiResult<Option<TokenInfo>> {
+        match &self.backend {
+            Backend::Store(_) => Ok(self.tokens.authenticate(secret)),
+            Backend::Edge(upstream) => upstream.authenticate(secret, &self.metrics).await,
+        }
+    }
+
+    /// Whether the token named `name` is still live (open streams end when not).
+    pub(crate) fn token_is_live(&self, name: &str) -> bool {
+        match &self.backend {
+            Backend::Store(_) => self.tokens.is_live(name),
+            Backend::Edge(upstream) => upstream.is_live(name),
+        }
+    }
+
+    /// The live token whose OFREP event channel for `env` this is.
+    pub(crate) fn token_by_channel(&self, env: &str, channel: &str) -> Option<TokenInfo> {
+        match &self.backend {
+            Backend::Store(_) => self.tokens.by_channel(env, channel),
+            Backend::Edge(upstream) => upstream.by_channel(env, channel),
+        }
+    }
+
+    /// The changes of `env` after `since`: from the store, or on an edge
+    /// from the revisions it relayed (`TooOld` past them: take the document).
+    pub(crate) async fn changes_since(
+        &self,
+        env: &EnvState,
+        since: u64,
+    ) -> Result<Changes, StoreError> {
+        match &self.backend {
+            Backend::Store(store) => store.changes_since(&env.name, since).await,
+            Backend::Edge(upstream) => upstream.changes_since(env, since).await,
+        }
+    }
+
     /// The environment's live state, loading it on first use.
     pub(crate) async fn env(&self, name: &str) -> ApiResult<Arc<EnvState>> {
         Ok(self.envs.get(name).await?)

@@ -242,14 +242,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     ) -> Result<Caller, ApiError> {
         if let Some(secret) = presented(&parts.headers) {
             let info = state
-                .tokens
                 .authenticate(secret)
+                .await?
                 .ok_or(ApiError::Unauthorized)?;
             return Ok(Caller::from(info));
         }
         let secret = crate::people::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let session = state
-            .store
+            .store()?
             .session(secret)
             .await?
             .ok_or(ApiError::Unauthorized)?;

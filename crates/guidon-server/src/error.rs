@@ -47,6 +47,12 @@ pub enum ApiError {
     Validation(ValidationError),
     #[error("{0}")]
     Gone(String),
+    /// A time-travel field outside the environment's life; `path` names it.
+    #[error("{message}")]
+    OutOfRange { path: String, message: String },
+    /// A past state the change log no longer holds.
+    #[error("{0}")]
+    Compacted(String),
     /// A client ahead of the server: it must take the whole document.
     #[error("{0}")]
     Ahead(String),
@@ -76,7 +82,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Gone(_) | ApiError::Compacted(_) => StatusCode::GONE,
+            ApiError::OutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Ahead(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +107,8 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => ErrorCode::VersionMismatch,
             ApiError::Validation(_) => ErrorCode::ValidationFailed,
             ApiError::Gone(_) => ErrorCode::TooOld,
+            ApiError::OutOfRange { .. } => ErrorCode::OutOfRange,
+            ApiError::Compacted(_) => ErrorCode::HistoryCompacted,
             ApiError::Ahead(_) => ErrorCode::RevisionAhead,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -112,7 +121,9 @@ impl ApiError {
     pub(crate) fn body(&self) -> ErrorBody {
         let mut body = ErrorBody::new(self.code(), self.to_string());
         match self {
-            ApiError::InvalidBody { path, .. } if !path.is_empty() => {
+            ApiError::InvalidBody { path, .. } | ApiError::OutOfRange { path, .. }
+                if !path.is_empty() =>
+            {
                 body.path = Some(path.clone());
             }
             ApiError::Validation(e) => body.details = Some(e.problems.clone()),
@@ -157,6 +168,7 @@ impl From<LiveError> for ApiError {
     fn from(e: LiveError) -> ApiError {
         match e {
             LiveError::Store(e) => e.into(),
+            e @ LiveError::NotYet(_) => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
     }
@@ -175,10 +187,13 @@ impl From<StoreError> for ApiError {
             StoreError::EnvExists(_) | StoreError::EnvNotEmpty { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            StoreError::TokenExists(_) | StoreError::UserExists(_) | StoreError::LastAdmin(_) => {
-                ApiError::Conflict(e.to_string())
+            StoreError::TokenExists(_)
+            | StoreError::NotPending { .. }
+            | StoreError::UserExists(_)
+            | StoreError::LastAdmin(_) => ApiError::Conflict(e.to_string()),
+            StoreError::UnknownPlannedChange { .. } | StoreError::UnknownUser(_) => {
+                ApiError::NotFound(e.to_string())
             }
-            StoreError::UnknownUser(_) => ApiError::NotFound(e.to_string()),
             StoreError::InvalidUserName(_) => ApiError::InvalidBody {
                 path: "name".into(),
                 message: e.to_string(),
@@ -197,6 +212,15 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Invalid(v) => ApiError::Validation(v),
             StoreError::TooOld { .. } => ApiError::Gone(e.to_string()),
+            StoreError::RevisionAhead { .. } => ApiError::OutOfRange {
+                path: "revision".into(),
+                message: e.to_string(),
+            },
+            StoreError::BeforeEnvironment { .. } => ApiError::OutOfRange {
+                path: "at".into(),
+                message: e.to_string(),
+            },
+            StoreError::Compacted { .. } => ApiError::Compacted(e.to_string()),
             StoreError::Database(_) => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }

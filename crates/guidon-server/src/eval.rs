@@ -23,6 +23,7 @@ use crate::body::{self, Body, Path};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::live::{EnvState, Live};
+use guidon_store::AsOf;
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -112,7 +113,10 @@ impl Resolved {
 
 /// A context from a request: an object of at most the configured number
 /// of attributes.
-fn context_of(state: &AppState, value: Option<Value>) -> Result<Map<String, Value>, String> {
+pub(crate) fn context_of(
+    state: &AppState,
+    value: Option<Value>,
+) -> Result<Map<String, Value>, String> {
     match value {
         None => Err("context is required (an object of attributes)".into()),
         Some(Value::Object(map)) => {
@@ -183,16 +187,24 @@ pub(crate) struct EvaluateRequest {
     context: Option<Value>,
     #[serde(default)]
     explain: bool,
+    /// Time travel: evaluate the environment as it was at this instant
+    /// (RFC 3339), with the evaluation's `now` set to it. Admin tokens only.
+    #[serde(default)]
+    at: Option<String>,
+    /// Time travel: evaluate the environment as it was just after this
+    /// revision, with `now` set to the time it was made. Admin tokens only.
+    #[serde(default)]
+    revision: Option<u64>,
 }
 
 #[utoipa::path(
     post,
     path = "/api/v1/envs/{env}/evaluate",
     tag = "evaluation",
-    summary = "Evaluate one flag (with explain) or all flags (flag-format.md §7)",
+    summary = "Evaluate one flag (with explain) or all flags (flag-format.md §7); with `at` or `revision`, as the environment was then",
     params(("env" = String, Path, description = "Environment")),
     request_body = EvaluateRequest,
-    responses((status = 200, description = "One result (with `flag`), or all of them: {revision, results}", body = schema::Evaluated), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+    responses((status = 200, description = "One result (with `flag`), or all of them: {revision, results}; with `at`/`revision` also `as_of` (and one flag's `explanation`)", body = schema::Evaluated), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 410, description = "history_compacted: that revision is past the change log's retention horizon", body = ErrorBody), (status = 422, description = "out_of_range: `at` before the environment existed or in the future, or a `revision` not made yet (`path` names the field)", body = ErrorBody), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
 )]
 pub(crate) async fn evaluate(
     State(state): State<Arc<AppState>>,
@@ -203,19 +215,22 @@ pub(crate) async fn evaluate(
 ) -> ApiResult<Json<Value>> {
     check_key("environment", &env_name)?;
     caller.require_evaluate(&env_name)?;
-    let request: EvaluateRequest = body::json(&headers, &bytes).await?;
+    let mut request: EvaluateRequest = body::json(&headers, &bytes).await?;
     if request.explain {
         // The explanation shows the flag's rules, conditions and segments.
         caller.require_env(&env_name)?;
     }
-    let context =
-        context_of(&state, Some(request.context.unwrap_or(json!({})))).map_err(|message| {
-            ApiError::InvalidBody {
-                path: "context".into(),
-                message,
-            }
-        })?;
+    let context = context_of(&state, Some(request.context.take().unwrap_or(json!({})))).map_err(
+        |message| ApiError::InvalidBody {
+            path: "context".into(),
+            message,
+        },
+    )?;
+    if request.at.is_some() || request.revision.is_some() {
+        return time_travel(&state, &caller, &env_name, request, Context::from(context)).await;
+    }
     let env = state.env(&env_name).await?;
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let ctx = Context::from(context.clone());
     let now = Timestamp::now();
@@ -251,6 +266,91 @@ pub(crate) async fn evaluate(
             Ok(Json(json!({
                 "revision": live.revision,
                 "results": results.iter().map(Resolved::guidon_json).collect::<Vec<_>>(),
+            })))
+        }
+    }
+}
+
+/// `evaluate` with `at` or `revision`: the environment rebuilt from the
+/// change log as it was then, compiled, and evaluated with `now` set to
+/// that time (the engine reads no clock, so the answer is the one given
+/// then). One flag is always explained. The answer says which revision it
+/// is, who made it and when.
+async fn time_travel(
+    state: &AppState,
+    caller: &Caller,
+    env_name: &str,
+    request: EvaluateRequest,
+    ctx: Context,
+) -> ApiResult<Json<Value>> {
+    // Who made each revision is the audit's, which is admin only.
+    caller.require_admin()?;
+    let as_of = match (request.at.as_deref(), request.revision) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidBody {
+                path: "revision".into(),
+                message: "give at or revision, not both".into(),
+            });
+        }
+        (Some(text), None) => {
+            let at: Timestamp = text.parse().map_err(|e| ApiError::InvalidBody {
+                path: "at".into(),
+                message: format!("at: {text:?} is not an RFC 3339 timestamp: {e}"),
+            })?;
+            let now = Timestamp::now();
+            if at > now {
+                return Err(ApiError::OutOfRange {
+                    path: "at".into(),
+                    message: format!("at: {at} is in the future (it is {now} on this server)"),
+                });
+            }
+            AsOf::Time(at.as_millisecond())
+        }
+        (None, revision) => AsOf::Revision(revision.unwrap_or(0)),
+    };
+    let past = state.store()?.document_at(env_name, as_of).await?;
+    let revision = past.revision;
+    let now = match as_of {
+        AsOf::Time(ms) => ms,
+        AsOf::Revision(_) => past.at_ms,
+    };
+    let now = Timestamp::from_millisecond(now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let made_at =
+        Timestamp::from_millisecond(past.at_ms).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let as_of_json = json!({
+        "revision": revision,
+        "actor": past.actor,
+        "made_at": made_at.to_string(),
+        "now": now.to_string(),
+        "current_revision": past.current,
+        "oldest_revision": past.history_from,
+    });
+    let (_, compiled) = guidon_store::compile(past.document).await?;
+    // Every stored revision was valid when it was written.
+    let snapshot = compiled.map_err(|e| {
+        ApiError::Internal(format!(
+            "revision {revision} does not compile any more: {e}"
+        ))
+    })?;
+    match request.flag {
+        Some(key) => {
+            let (result, explanation) = snapshot.explain(&key, &ctx, now);
+            let mut out = result.to_json();
+            out["explanation"] =
+                serde_json::to_value(explanation).map_err(|e| ApiError::Internal(e.to_string()))?;
+            out["as_of"] = as_of_json;
+            Ok(Json(out))
+        }
+        None => {
+            let results: Vec<Value> = snapshot
+                .evaluate_all(&ctx, now)
+                .iter()
+                .map(|e| Resolved::from(e).guidon_json())
+                .collect();
+            Ok(Json(json!({
+                "revision": revision,
+                "results": results,
+                "as_of": as_of_json,
             })))
         }
     }
@@ -384,6 +484,7 @@ pub(crate) async fn ofrep_one(
         Ok(context) => context,
         Err(response) => return *response,
     };
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let ctx = Context::from(context.clone());
     let resolved = resolve_one(&state, &env, &live, &key, &context, &ctx, Timestamp::now()).await;
@@ -418,6 +519,7 @@ pub(crate) async fn ofrep_all(
         Ok(context) => context,
         Err(response) => return *response,
     };
+    state.sampler.offer(&env.name, &context);
     let live = env.live.load_full();
     let now = Timestamp::now();
     // The results depend on the flags (the revision and epoch), the
@@ -479,6 +581,10 @@ mod schema {
         error_code: Option<String>,
         flag_version: Option<u64>,
         metadata: Value,
+        /// With `explain`, or with `at`/`revision`: every step and condition.
+        explanation: Option<Value>,
+        /// With `at` or `revision`: the state evaluated.
+        as_of: Option<AsOf>,
     }
 
     /// Every flag's result at a revision.
@@ -486,6 +592,23 @@ mod schema {
     pub(crate) struct Evaluations {
         revision: u64,
         results: Vec<Evaluation>,
+        as_of: Option<AsOf>,
+    }
+
+    /// The past state a time-travel evaluation read.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    pub(crate) struct AsOf {
+        /// The revision evaluated: the last one made at or before `at`, or the one asked for.
+        revision: u64,
+        /// Who made it (`null` for revision 0, the empty environment).
+        actor: Option<String>,
+        /// When it was made (RFC 3339; for revision 0, when the environment was created).
+        made_at: String,
+        /// The evaluation's time: `at`, or `made_at` for a `revision`.
+        now: String,
+        current_revision: u64,
+        /// The oldest revision the change log can still rebuild.
+        oldest_revision: u64,
     }
 
     /// `POST …/evaluate`: one result when the request names a flag, else all.

@@ -24,11 +24,13 @@ mod cache;
 mod conditional;
 mod console;
 mod cors;
+pub mod edge;
 mod error;
 mod eval;
 mod experiments;
 #[doc(hidden)]
 pub mod fuzzing;
+mod history;
 mod listener;
 mod live;
 mod metrics;
@@ -36,6 +38,10 @@ mod ofrep_events;
 mod openapi;
 mod patch;
 mod people;
+mod preview;
+mod release;
+mod samples;
+mod schedule;
 mod sdk;
 mod shutdown;
 #[cfg(feature = "test-support")]
@@ -309,7 +315,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
             shutdown.clone(),
             metrics.syncs.clone(),
         )),
-        store,
+        backend: app::Backend::Store(store.clone()),
         tokens,
         metrics,
         cache: config.eval_cache.then(cache::EvalCache::default),
@@ -324,8 +330,10 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         cors_origins,
         secure_cookies: config.tls.is_some(),
         logins: people::LoginLimiter::default(),
+        sampler: samples::Sampler::default(),
     });
-    for env in state.store.list_envs().await? {
+    state.sampler.refresh(&store).await?;
+    for env in store.list_envs().await? {
         state.envs.get(&env.name).await.map_err(|e| {
             ServeError::Io(std::io::Error::other(format!(
                 "loading environment {:?}: {e}",
@@ -335,6 +343,8 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
     }
     tokio::spawn(live::follow(state.envs.clone()));
     tokio::spawn(refresh_tokens(state.clone()));
+    tokio::spawn(samples::run(state.clone()));
+    tokio::spawn(schedule::run(state.clone(), instance_name()));
     Ok((router(state.clone()), state, trigger, generated_admin_token))
 }
 
@@ -348,21 +358,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Some(files) => Some(Arc::new(tls::Tls::load(files).map_err(ServeError::Tls)?)),
         None => None,
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|error| ServeError::Listen {
-            addr: config.listen.clone(),
-            error,
-        })?;
+    let listener = bind(&config.listen).await?;
     let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|error| ServeError::Listen {
-                    addr: addr.clone(),
-                    error,
-                })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let (app, state, trigger, generated_admin_token) = build(&config).await?;
@@ -405,7 +403,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let task = tokio::spawn(async move {
         // One router for all connections (cloned per connection: an Arc).
         let result = listener::serve(listener, app, limits, served_tls, shutdown).await;
-        state.store.close().await;
+        if let app::Backend::Store(store) = &state.backend {
+            store.close().await;
+        }
         result
     });
     tracing::info!(%addr, tls = tls.is_some(), "guidon serving");
@@ -417,6 +417,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         trigger,
         task,
     })
+}
+
+/// Binds `addr`, or says which address could not be.
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServeError::Listen {
+            addr: addr.to_owned(),
+            error,
+        })
 }
 
 /// `GUIDON_ADMIN_TOKEN` becomes an admin token; without it, and with no
@@ -472,7 +482,21 @@ fn free_name(base: &str, taken: &[String]) -> String {
         .unwrap_or_else(|| base.to_owned())
 }
 
+/// This process among the instances sharing a database: its process id
+/// and a random suffix, recorded on the scheduled changes it applies.
+fn instance_name() -> String {
+    let mut bytes = [0_u8; 4];
+    let suffix = match getrandom::fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => 0,
+    };
+    format!("instance-{}-{suffix:08x}", std::process::id())
+}
+
 async fn refresh_tokens(state: Arc<AppState>) {
+    let app::Backend::Store(store) = &state.backend else {
+        return;
+    };
     loop {
         tokio::select! {
             () = tokio::time::sleep(tokens::TOKEN_REFRESH) => {}
@@ -483,11 +507,11 @@ async fn refresh_tokens(state: Arc<AppState>) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            if let Err(e) = state.store.mark_tokens_used(&used, now).await {
+            if let Err(e) = store.mark_tokens_used(&used, now).await {
                 tracing::warn!(error = %e, "could not record token use");
             }
         }
-        if let Err(e) = state.tokens.refresh(&state.store).await {
+        if let Err(e) = state.tokens.refresh(store).await {
             tracing::warn!(error = %e, "could not refresh tokens");
         }
     }
@@ -496,18 +520,45 @@ async fn refresh_tokens(state: Arc<AppState>) {
 /// Every route.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body;
+    // An edge has no definitions to administer: what needs the store is
+    // its upstream's.
+    let admin = match state.backend {
+        // People sign in against the store, and the console administers it.
+        app::Backend::Store(_) => admin::routes()
+            .merge(people::routes())
+            .merge(console::routes()),
+        app::Backend::Edge(_) => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_with_token))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .merge(admin::routes())
-        .merge(people::routes())
-        .merge(console::routes())
+        .merge(admin)
         .merge(eval::routes())
+        .merge(preview::routes())
+        .merge(samples::routes())
+        .merge(history::routes())
         .merge(ofrep_events::routes())
         .merge(sdk::routes())
         .merge(experiments::routes())
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/schedule",
+            axum::routing::post(schedule::schedule),
+        )
+        .route("/api/v1/envs/{env}/schedules", get(schedule::list))
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/release",
+            get(release::get_one).put(release::start),
+        )
+        .route(
+            "/api/v1/envs/{env}/flags/{key}/release/{action}",
+            axum::routing::post(release::act),
+        )
+        .route(
+            "/api/v1/envs/{env}/schedules/{id}",
+            get(schedule::get_one).delete(schedule::cancel),
+        )
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into())
         })
@@ -562,7 +613,11 @@ pub(crate) struct Status {
     responses((status = 200, description = "Ready; or degraded: the database is away, the last state is served and writes fail", body = Status), (status = 503, description = "Not ready: an environment does not load", body = Status))
 )]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let envs = match state.store.list_envs().await {
+    let store = match &state.backend {
+        app::Backend::Store(store) => store,
+        app::Backend::Edge(upstream) => return upstream.readyz(&state.envs).into_response(),
+    };
+    let envs = match store.list_envs().await {
         Ok(envs) => envs,
         // The database away: evaluations, the document and streams still
         // serve what this instance loaded (it could not have started

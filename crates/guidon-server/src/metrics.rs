@@ -37,8 +37,36 @@ pub(crate) struct StreamLabels {
     pub(crate) transport: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EnvLabels {
+    pub(crate) env: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: &'static str,
+}
+
+/// What `guidon edge` reports (zero on a server).
+#[derive(Debug, Default)]
+pub(crate) struct EdgeMetrics {
+    /// 1 while the environment's follow of the upstream is current, 0
+    /// while the edge serves its last known state (stale).
+    pub(crate) upstream_connected: Family<EnvLabels, Gauge>,
+    pub(crate) revision: Family<EnvLabels, Gauge>,
+    /// Seconds since the environment stopped following its upstream (0
+    /// while it follows).
+    pub(crate) stale_seconds: Family<EnvLabels, Gauge>,
+    /// Events durably buffered, not yet delivered upstream.
+    pub(crate) events_buffered: Gauge,
+    pub(crate) events_forwarded: Counter,
+    /// Token verdicts asked of the upstream: `live`, `refused`, `unreachable`.
+    pub(crate) token_checks: Family<OutcomeLabels, Counter>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
+    pub(crate) edge: EdgeMetrics,
     registry: Registry,
     pub(crate) evaluations: Family<EvalLabels, Counter>,
     pub(crate) evaluation_seconds: Histogram,
@@ -111,7 +139,39 @@ impl Default for Metrics {
             "Moves of an environment's live state to a newer revision, by how",
             syncs.clone(),
         );
+        let edge = EdgeMetrics::default();
+        registry.register(
+            "guidon_edge_upstream_connected",
+            "Edge: 1 while the environment follows its upstream, 0 while serving the last known state",
+            edge.upstream_connected.clone(),
+        );
+        registry.register(
+            "guidon_edge_stale_seconds",
+            "Edge: seconds since the environment stopped following its upstream (0 while it follows)",
+            edge.stale_seconds.clone(),
+        );
+        registry.register(
+            "guidon_edge_revision",
+            "Edge: the revision served of each environment",
+            edge.revision.clone(),
+        );
+        registry.register(
+            "guidon_edge_events_buffered",
+            "Edge: events buffered durably, not yet delivered upstream",
+            edge.events_buffered.clone(),
+        );
+        registry.register(
+            "guidon_edge_events_forwarded",
+            "Edge: events delivered upstream",
+            edge.events_forwarded.clone(),
+        );
+        registry.register(
+            "guidon_edge_token_checks",
+            "Edge: token verdicts asked of the upstream, by outcome",
+            edge.token_checks.clone(),
+        );
         Metrics {
+            edge,
             syncs,
             registry,
             evaluations,

@@ -94,12 +94,12 @@ pub(crate) async fn events(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let info: Option<TokenInfo> = match (auth::presented(&headers), &query.channel) {
-        (Some(secret), _) => state.tokens.authenticate(secret),
+        (Some(secret), _) => state.authenticate(secret).await?,
         (None, Some(channel)) => {
             let env = query.env.as_deref().ok_or_else(|| {
                 ApiError::BadRequest("env is required with channel: ?env=ENV&channel=…".into())
             })?;
-            state.tokens.by_channel(env, channel)
+            state.token_by_channel(env, channel)
         }
         (None, None) => None,
     };
@@ -184,7 +184,7 @@ impl Follow {
                 },
                 () = sleep_or_never(clock) => self.pending = true,
                 _ = self.check.tick() => {
-                    if !self.state.tokens.is_live(&self.token) {
+                    if !self.state.token_is_live(&self.token) {
                         return None;
                     }
                 }

@@ -254,7 +254,7 @@ pub(crate) async fn login(
     let credentials = if login.password.len() > MAX_PASSWORD_BYTES {
         None
     } else {
-        state.store.user_credentials(&login.user).await?
+        state.store()?.user_credentials(&login.user).await?
     };
     let (user, phc) = match credentials {
         Some((user, phc)) => (Some(user), Some(phc)),
@@ -277,7 +277,7 @@ pub(crate) async fn login(
     let ttl_ms = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
     let expires_at_ms = now_ms().saturating_add(ttl_ms);
     state
-        .store
+        .store()?
         .create_session(&user.name, &secret, &csrf, expires_at_ms)
         .await?;
     tracing::info!(user = %user.name, "signed in");
@@ -331,7 +331,7 @@ pub(crate) async fn logout(
         return Err(ApiError::Forbidden("a token has no session".into()));
     }
     if let Some(secret) = session_cookie(&headers) {
-        state.store.end_session(secret).await?;
+        state.store()?.end_session(secret).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -352,7 +352,7 @@ pub(crate) async fn logout(
 pub(crate) async fn list_users(State(state): St, caller: Caller) -> ApiResult<Json<Users>> {
     caller.require_admin()?;
     Ok(Json(Users {
-        users: state.store.list_users().await?,
+        users: state.store()?.list_users().await?,
     }))
 }
 
@@ -379,7 +379,7 @@ pub(crate) async fn add_user(
     check_password(&new.password)?;
     let hash = hash_password(&new.password).await?;
     let user = state
-        .store
+        .store()?
         .create_user(&new.name, &hash, &new.roles)
         .await?;
     tracing::info!(user = %user.name, by = %caller.name, "person added");
@@ -400,7 +400,7 @@ pub(crate) async fn get_user(
     Path(name): Path<String>,
 ) -> ApiResult<Json<UserInfo>> {
     caller.require_admin()?;
-    Ok(Json(state.store.user(&name).await?))
+    Ok(Json(state.store()?.user(&name).await?))
 }
 
 #[utoipa::path(
@@ -421,7 +421,7 @@ pub(crate) async fn set_roles(
 ) -> ApiResult<Json<UserInfo>> {
     caller.require_admin()?;
     let set: SetRoles = body::json(&headers, &bytes).await?;
-    let user = state.store.set_user_roles(&name, &set.roles).await?;
+    let user = state.store()?.set_user_roles(&name, &set.roles).await?;
     tracing::info!(user = %name, by = %caller.name, roles = ?set.roles, "roles set");
     Ok(Json(user))
 }
@@ -446,9 +446,9 @@ pub(crate) async fn set_password(
     let set: SetPassword = body::json(&headers, &bytes).await?;
     check_password(&set.password)?;
     // Unknown names are answered 404 before the cost of hashing.
-    state.store.user(&name).await?;
+    state.store()?.user(&name).await?;
     let hash = hash_password(&set.password).await?;
-    state.store.set_user_password(&name, &hash).await?;
+    state.store()?.set_user_password(&name, &hash).await?;
     tracing::info!(user = %name, by = %caller.name, "password reset");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -467,7 +467,7 @@ pub(crate) async fn remove_user(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.store.remove_user(&name).await?;
+    state.store()?.remove_user(&name).await?;
     tracing::info!(user = %name, by = %caller.name, "person removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -114,7 +114,7 @@ pub(crate) async fn changes(
         .ok_or_else(|| ApiError::BadRequest("since is required: ?since=REVISION".into()))?;
     let env = sdk_env(&state, &caller, &headers).await?;
     not_ahead(&env, since).await?;
-    let changes = state.store.changes_since(&env.name, since).await?;
+    let changes = state.changes_since(&env, since).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -163,7 +163,7 @@ async fn opening(
     if since == live.revision {
         return Ok(Vec::new());
     }
-    match state.store.changes_since(&env.name, since).await {
+    match state.changes_since(env, since).await {
         Ok(changes) if changes.epoch.is_none_or(|e| e == live.epoch) => Ok(changes
             .into_updates()
             .iter()
@@ -258,7 +258,7 @@ fn messages(
                     next = rx.recv() => next,
                     // A revoked token's stream ends within a heartbeat.
                     _ = check.tick() => {
-                        if state.tokens.is_live(&token) {
+                        if state.token_is_live(&token) {
                             continue;
                         }
                         return None;

@@ -1171,6 +1171,66 @@ async fn an_experiment_reads_all_its_metrics() {
         assert_eq!(guardrail["breached_by"], json!(["treatment"]), "{n}");
         assert_eq!(r["metrics"][3]["comparisons"][0]["outcome"], "worse", "{n}");
 
+        // Planning from the experiment's own baseline (40/400 = 10 %) and
+        // traffic: a 10 % lift needs 14,751 units per arm.
+        let (status, plan) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/plan?mde=0.1&days=30",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {plan}");
+        close(&plan["baseline"]["rate"], 0.1, "baseline");
+        assert_eq!(plan["units_per_arm"], 14_751, "{n}: {plan}");
+        let daily = plan["observed"]["daily_units"].as_f64().expect("daily");
+        let elapsed = plan["observed"]["days_elapsed"].as_f64().expect("elapsed");
+        close(&json!(daily * elapsed), 800.0, "units over the days");
+        close(
+            &plan["days_needed"],
+            14_751.0 / (daily / 2.0),
+            "days needed",
+        );
+        let now = plan["mde_now"].as_f64().expect("mde now");
+        let later = plan["mde_at_days"].as_f64().expect("mde at 30 days");
+        assert!(
+            now > later && later > 0.0,
+            "{n}: more days detect less: {plan}"
+        );
+        let (status, body) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/plan?mde=0",
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{n}: {body}");
+        // Cumulative days since the start: everything happened on the
+        // first day, so every day shows it.
+        let (status, daily) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/daily",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {daily}");
+        let days = daily["days"].as_array().expect("days");
+        assert_eq!(days[0]["day"], "2026-11-20", "{n}: {daily}");
+        assert!(days.len() >= 2, "{n}");
+        for day in days {
+            assert_eq!(day["variants"][0]["units"], 400, "{n}: {day}");
+            assert_eq!(day["variants"][1]["conversions"], 70, "{n}: {day}");
+        }
+        let (status, _) = call(
+            &server,
+            Method::GET,
+            "/api/v1/envs/production/experiments/checkout_test/daily?metric=nope",
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{n}");
+
         // Stop it: what happens afterwards does not count.
         let (status, body) = call(
             &server,
@@ -1212,6 +1272,164 @@ async fn an_experiment_reads_all_its_metrics() {
             one["variants"][0]["units"], 401,
             "{n}: not bounded by the experiment"
         );
+        server.stop().await;
+    }
+}
+
+/// CUPED end to end: each unit's purchases in the 14 days before its
+/// exposure are the covariate of its purchases after. On synthetic data
+/// with a known correlation the server's adjusted analysis is
+/// guidon_stats' over the same sums, the interval narrows by
+/// √(1 − ρ²) as theory says, and purchases older than the window do not
+/// count.
+#[tokio::test]
+async fn cuped_narrows_the_interval_as_theory_says() {
+    for (db, server) in testing::servers("exp_cuped").await {
+        let n = db.name;
+        server.put_flag("production", checkout_flag()).await;
+        let day = 86_400;
+        let mut rng = testing::Rng::new(7);
+        let mut events = Vec::new();
+        // Per arm: (Σx, Σx², Σy, Σy², Σxy) over its units, x the spend in
+        // the window, y the spend after exposure.
+        let mut sums = [[0.0_f64; 5]; 2];
+        for i in 0..3000 {
+            let arm = i % 2;
+            let variant = if arm == 0 { "control" } else { "treatment" };
+            let user = format!("u{i}");
+            let x = 50.0 + rng.below(100) as f64;
+            let noise = rng.below(41) as f64 - 20.0;
+            let y = x + noise + if arm == 1 { 4.0 } else { 0.0 };
+            // Exposure on day 14 (+2 h); the spend before it on day 5
+            // (inside the 14-day window), an older purchase on day 0
+            // (outside); the spend after it an hour later.
+            let exposed = 14 * day + 7200;
+            events.push(exposure(&format!("e{i}"), &user, variant, exposed));
+            events.push(conversion_of(
+                &format!("pre{i}"),
+                &user,
+                x,
+                "purchase",
+                5 * day,
+            ));
+            events.push(conversion_of(
+                &format!("old{i}"),
+                &user,
+                1000.0,
+                "purchase",
+                0,
+            ));
+            events.push(conversion_of(
+                &format!("post{i}"),
+                &user,
+                y,
+                "purchase",
+                exposed + 3600,
+            ));
+            let s = &mut sums[arm];
+            s[0] += x;
+            s[1] += x * x;
+            s[2] += y;
+            s[3] += y * y;
+            s[4] += x * y;
+        }
+        for chunk in events.chunks(6000) {
+            let (status, body) = send(
+                &server,
+                Some(ADMIN),
+                Some("production"),
+                &json!({ "events": chunk }),
+            )
+            .await;
+            assert_eq!(status, 200, "{n}: {}", body["rejected"][0]);
+        }
+        let query = "metric=purchase&kind=continuous";
+        let (status, plain) = results(&server, "new_checkout_experiment", query).await;
+        assert_eq!(status, 200, "{n}: {plain}");
+        let (status, adjusted) = results(
+            &server,
+            "new_checkout_experiment",
+            &format!("{query}&cuped_days=14"),
+        )
+        .await;
+        assert_eq!(status, 200, "{n}: {adjusted}");
+        assert_eq!(
+            adjusted["cuped"]["applied"], true,
+            "{n}: {}",
+            adjusted["cuped"]
+        );
+
+        // The same analysis computed here from the generated sums.
+        let stats: Vec<VariantStats> = sums
+            .iter()
+            .map(|s| VariantStats::new(1500, 1500, s[2], s[3]).with_covariate(s[0], s[1], s[4]))
+            .collect();
+        let want = analyze(
+            &stats[0],
+            &stats[1..],
+            &AnalysisOptions {
+                metric: MetricKind::Continuous,
+                weights: Some(vec![50.0, 50.0]),
+                ..AnalysisOptions::default()
+            },
+        )
+        .expect("analysis");
+        let theta = want.cuped.expect("cuped").theta;
+        close(&adjusted["cuped"]["theta"], theta, "theta");
+        let absolute = want.comparisons[0].absolute.computed().expect("absolute");
+        let got = &adjusted["comparisons"][0]["absolute"];
+        close(&got["estimate"], absolute.test.estimate, "adjusted lift");
+        close(
+            &got["ci"]["lower"],
+            absolute.test.ci.lower,
+            "adjusted lower",
+        );
+
+        // Theory: the half-width shrinks by √(1 − ρ²), ρ the correlation
+        // of x and y (pooled, within arms), and each arm's variance by ρ².
+        let width = |r: &Value| {
+            let ci = &r["comparisons"][0]["absolute"]["ci"];
+            ci["upper"].as_f64().expect("upper") - ci["lower"].as_f64().expect("lower")
+        };
+        let m = 1500.0;
+        let rho_of = |s: &[f64; 5]| {
+            let cov = (s[4] - s[0] * s[2] / m) / (m - 1.0);
+            let vx = (s[1] - s[0] * s[0] / m) / (m - 1.0);
+            let vy = (s[3] - s[2] * s[2] / m) / (m - 1.0);
+            cov / (vx * vy).sqrt()
+        };
+        let rho = (rho_of(&sums[0]) + rho_of(&sums[1])) / 2.0;
+        assert!(rho > 0.8, "{n}: the data is built correlated, ρ = {rho}");
+        let ratio = width(&adjusted) / width(&plain);
+        let theory = (1.0 - rho * rho).sqrt();
+        assert!(
+            (ratio - theory).abs() < 0.02,
+            "{n}: narrowed by {ratio}, theory {theory} (ρ = {rho})"
+        );
+        for (i, reduction) in adjusted["cuped"]["variance_reduction"]
+            .as_array()
+            .expect("reduction")
+            .iter()
+            .enumerate()
+        {
+            let r = reduction.as_f64().expect("a share");
+            let rho_i = rho_of(&sums[i]);
+            assert!(
+                (r - rho_i * rho_i).abs() < 0.01,
+                "{n}: arm {i}: {r} vs ρ² {}",
+                rho_i * rho_i
+            );
+        }
+        // The old purchases (1,000 each, before the window) are not in x:
+        // the server's θ and interval are the ones computed without them.
+        // A window longer than a year is refused.
+        let (status, body) = results(
+            &server,
+            "new_checkout_experiment",
+            &format!("{query}&cuped_days=400"),
+        )
+        .await;
+        assert_eq!(status, 400, "{n}: {body}");
         server.stop().await;
     }
 }

@@ -157,7 +157,10 @@ pub struct Comparison {
     /// Bayesian result on the relative lift (Gaussian model).
     pub bayesian: Outcome<BayesianResult>,
     /// Bayesian result on the absolute lift (Gaussian model), for when the
-    /// relative lift is undefined.
+    /// relative lift is undefined. A proper [`AnalysisOptions::prior`] (on
+    /// the relative lift) is put on the absolute scale by the control mean:
+    /// `N(μ·|m_c|, σ²·m_c²)`; with a zero control mean only a flat prior can
+    /// be used, and a proper one makes this [`StatsError::ZeroControlMean`].
     pub bayesian_absolute: Outcome<BayesianResult>,
 }
 
@@ -282,9 +285,14 @@ pub fn analyze(
             (Err(e), _) | (_, Err(e)) => Err(e.clone()),
         };
         let absolute_difference = pair.clone().and_then(|(c, t)| absolute_difference(c, t));
-        let bayesian_absolute = absolute_difference
-            .clone()
-            .and_then(|d| bayesian(&d, &options.prior, options.alpha));
+        let bayesian_absolute = absolute_difference.clone().and_then(|d| {
+            let control_mean = pair.clone().map(|(c, _)| c.mean)?;
+            bayesian(
+                &d,
+                &absolute_prior(&options.prior, control_mean)?,
+                options.alpha,
+            )
+        });
         let absolute = lift(absolute_difference);
         let relative_interval = pair
             .clone()
@@ -323,6 +331,22 @@ pub fn analyze(
         beta,
         comparisons,
     })
+}
+
+/// The prior of [`AnalysisOptions::prior`], which is on the relative lift,
+/// put on the absolute scale of `m_t − m_c` by the control mean, as
+/// GrowthBook does (`prior_type: "relative"` with an absolute difference):
+/// mean `μ·|m_c|`, variance `σ²·m_c²`. A proper prior cannot be rescaled
+/// when the control mean is zero.
+fn absolute_prior(prior: &Prior, control_mean: f64) -> Result<Prior, StatsError> {
+    match *prior {
+        Prior::Flat => Ok(Prior::Flat),
+        Prior::Normal { .. } if control_mean == 0.0 => Err(StatsError::ZeroControlMean),
+        Prior::Normal { mean, variance } => Ok(Prior::Normal {
+            mean: mean * control_mean.abs(),
+            variance: variance * control_mean * control_mean,
+        }),
+    }
 }
 
 /// The relative lift's intervals on the log scale, mapped back.

@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn large_arms_use_the_normal_and_say_so() {
-        let r = result(&[(2_000_000, 100_000), (2_000_000, 101_000)]);
+        let r = result(&[(2_000_000, 100_000), (2_000_000, 102_000)]);
         assert_eq!(r.method, "beta_posterior_normal");
         assert!(r.comparisons[0].chance_to_win > 0.99);
         let r = result(&[(100_000, 5_000), (100_000, 5_100)]);

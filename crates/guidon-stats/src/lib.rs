@@ -55,7 +55,9 @@
 //!   credible interval, and the expected losses ("risk") of shipping control,
 //!   `E[max(δ, 0)]`, and of shipping the treatment, `E[max(−δ, 0)]`, as
 //!   GrowthBook's `EffectBayesianABTest` defines them. [`analyze`] applies it
-//!   to the relative lift.
+//!   to the relative lift, and to the absolute lift with the prior (given on
+//!   the relative lift) rescaled by the control mean, `N(μ·|m_c|, σ²·m_c²)`,
+//!   as GrowthBook does.
 //! - **Relative intervals on the log scale** ([`log_ratio_difference`],
 //!   [`RelativeInterval`]): `ln(m_t/m_c)` with the delta-method variance
 //!   `v_t/(n_t·m_t²) + v_c/(n_c·m_c²)`, its Welch interval (or confidence
@@ -102,7 +104,10 @@
 //!   statsmodels' `proportions_ztest`.
 //!
 //! The reference values the tests check were computed independently with
-//! scipy and statsmodels (`testdata/stats/reference.py`).
+//! scipy and statsmodels (`testdata/stats/reference.py`,
+//! `beta_reference.py`) and with GrowthBook's `gbstats`
+//! (`gbstats_reference.py`); `docs/statistics.md` lists every place where
+//! the methods differ from GrowthBook's by design, with figures.
 
 mod analysis;
 mod bayes;
@@ -112,6 +117,7 @@ mod dist;
 mod error;
 mod headline;
 mod multiple;
+mod power;
 mod proportion;
 mod sequential;
 mod srm;
@@ -127,6 +133,7 @@ pub use cuped::{Cuped, cuped};
 pub use error::StatsError;
 pub use headline::{Headline, Method, Reading, Risk, Verdict, headline};
 pub use multiple::{Correction, benjamini_hochberg, holm};
+pub use power::{Baseline, SampleSize, minimum_detectable_effect, sample_size};
 pub use proportion::{Interval, ZTest, two_proportion_z_test, wilson};
 pub use sequential::{DEFAULT_TUNING_PARAMETER, SequentialResult, sequential, sequential_rho};
 pub use srm::{SRM_MIN_EXPECTED, SRM_P_THRESHOLD, SrmResult, srm};

@@ -265,7 +265,8 @@ fn finite_or_err<T: std::fmt::Debug>(
 /// serde_json writes NaN and infinities as `null`: only the optional fields
 /// may be null.
 fn no_unexpected_null(value: &serde_json::Value, key: &str) {
-    const OPTIONAL: [&str; 6] = [
+    const OPTIONAL: [&str; 7] = [
+        "beta",
         "rate",
         "rate_interval",
         "mean",

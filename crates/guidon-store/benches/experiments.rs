@@ -211,6 +211,7 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
                         from_ms: None,
                         until_ms: None,
                         cap: None,
+                        pre_window_ms: None,
                     },
                 )
                 .await

@@ -1,14 +1,15 @@
 //! Store figures for BENCHMARKS.md, on SQLite and (when
 //! `GUIDON_TEST_DATABASE_URL` is set) PostgreSQL:
-//! single-writer durable upserts/s, loading a 10,000-flag snapshot, and
-//! `changes_since` for 100 changes.
+//! single-writer durable upserts/s, loading a 10,000-flag snapshot,
+//! `changes_since` for 100 changes, and time travel (`document_at`) 500
+//! revisions back.
 //!
 //! `GUIDON_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p guidon-store --bench store`
 
 use std::time::{Duration, Instant};
 
 use guidon_engine::model::Flag;
-use guidon_store::Store;
+use guidon_store::{AsOf, Store};
 use serde_json::json;
 use sqlx::AnyPool;
 
@@ -70,6 +71,28 @@ async fn bench(name: &str, url: &str) {
     }
     let changes_100 = median(times);
 
+    // Time travel: the environment 500 revisions back (500 changes undone)
+    // and at the current revision (none), then compiled.
+    let mut back_500 = Vec::new();
+    let mut at_head = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let past = store
+            .document_at("development", AsOf::Revision(rev - 500))
+            .await
+            .expect("past");
+        past.document.compile().expect("valid");
+        back_500.push(t.elapsed());
+        let t = Instant::now();
+        let head = store
+            .document_at("development", AsOf::Revision(rev))
+            .await
+            .expect("head");
+        head.document.compile().expect("valid");
+        at_head.push(t.elapsed());
+    }
+    let (back_500, at_head) = (median(back_500), median(at_head));
+
     // A 10,000-flag environment, written straight into the tables (through
     // the API each write validates the whole environment: see below).
     store.create_env("big").await.expect("env");
@@ -112,8 +135,11 @@ async fn bench(name: &str, url: &str) {
     }
     println!(
         "{name:8} upserts/s (1 writer, 10-flag env): {per_sec:7.0} | changes_since(100): {:>8.2?} | \
+         time travel 500 back: {:>8.2?}, at head: {:>8.2?} | \
          snapshot 10k load: {:>8.2?} + compile: {:>8.2?} | upsert into 10k env: {:>8.2?}",
         changes_100,
+        back_500,
+        at_head,
         median(load),
         median(compile),
         median(big_upserts)

@@ -45,6 +45,31 @@ pub enum StoreError {
         "revision {since} is too old to catch up from (oldest is {oldest}); take a full snapshot"
     )]
     TooOld { since: u64, oldest: u64 },
+    /// A past state asked for by a revision the environment has not made.
+    #[error(
+        "revision {requested} of environment {env:?} does not exist yet (it is at revision {current})"
+    )]
+    RevisionAhead {
+        env: String,
+        requested: u64,
+        current: u64,
+    },
+    /// A past state asked for at an instant before the environment existed.
+    #[error("environment {env:?} did not exist at {}: it was created at {}", ms_text(*at_ms), ms_text(*created_ms))]
+    BeforeEnvironment {
+        env: String,
+        at_ms: i64,
+        created_ms: i64,
+    },
+    /// A past state older than the change log still holds.
+    #[error(
+        "revision {requested} of environment {env:?} is past the history's retention horizon: the change log was compacted, and the oldest revision kept is {oldest}"
+    )]
+    Compacted {
+        env: String,
+        requested: u64,
+        oldest: u64,
+    },
     #[error("stored {kind} {key:?} in environment {env:?} is corrupt: {message}")]
     Corrupt {
         env: String,
@@ -79,6 +104,13 @@ pub enum StoreError {
     /// Experiment results asked for with an unusable parameter.
     #[error("{0}")]
     InvalidQuery(String),
+    /// A planned change that is not pending any more (applied by another
+    /// instance, cancelled, or failed).
+    #[error("planned change {id} is {status}, not pending")]
+    NotPending { id: i64, status: String },
+    /// No planned change with this id in the environment.
+    #[error("no planned change {id} in environment {env:?}")]
+    UnknownPlannedChange { env: String, id: i64 },
     /// A blocking task of the store (compiling a large environment) failed.
     #[error("store task failed: {0}")]
     Task(String),
@@ -86,4 +118,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An instant of the store (ms since the Unix epoch) as RFC 3339.
+fn ms_text(ms: i64) -> String {
+    guidon_engine::Timestamp::from_millisecond(ms)
+        .map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
 }

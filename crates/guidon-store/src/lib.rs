@@ -10,21 +10,30 @@
 //! failed write rolls the increment back.
 
 mod catalogue;
+mod edge;
 mod error;
 mod experiments;
+mod samples;
 mod store;
 mod tokens;
 mod users;
 
 pub use catalogue::{DefinitionKind, StoredDefinition};
+pub use edge::{EdgeStore, Outgoing};
 pub use error::StoreError;
 pub use experiments::{
     Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
-    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, RatioPart, RatioTotals, UnitKey, VariantTotals,
+    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, PreExposure, RatioPart, RatioTotals, UnitKey,
+    VariantTotals,
+};
+pub use samples::{
+    MAX_RETENTION_HOURS, MAX_SAMPLE_SIZE, Offered, SLICE_MS, Sample, SampleBatch, SampleInfo,
+    SampleSettings, Sampling, hour_of,
 };
 pub use store::{
-    Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
-    FlagOverview, Replaced, Revised, Store, StoreOptions, Stored, compile,
+    Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,
+    DEFAULT_ENVIRONMENTS, FlagOverview, NewPlannedChange, Past, PlannedChange, ReleaseStep,
+    Replaced, Revised, Store, StoreOptions, Stored, StoredRelease, apply_and_compile, compile,
 };
 pub use tokens::{hex, secret_hash};
 pub use users::Session;

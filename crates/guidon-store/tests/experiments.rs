@@ -55,6 +55,7 @@ fn query(window_ms: Option<i64>) -> MetricQuery<'static> {
         from_ms: None,
         until_ms: None,
         cap: None,
+        pre_window_ms: None,
     }
 }
 

@@ -1166,3 +1166,266 @@ async fn sessions_expire_end_and_carry_the_current_roles() {
         );
     }
 }
+
+/// Time travel: the state at every revision, rebuilt from the log, is the
+/// snapshot that was read just after that revision was committed; an
+/// instant maps to the last revision made at or before it; compaction
+/// makes older states an explicit error, never a guess.
+#[tokio::test]
+async fn every_past_revision_is_rebuilt_exactly_until_compacted() {
+    use guidon_store::AsOf;
+    for (db, store) in stores("time_travel").await {
+        let n = db.name;
+        let env = "production";
+        let start = store.snapshot(env).await.expect("empty");
+        let mut seen = vec![start];
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+        store
+            .upsert_flag(env, &simple("f", true), None, "alice")
+            .await
+            .expect("1");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        store
+            .upsert_flag(
+                env,
+                &flag(json!({"key": "f", "enabled": true, "rollout": {"percentage": 10}})),
+                None,
+                "bob",
+            )
+            .await
+            .expect("2");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        let staff: Segment = serde_json::from_value(json!({"key": "staff", "rules": [
+            {"conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@example.com"]}]}]}))
+        .expect("segment");
+        store
+            .upsert_segment(env, &staff, None, "carol")
+            .await
+            .expect("3");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        store
+            .upsert_flag(env, &flag(json!({"key": "g", "enabled": true, "rules": [
+                {"conditions": [{"operator": "in_segment", "values": ["staff"]}], "serve": {"enabled": true}}]})), None, "carol")
+            .await
+            .expect("4");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        store
+            .delete(env, Kind::Flag, "g", None, "dave")
+            .await
+            .expect("5");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        let file: guidon_engine::FlagFile = serde_json::from_value(json!({
+            "flags": [{"key": "g", "enabled": false}, {"key": "h", "enabled": true}]}))
+        .expect("file");
+        store.replace_all(env, &file, "gitops").await.expect("6");
+        seen.push(store.snapshot(env).await.expect("snap"));
+        pause().await;
+        store
+            .upsert_flag(env, &simple("f", false), None, "erin")
+            .await
+            .expect("7");
+        seen.push(store.snapshot(env).await.expect("snap"));
+
+        let audit = store.audit(env, None, 100).await.expect("audit");
+        for (revision, want) in seen.iter().enumerate() {
+            let revision = revision as u64;
+            let past = store
+                .document_at(env, AsOf::Revision(revision))
+                .await
+                .unwrap_or_else(|e| panic!("{n}: revision {revision}: {e}"));
+            assert_eq!(&past.document, want, "{n}: revision {revision}");
+            assert_eq!(past.revision, revision, "{n}");
+            assert_eq!(past.current, 7, "{n}");
+            if revision == 0 {
+                assert_eq!(past.actor, None, "{n}");
+                assert_eq!(Some(past.at_ms), want.epoch, "{n}");
+                continue;
+            }
+            let entry = audit
+                .iter()
+                .find(|e| e.revision == revision)
+                .expect("audited");
+            assert_eq!(past.actor.as_deref(), Some(entry.actor.as_str()), "{n}");
+            assert_eq!(past.at_ms, entry.at_ms, "{n}");
+            // At the instant it was made, and a millisecond before the next.
+            let at = store
+                .document_at(env, AsOf::Time(entry.at_ms))
+                .await
+                .expect("at");
+            assert_eq!(at.revision, revision, "{n}: at {}", entry.at_ms);
+            if let Some(next) = audit.iter().find(|e| e.revision == revision + 1)
+                && next.at_ms > entry.at_ms
+            {
+                let before_next = store
+                    .document_at(env, AsOf::Time(next.at_ms - 1))
+                    .await
+                    .expect("between");
+                assert_eq!(before_next.revision, revision, "{n}");
+            }
+        }
+        // Revision 4's document has g (version 1) and its segment.
+        let four = store.document_at(env, AsOf::Revision(4)).await.expect("4");
+        assert_eq!(four.document.versions.get("g"), Some(&1), "{n}");
+        assert_eq!(four.document.versions.get("f"), Some(&2), "{n}");
+
+        let epoch = seen[0].epoch.expect("epoch");
+        let err = store.document_at(env, AsOf::Time(epoch - 1)).await;
+        assert!(
+            matches!(err, Err(StoreError::BeforeEnvironment { .. })),
+            "{n}: {err:?}"
+        );
+        let err = store.document_at(env, AsOf::Revision(8)).await;
+        assert!(
+            matches!(
+                err,
+                Err(StoreError::RevisionAhead {
+                    requested: 8,
+                    current: 7,
+                    ..
+                })
+            ),
+            "{n}: {err:?}"
+        );
+        let err = store.document_at("nowhere", AsOf::Revision(0)).await;
+        assert!(
+            matches!(err, Err(StoreError::UnknownEnv(_))),
+            "{n}: {err:?}"
+        );
+
+        // Compaction: revisions below 3 are gone, explicitly.
+        assert_eq!(
+            store.compact_history(env, 3).await.expect("compact"),
+            3,
+            "{n}"
+        );
+        assert_eq!(
+            store.compact_history(env, 1).await.expect("never lowered"),
+            3,
+            "{n}"
+        );
+        for revision in 0..3 {
+            let err = store.document_at(env, AsOf::Revision(revision)).await;
+            assert!(
+                matches!(err, Err(StoreError::Compacted { oldest: 3, .. })),
+                "{n}: {revision}: {err:?}"
+            );
+        }
+        let first = audit.iter().find(|e| e.revision == 1).expect("r1").at_ms;
+        let err = store.document_at(env, AsOf::Time(first)).await;
+        assert!(
+            matches!(err, Err(StoreError::Compacted { .. })),
+            "{n}: {err:?}"
+        );
+        for revision in 3..=7 {
+            let past = store
+                .document_at(env, AsOf::Revision(revision))
+                .await
+                .expect("kept");
+            assert_eq!(&past.document, &seen[revision as usize], "{n}: {revision}");
+            assert_eq!(past.history_from, 3, "{n}");
+        }
+        // Catch-up cannot replay what was compacted away.
+        let err = store.changes_since(env, 1).await;
+        assert!(
+            matches!(err, Err(StoreError::TooOld { .. })),
+            "{n}: {err:?}"
+        );
+        let changes = store.changes_since(env, 2).await.expect("from 2");
+        assert_eq!(
+            changes.changes.first().map(|c| c.revision()),
+            Some(3),
+            "{n}"
+        );
+        // Compaction is per environment.
+        store
+            .document_at("development", AsOf::Revision(0))
+            .await
+            .expect("development untouched");
+    }
+}
+
+/// The recent-contexts sample: per hour the highest priorities, read in
+/// proportion to what each hour was offered; hours past the retention and
+/// environments that did not opt in keep nothing; deletable.
+#[tokio::test]
+async fn the_context_sample_keeps_the_highest_priorities_per_hour_in_proportion() {
+    use guidon_store::{Offered, SampleBatch, SampleSettings, hour_of};
+    for (db, store) in stores("samples").await {
+        let n = db.name;
+        let env = "production";
+        assert_eq!(store.sampling(env).await.expect("none"), None, "{n}");
+        let settings = SampleSettings {
+            size: 3,
+            retention_hours: 2,
+            drop: vec!["email".into()],
+            hash: vec!["account".into()],
+        };
+        store
+            .set_sampling(env, &settings, "k3y")
+            .await
+            .expect("opt in");
+        let now = guidon_engine::Timestamp::now().as_millisecond();
+        let batch = |at: i64, priorities: std::ops::RangeInclusive<i64>, seen: u64| SampleBatch {
+            offered: priorities
+                .map(|p| Offered {
+                    at_ms: at,
+                    priority: p,
+                    context: format!("{{\"p\":{p}}}"),
+                })
+                .collect(),
+            seen: [(hour_of(at), seen)].into_iter().collect(),
+        };
+        store
+            .add_samples(env, &batch(now, 1..=10, 10))
+            .await
+            .expect("this hour");
+        store
+            .add_samples(env, &batch(now - 3_600_000, 100..=105, 5))
+            .await
+            .expect("an hour ago");
+        store
+            .add_samples(env, &batch(now - 3 * 3_600_000, 200..=209, 10))
+            .await
+            .expect("past the retention");
+        // Another instance's batch for this hour: priorities merge.
+        store
+            .add_samples(env, &batch(now, 7..=7, 1))
+            .await
+            .expect("merge");
+        let info = store.sampling(env).await.expect("info").expect("opted in");
+        assert_eq!(info.settings, settings, "{n}");
+        assert_eq!(info.hash_key, "k3y", "{n}");
+        assert_eq!((info.stored, info.seen), (6, 16), "{n}");
+        let sample = store.sample(env).await.expect("sample").expect("opted in");
+        assert_eq!(sample.seen, 16, "{n}");
+        let mut got = sample.contexts.clone();
+        got.sort();
+        // 3 × 5/16 → 1 from an hour ago, 3 × 11/16 → 2 from this one.
+        assert_eq!(got, ["{\"p\":105}", "{\"p\":10}", "{\"p\":9}"], "{n}");
+        assert_eq!(sample.newest_ms, Some(now), "{n}");
+        // Another environment keeps nothing without opting in.
+        store
+            .add_samples("development", &batch(now, 1..=3, 3))
+            .await
+            .expect("ignored");
+        assert_eq!(
+            store.sample("development").await.expect("none"),
+            None,
+            "{n}"
+        );
+        // Deleted on request, and nothing comes back after.
+        assert!(store.stop_sampling(env).await.expect("stop"), "{n}");
+        assert!(!store.stop_sampling(env).await.expect("again"), "{n}");
+        store
+            .add_samples(env, &batch(now, 1..=3, 3))
+            .await
+            .expect("ignored");
+        assert_eq!(store.sampling(env).await.expect("gone"), None, "{n}");
+        assert_eq!(store.samplings().await.expect("all"), [], "{n}");
+    }
+}

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{demo, envs, eval, experiments, flags, metrics, serve, token, users, validate};
+use cmd::{
+    demo, edge, envs, eval, experiments, flags, metrics, release, schedule, serve, token, users,
+    validate,
+};
 
 #[derive(Parser)]
 #[command(
@@ -33,10 +36,17 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the server: admin API, evaluation API (OFREP), live streams, metrics.
     Serve(serve::ServeArgs),
+    /// Relay an upstream Guidon: serve its environments (OFREP, evaluate, SDK streams) nearby,
+    /// through its outages, and forward events to it.
+    Edge(edge::EdgeArgs),
     /// Experiments on a server: create, list, stop, and results (every metric; lift, p-value, chance to win, verdict, warnings).
     Experiments(experiments::ExperimentsArgs),
     /// The metric catalogue of an environment on a server: list, get, set, delete.
     Metrics(metrics::MetricsArgs),
+    /// Changes to a flag applied later by the server, at a time in a time zone: add, list, cancel.
+    Schedule(schedule::ScheduleArgs),
+    /// Guarded rollouts of a flag on a server: start, status, pause, resume, skip, abort.
+    Release(release::ReleaseArgs),
     /// The seed's checkout experiment end to end on a throwaway database: 1,000 users, their
     /// purchases sent as events, and the statistics. No server to set up.
     Demo,
@@ -56,8 +66,11 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Edge(args) => edge::run(args),
         Command::Experiments(args) => experiments::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::Schedule(args) => schedule::run(args),
+        Command::Release(args) => release::run(args),
         Command::Demo => demo::run(),
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),

@@ -1109,6 +1109,25 @@ fn metrics_and_experiments_from_the_command_line() {
     ]);
     assert!(err.contains("need --metric"), "{err}");
 
+    let plan = server.ok(&[
+        "experiments",
+        "plan",
+        "exp",
+        "--env",
+        "production",
+        "--mde",
+        "0.2",
+        "--days",
+        "30",
+    ]);
+    assert!(
+        plan.contains("To detect +20.0%: ") && plan.contains("units per arm"),
+        "{plan}"
+    );
+    assert!(plan.contains("Detectable in 30 days: "), "{plan}");
+    let daily = server.ok(&["experiments", "daily", "exp", "--env", "production"]);
+    assert!(row(&daily, "2026-11-24").contains("150"), "{daily}");
+    assert!(daily.contains("peeking"), "{daily}");
     let out = server.ok(&["experiments", "stop", "exp", "--env", "production"]);
     assert!(
         out.contains("experiment exp in production stopped at"),
@@ -1118,6 +1137,86 @@ fn metrics_and_experiments_from_the_command_line() {
     assert!(err.contains("409"), "{err}");
     let err = server.fails(&["metrics", "delete", "buy", "--env", "production"]);
     assert!(err.contains("used by experiment \"exp\""), "{err}");
+}
+
+/// `guidon schedule add|list|cancel`: a change applied by the server when
+/// due, a cancelled one, and one-line errors naming the field.
+#[test]
+fn schedule_from_the_command_line() {
+    let server = Server::start("schedule");
+    let file = server.file("flag.json", r#"{"key": "launch", "enabled": false}"#);
+    server.ok(&["flags", "set", "--env", "production", "--file", &file]);
+    let soon = (std::time::SystemTime::now() + std::time::Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at = guidon_engine::Timestamp::from_second(i64::try_from(soon).expect("seconds"))
+        .expect("time")
+        .to_string();
+    let out = server.ok(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        &at,
+        "--enable",
+    ]);
+    assert!(out.starts_with("scheduled #1 for "), "{out}");
+    let out = server.ok(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        "2031-01-01T09:00",
+        "--time-zone",
+        "America/New_York",
+        "--rollout",
+        "50",
+    ]);
+    assert!(
+        out.contains("#2 for 2031-01-01T14:00:00Z (America/New_York)"),
+        "{out}"
+    );
+    server.ok(&["schedule", "cancel", "2", "--env", "production"]);
+    let err = server.fails(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        "2020-01-01T00:00:00Z",
+        "--disable",
+    ]);
+    assert!(err.contains("at") && err.contains("in the past"), "{err}");
+    let err = server.fails(&[
+        "schedule",
+        "add",
+        "launch",
+        "--env",
+        "production",
+        "--at",
+        &at,
+    ]);
+    assert!(err.contains("--enable"), "{err}");
+    let err = server.fails(&["schedule", "cancel", "99", "--env", "production"]);
+    assert!(err.contains("404"), "{err}");
+    let mut list = String::new();
+    for _ in 0..100 {
+        list = server.ok(&["schedule", "list", "--env", "production"]);
+        if row(&list, "1").contains("applied") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(row(&list, "1").contains("applied"), "{list}");
+    assert!(row(&list, "2").contains("cancelled"), "{list}");
+    let (_, flag) = server.json(&["flags", "get", "launch", "--env", "production"]);
+    assert_eq!(flag["flag"]["enabled"], true, "{flag}");
 }
 
 /// Over HTTPS with a private CA: `--ca-cert` (or `GUIDON_CA_CERT`) makes
@@ -1172,5 +1271,122 @@ fn commands_speak_https_with_a_ca_cert() {
             "guidon: --ca-cert {garbage}: no certificate in it"
         )),
         "{err}"
+    );
+}
+
+/// `guidon eval --env … --at/--revision` explains the past from the
+/// server; `guidon flags preview` prints who would move where.
+#[test]
+fn time_travel_and_impact_preview_from_the_command_line() {
+    let server = Server::start("cli_insight");
+    let off = server.file("off.json", r#"{"key": "f", "enabled": false}"#);
+    let on = server.file(
+        "on.json",
+        r#"{"key": "f", "enabled": true, "rollout": {"percentage": 100}}"#,
+    );
+    server.ok(&["flags", "set", "--env", "production", "--file", &off]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    server.ok(&["flags", "set", "--env", "production", "--file", &on]);
+    let eval_args = |extra: &[&str]| -> Vec<String> {
+        let base = ["eval", "--env", "production", "--flag", "f", "--context"];
+        let mut args: Vec<String> = base.map(str::to_owned).to_vec();
+        args.push(r#"{"user_id": "user_1"}"#.to_owned());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let eval = |extra: &[&str]| -> Value {
+        let args = eval_args(extra);
+        let stdout = server.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let first = eval(&["--revision", "1"]);
+    assert_eq!(first["enabled"], false, "{first}");
+    assert_eq!(first["as_of"]["revision"], 1, "{first}");
+    assert!(first["explanation"].is_array(), "{first}");
+    let now = eval(&["--at", &guidon_engine::Timestamp::now().to_string()]);
+    assert_eq!(now["enabled"], true, "{now}");
+    assert_eq!(now["as_of"]["revision"], 2, "{now}");
+    let eval_at = |at: &str| {
+        let args = eval_args(&["--at", at]);
+        server.fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let line = eval_at("2999-01-01T00:00:00Z");
+    assert!(line.contains("future") && line.contains("422"), "{line}");
+    let line = eval_at("last tuesday");
+    assert!(line.contains("--at"), "{line}");
+
+    // Preview turning it off, over ten users.
+    let users: String = (0..10)
+        .map(|i| format!("{{\"user_id\": \"user_{i}\"}}\n"))
+        .collect();
+    let contexts = server.file("users.jsonl", &users);
+    let bad = server.file("bad.jsonl", "{\"user_id\": \"a\"}\nnot json\n");
+    let preview_off = [
+        "flags",
+        "preview",
+        "f",
+        "--env",
+        "production",
+        "--file",
+        &off,
+    ];
+    let preview = |contexts: &str| {
+        let mut args = preview_off.to_vec();
+        args.extend(["--contexts", contexts]);
+        let output = server.run(&args);
+        (
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+            output,
+        )
+    };
+    let (args, output) = preview(&contexts);
+    let out = succeeded(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &output,
+    );
+    assert!(
+        out.contains("over 10 contexts: 10 contexts would change"),
+        "{out}"
+    );
+    let matrix = row(&out, "on");
+    assert!(
+        matrix.contains("off") && matrix.contains("10") && matrix.contains("100.0%"),
+        "{out}"
+    );
+    assert!(out.contains("user_0: on -> off"), "{out}");
+    // Nothing stored: it is still on.
+    assert_eq!(eval(&[])["enabled"], true);
+    // A bad line is named.
+    let (args, output) = preview(&bad);
+    let line = failed(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &output,
+    );
+    assert!(line.contains("line 2"), "{line}");
+
+    // With a recent-contexts sample, no contexts are needed.
+    let inner = server.server.server();
+    server.server.block_on(inner.put(
+        "/api/v1/envs/production/contexts/sample",
+        json!({"size": 5, "retention_hours": 1}),
+    ));
+    for _ in 0..8 {
+        eval(&[]);
+    }
+    let args = preview_off;
+    let mut out = String::new();
+    // Written to the store within a second or two.
+    for _ in 0..30 {
+        let output = server.run(&args);
+        out = text(&output.stdout);
+        if out.contains("(8 seen since") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        out.contains("over 5 contexts: 5 contexts would change")
+            && out.contains("5 from the recent-contexts sample (8 seen since"),
+        "{out}"
     );
 }

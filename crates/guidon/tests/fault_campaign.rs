@@ -25,10 +25,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,9 @@ use guidon_server::testing::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{
+    Guidon, answer, event, events_found, experiment_flag, http, post_events, put_flag, sdk_token,
+};
 
 /// How long the SDKs may take to converge once the faults are over.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -53,7 +56,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// One `guidon serve` process, killed (SIGKILL) on drop.
 struct Serve {
-    child: Child,
+    process: Guidon,
     base: String,
     pid: u32,
 }
@@ -63,67 +66,26 @@ impl Serve {
     /// `log`, and waits until it says it listens. The port may still be held
     /// for a moment after a SIGKILL: it retries.
     fn spawn(url: &str, port: u16, log: &Path) -> Serve {
-        let start = Instant::now();
-        loop {
-            match Serve::try_spawn(url, port, log) {
-                Ok(serve) => return serve,
-                Err(why) if start.elapsed() < Duration::from_secs(30) => {
-                    eprintln!("guidon serve did not start ({why}); retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(why) => panic!("guidon serve did not start within 30 s: {why}"),
-            }
-        }
-    }
-
-    fn try_spawn(url: &str, port: u16, log: &Path) -> Result<Serve, String> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_guidon"))
-            .args([
+        let listen = format!("127.0.0.1:{port}");
+        let process = Guidon::spawn(
+            &[
                 "serve",
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                &listen,
                 "--database-url",
                 url,
                 "--heartbeat-secs",
                 "1",
                 "--poll-ms",
                 "100",
-            ])
-            .env("GUIDON_ADMIN_TOKEN", ADMIN)
-            .env("GUIDON_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn guidon serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let pid = child.id();
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(()) => Ok(Serve {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                pid,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                Err(format!(
-                    "exited {status:?}; log tail: {}",
-                    tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
-                ))
-            }
+            ],
+            &[("GUIDON_ADMIN_TOKEN", ADMIN)],
+            log,
+        );
+        Serve {
+            base: process.base.clone(),
+            pid: process.pid,
+            process,
         }
     }
 
@@ -138,24 +100,13 @@ impl Serve {
     }
 
     /// SIGKILL, and reaped.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.process.kill();
     }
 
     /// SIGTERM; the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        self.child.wait().expect("reaped")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) -> std::process::ExitStatus {
+        self.process.stop()
     }
 }
 
@@ -169,52 +120,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// An answer: its status and JSON body (`Value::Null` when it is not JSON).
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn put_flag(http: &reqwest::Client, base: &str, flag: &Value) -> (StatusCode, Value) {
-    let key = flag["key"].as_str().unwrap();
-    answer(
-        http.put(format!("{base}/api/v1/envs/{ENV}/flags/{key}"))
-            .bearer_auth(ADMIN)
-            .json(flag)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-async fn sdk_token(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let (status, body) = answer(
-        http.post(format!("{base}/api/v1/tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"name": name, "role": "sdk", "env": ENV}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
 }
 
 async fn document(http: &reqwest::Client, base: &str) -> Value {
@@ -241,58 +146,6 @@ async fn ofrep(http: &reqwest::Client, base: &str, token: &str, key: &str) -> (S
         Ok(response) => answer(response).await,
         Err(_) => (StatusCode::BAD_GATEWAY, Value::Null),
     }
-}
-
-async fn post_events(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    events: &[Value],
-) -> Result<(StatusCode, Value), reqwest::Error> {
-    let response = http
-        .post(format!("{base}/api/v1/events"))
-        .bearer_auth(token)
-        .json(&json!({ "events": events }))
-        .send()
-        .await?;
-    Ok(answer(response).await)
-}
-
-/// Event `n`: an exposure to the experiment flag, or a purchase, with a
-/// unique id and a fixed time (so a resend is a duplicate).
-fn event(label: &str, n: u64) -> Value {
-    let user = format!("u{}", n % 97);
-    if n.is_multiple_of(2) {
-        json!({"type": "exposure", "event_id": format!("{label}-{n}"), "flag": "exp",
-               "variant": if n.is_multiple_of(4) { "control" } else { "treatment" },
-               "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:00Z"})
-    } else {
-        json!({"type": "conversion", "event_id": format!("{label}-{n}"), "metric": "purchase",
-               "value": 1.5, "context": {"user_id": user}, "timestamp": "2026-11-20T10:00:01Z"})
-    }
-}
-
-/// The experiment flag events refer to (never changed by the writers).
-fn experiment_flag() -> Value {
-    json!({"key": "exp", "enabled": true,
-           "variants": [{"key": "control", "weight": 50, "value": false},
-                        {"key": "treatment", "weight": 50, "value": true}]})
-}
-
-/// Resends every acknowledged event: each must be a duplicate, that is,
-/// stored. The number found.
-async fn events_found(http: &reqwest::Client, base: &str, token: &str, acked: &[Value]) -> u64 {
-    let mut found = 0;
-    for batch in acked.chunks(500) {
-        let (status, body) = post_events(http, base, token, batch).await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(
-            body["accepted"], 0,
-            "acknowledged events were missing: {body}"
-        );
-        found += body["duplicates"].as_u64().unwrap();
-    }
-    found
 }
 
 /// The error body of a failed write: JSON, with a code and a message.

@@ -331,6 +331,46 @@ impl AdminClient {
             .decode()
     }
 
+    /// The live token whose secret `secret` is (`POST /api/v1/auth/verify`,
+    /// an admin token's call), or `None` when no live token has it
+    /// (unknown or revoked). `guidon edge` authenticates its callers so.
+    pub async fn verify_token(&self, secret: &str) -> Result<Option<TokenInfo>, AdminError> {
+        let body = Body::json(&json!({ "token": secret }))?;
+        match self
+            .send(Method::POST, &["auth", "verify"], Some(body), |r| r)
+            .await
+        {
+            Ok(reply) => reply.decode().map(Some),
+            Err(AdminError::Refused { status: 404, body })
+                if body.message == "no live token has this secret" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The changes of `env` after revision `since` (`GET /api/v1/sdk/changes`,
+    /// as an SDK catches up): what `guidon edge` asks for revisions it did
+    /// not relay itself.
+    pub async fn changes_since(
+        &self,
+        env: &str,
+        since: u64,
+    ) -> Result<guidon_protocol::Changes, AdminError> {
+        check_key("environment", env)?;
+        let since = since.to_string();
+        let reply = self
+            .send(Method::GET, &["sdk", "changes"], None, |r| {
+                r.header(ENV_HEADER, env)
+                    .query(&[("since", since.as_str())])
+            })
+            .await?;
+        let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+        guidon_protocol::Changes::from_json(&text)
+            .map_err(|e| reply.unexpected(format!("the answer does not parse: {e}")))
+    }
+
     pub async fn revoke_token(&self, name: &str) -> Result<(), AdminError> {
         check_segment("token name", name)?;
         self.send(Method::DELETE, &["tokens", name], None, |r| r)
@@ -389,6 +429,45 @@ impl AdminClient {
         Ok(())
     }
 
+    // ---- evaluation, time travel and impact preview ----
+
+    /// `POST /api/v1/envs/{env}/evaluate` with `request` as the body
+    /// (`flag`, `context`, `explain`, and for time travel `at` or
+    /// `revision`); the server's answer as it is.
+    pub async fn evaluate(&self, env: &str, request: &Value) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "evaluate"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// `POST /api/v1/envs/{env}/flags/{key}/preview`: `request` holds the
+    /// proposed `flag` (or a merge `patch`) and the `contexts`; the answer
+    /// is the transition matrix of the flag and of its dependents. Nothing
+    /// is stored.
+    pub async fn preview_flag(
+        &self,
+        env: &str,
+        key: &str,
+        request: &Value,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "preview"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
     // ---- experiments ----
 
     /// Sends a batch of experiment events (exposures and conversions, as
@@ -438,6 +517,140 @@ impl AdminClient {
         check_key("experiment", key)?;
         self.get(&["envs", env, "experiments", key, "results"])
             .await
+    }
+
+    // ---- scheduled changes ----
+
+    /// Schedules a change to flag `key`: `request` is the body of
+    /// `POST …/flags/{key}/schedule` (`at`, `time_zone`, and one of
+    /// `patch`, `flag`, `delete`).
+    pub async fn schedule_change(
+        &self,
+        env: &str,
+        key: &str,
+        request: &Value,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "schedule"],
+            Some(Body::json(request)?),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// The environment's scheduled changes: `{schedules: [...]}`.
+    pub async fn schedules(&self, env: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        self.get(&["envs", env, "schedules"]).await
+    }
+
+    /// Cancels a pending scheduled change.
+    pub async fn cancel_schedule(&self, env: &str, id: u64) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        let id = id.to_string();
+        self.send(
+            Method::DELETE,
+            &["envs", env, "schedules", &id],
+            None,
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// Planning for an experiment's primary metric (`GET
+    /// …/experiments/{key}/plan`): `query` holds `mde`, `power`, `days` and
+    /// any baseline overrides.
+    pub async fn experiment_plan(
+        &self,
+        env: &str,
+        key: &str,
+        query: &[(&str, f64)],
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::GET,
+            &["envs", env, "experiments", key, "plan"],
+            None,
+            |r| r.query(query),
+        )
+        .await?
+        .decode()
+    }
+
+    /// An experiment's cumulative results per day (`GET …/daily`).
+    pub async fn experiment_daily(
+        &self,
+        env: &str,
+        key: &str,
+        metric: Option<&str>,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("experiment", key)?;
+        self.send(
+            Method::GET,
+            &["envs", env, "experiments", key, "daily"],
+            None,
+            |r| match metric {
+                Some(m) => r.query(&[("metric", m)]),
+                None => r,
+            },
+        )
+        .await?
+        .decode()
+    }
+
+    // ---- guarded rollouts ----
+
+    /// Starts a guarded rollout of flag `key` with `plan` (the body of
+    /// `PUT …/flags/{key}/release`).
+    pub async fn start_release(
+        &self,
+        env: &str,
+        key: &str,
+        plan: Body,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::PUT,
+            &["envs", env, "flags", key, "release"],
+            Some(plan),
+            |r| r,
+        )
+        .await?
+        .decode()
+    }
+
+    /// A flag's release plan, where it is, and its decisions.
+    pub async fn release(&self, env: &str, key: &str) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.get(&["envs", env, "flags", key, "release"]).await
+    }
+
+    /// A person's step on a release: `pause`, `resume`, `skip` or `abort`.
+    pub async fn release_action(
+        &self,
+        env: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Value, AdminError> {
+        check_key("environment", env)?;
+        check_key("flag", key)?;
+        self.send(
+            Method::POST,
+            &["envs", env, "flags", key, "release", action],
+            None,
+            |r| r,
+        )
+        .await?
+        .decode()
     }
 
     // ---- the metric catalogue and experiments ----

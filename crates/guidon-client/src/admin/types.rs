@@ -51,6 +51,9 @@ pub struct ResultsQuery {
     /// prior is flat.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prior_variance: Option<f64>,
+    /// CUPED: adjust by each unit's value in this many days before exposure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuped_days: Option<f64>,
 }
 
 impl ResultsQuery {

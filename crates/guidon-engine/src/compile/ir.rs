@@ -36,6 +36,24 @@ pub(crate) struct CompiledFlag {
     pub(crate) fallthrough: Reason,
 }
 
+impl CompiledFlag {
+    /// Whether the flag is a rollout of one variant against its off
+    /// variant (exactly one variant with a weight, not the off one): a
+    /// guarded release, whose units outside the percentage are the
+    /// comparison's control.
+    pub(crate) fn compares_off(&self) -> bool {
+        let Some(off) = self.off_variant else {
+            return false;
+        };
+        let mut weighted = self
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.weight > 0.0);
+        matches!((weighted.next(), weighted.next()), (Some((i, _)), None) if i != off)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct CompiledVariant {
     pub(crate) key: Box<str>,

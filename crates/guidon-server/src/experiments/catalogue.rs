@@ -61,7 +61,7 @@ pub(crate) async fn metrics_of(
     env: &str,
 ) -> ApiResult<Vec<Stored<MetricDefinition>>> {
     state
-        .store
+        .store()?
         .definitions(env, DefinitionKind::Metric)
         .await?
         .iter()
@@ -75,7 +75,7 @@ pub(crate) async fn experiments_of(
     env: &str,
 ) -> ApiResult<Vec<Stored<ExperimentDefinition>>> {
     state
-        .store
+        .store()?
         .definitions(env, DefinitionKind::Experiment)
         .await?
         .iter()
@@ -118,7 +118,7 @@ async fn put<T: Serialize>(
     let body = serde_json::to_string(definition).map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = Timestamp::now().as_millisecond();
     let stored = state
-        .store
+        .store()?
         .put_definition(env, kind, key, &body, expected, now)
         .await?;
     let status = if stored.version == 1 {
@@ -194,7 +194,7 @@ pub(crate) async fn list_metrics(
 
 async fn metric_or_404(state: &AppState, env: &str, key: &str) -> ApiResult<StoredDefinition> {
     match state
-        .store
+        .store()?
         .definition(env, DefinitionKind::Metric, key)
         .await?
     {
@@ -321,7 +321,7 @@ pub(crate) async fn delete_metric(
         )));
     }
     state
-        .store
+        .store()?
         .delete_definition(&env, DefinitionKind::Metric, &key)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -375,7 +375,7 @@ pub(crate) async fn experiment_or_404(
     key: &str,
 ) -> ApiResult<Stored<ExperimentDefinition>> {
     match state
-        .store
+        .store()?
         .definition(env, DefinitionKind::Experiment, key)
         .await?
     {
@@ -528,7 +528,7 @@ pub(crate) async fn stop_experiment(
     let expected = expected_version(&headers)?.or(Some(stored.version));
     let body = serde_json::to_string(&experiment).map_err(|e| ApiError::Internal(e.to_string()))?;
     let saved = state
-        .store
+        .store()?
         .put_definition(
             &env,
             DefinitionKind::Experiment,
@@ -558,7 +558,7 @@ pub(crate) async fn delete_experiment(
     check_key("environment", &env)?;
     experiment_or_404(&state, &env, &key).await?;
     state
-        .store
+        .store()?
         .delete_definition(&env, DefinitionKind::Experiment, &key)
         .await?;
     Ok(StatusCode::NO_CONTENT)

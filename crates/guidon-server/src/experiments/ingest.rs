@@ -515,6 +515,15 @@ pub(crate) async fn ingest(
             .into_response());
     }
     let env = state.env(&env_name).await?;
+    // The contexts SDKs evaluated with, for the recent-contexts sample.
+    for event in &events {
+        if event.get("type").and_then(Value::as_str) == Some("exposure")
+            && let Some(Value::Object(context)) = event.get("context")
+            && context.len() <= state.limits.max_context_attributes
+        {
+            state.sampler.offer(&env_name, context);
+        }
+    }
     let live = env.live.load_full();
     let checker = Checker::new(
         &live.snapshot,
@@ -522,8 +531,29 @@ pub(crate) async fn ingest(
         state.limits.max_context_attributes,
         Timestamp::now().as_millisecond(),
     );
+    // An edge buffers the events as they came, once checked, for its upstream.
+    let raw = matches!(state.backend, crate::app::Backend::Edge(_)).then(|| events.clone());
     let (valid, rejected) = checker.check_all(events);
-    let ingested = state.store.ingest_events(&env_name, valid).await?;
+    let (accepted, duplicates) = match (&state.backend, raw) {
+        (crate::app::Backend::Edge(upstream), Some(raw)) => {
+            let refused: HashSet<u64> = rejected
+                .iter()
+                .filter_map(|r| r.get("index").and_then(Value::as_u64))
+                .collect();
+            let kept: Vec<Value> = raw
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !refused.contains(&(*i as u64)))
+                .map(|(_, e)| e)
+                .collect();
+            upstream.buffer(&env_name, &kept, &state.metrics).await?;
+            (kept.len() as u64, 0)
+        }
+        _ => {
+            let ingested = state.store()?.ingest_events(&env_name, valid).await?;
+            (ingested.accepted, ingested.duplicates.len() as u64)
+        }
+    };
     let status = if rejected.is_empty() {
         StatusCode::OK
     } else {
@@ -532,8 +562,8 @@ pub(crate) async fn ingest(
     Ok((
         status,
         Json(json!({
-            "accepted": ingested.accepted,
-            "duplicates": ingested.duplicates.len(),
+            "accepted": accepted,
+            "duplicates": duplicates,
             "rejected": rejected,
         })),
     )

@@ -53,4 +53,12 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/api/v1/envs/{env}/experiments/{key}/stop",
             post(catalogue::stop_experiment),
         )
+        .route(
+            "/api/v1/envs/{env}/experiments/{key}/plan",
+            get(report::plan_handler),
+        )
+        .route(
+            "/api/v1/envs/{env}/experiments/{key}/daily",
+            get(report::daily_handler),
+        )
 }

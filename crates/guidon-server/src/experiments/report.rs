@@ -30,11 +30,12 @@ use guidon_store::{ExperimentTotals, MetricQuery, RatioPart};
 use serde_json::{Value, json};
 
 use super::catalogue::{metrics_of, names, status};
-use super::results::{Health, arms, method_name};
+use super::results::{Health, arms, cuped_summary, method_name, variant_stats};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// How the experiment is read, from its definition.
+#[derive(Debug, Clone, Copy)]
 struct Reading {
     method: Method,
     alpha: f64,
@@ -43,6 +44,8 @@ struct Reading {
     window_ms: Option<i64>,
     from_ms: Option<i64>,
     until_ms: Option<i64>,
+    cuped_days: Option<f64>,
+    cuped_ms: Option<i64>,
 }
 
 impl Reading {
@@ -65,6 +68,10 @@ impl Reading {
             window_ms: e.window_hours.map(|h| (h * 3_600_000.0).round() as i64),
             from_ms: e.start_time().map(|t| t.as_millisecond()),
             until_ms: e.stop_time().map(|t| t.as_millisecond()),
+            cuped_days: e.cuped_days,
+            cuped_ms: e
+                .cuped_days
+                .map(|d| (d * 86_400_000.0).round().max(1.0) as i64),
         }
     }
 
@@ -123,7 +130,7 @@ async fn resolve_cap(
         Some(cap) => match (cap.value, cap.percentile) {
             (Some(v), _) => Ok(Some(v)),
             (None, Some(p)) => Ok(state
-                .store
+                .store()?
                 .experiment_unit_percentile(env, query, p)
                 .await?
                 // A percentile cap of 0 or less caps nothing positive.
@@ -152,16 +159,20 @@ async fn metric_data(
                 None
             };
             let totals = state
-                .store
-                .experiment_totals(env, &MetricQuery { cap, ..base })
+                .store()?
+                .experiment_totals(
+                    env,
+                    &MetricQuery {
+                        cap,
+                        pre_window_ms: reading.cuped_ms,
+                        ..base
+                    },
+                )
                 .await?;
             let stats = totals
                 .variants
                 .iter()
-                .map(|t| match metric.kind {
-                    CatalogueKind::Binomial => VariantStats::binomial(t.units, t.converted),
-                    _ => VariantStats::new(t.units, t.converted, t.sum, t.sum_squares),
-                })
+                .map(|t| variant_stats(t, metric.kind == CatalogueKind::Binomial))
                 .collect();
             Ok(MetricData {
                 kind: if metric.kind == CatalogueKind::Binomial {
@@ -193,7 +204,7 @@ async fn metric_data(
             )
             .await?;
             let totals = state
-                .store
+                .store()?
                 .experiment_ratio_totals(
                     env,
                     flag,
@@ -346,7 +357,7 @@ pub(crate) async fn report(
             .clone()
             .unwrap_or_default();
             state
-                .store
+                .store()?
                 .experiment_totals(
                     env,
                     &reading.query(&experiment.flag, &arm_keys, &event, unit),
@@ -363,7 +374,9 @@ pub(crate) async fn report(
         sequential_tuning_parameter: reading.tuning,
         weights: Some(arms.iter().map(|(_, w)| *w).collect()),
         correction: Correction::None,
-        cuped: false,
+        // Only binomial and sum metrics carry the covariate; a ratio is
+        // analysed without it.
+        cuped: reading.cuped_ms.is_some() && kind != MetricKind::Ratio,
     };
     let mut analyses: Vec<(usize, Analysis)> = Vec::new();
     let mut guardrail_analyses: Vec<(usize, Analysis)> = Vec::new();
@@ -453,6 +466,7 @@ pub(crate) async fn report(
             "variants": variants,
             "comparisons": comparisons,
             "bayesian": analysis.beta,
+            "cuped": cuped_summary(analysis, if d.kind == MetricKind::Ratio { None } else { reading.cuped_days }),
         }));
     }
 
@@ -487,6 +501,7 @@ pub(crate) async fn report(
         },
         "sequential_tuning": (reading.method == Method::Sequential).then_some(reading.tuning),
         "window_hours": experiment.window_hours,
+        "cuped_days": experiment.cuped_days,
         "unit_attribute": unit,
         "control": arms[0].0,
         "exposures": {
@@ -502,4 +517,383 @@ pub(crate) async fn report(
         "health": health.checks,
         "warnings": warnings,
     }))
+}
+
+// ---- planning and reading over time ----
+
+const DAY_MS: i64 = 86_400_000;
+/// The most days `daily` answers (the latest ones).
+pub(crate) const MAX_DAYS: i64 = 90;
+
+/// The planning query of `GET …/experiments/{key}/plan`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanParams {
+    /// The relative effect to detect (0.05 = 5 %).
+    mde: Option<f64>,
+    power: Option<f64>,
+    /// What a given duration could detect.
+    days: Option<f64>,
+    /// Overrides of what the data says (before any traffic, say).
+    baseline_rate: Option<f64>,
+    baseline_mean: Option<f64>,
+    baseline_sd: Option<f64>,
+    daily_units: Option<f64>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// The experiment's flag, its arms and unit attribute.
+fn flag_of<'a>(
+    live: &'a guidon_engine::FlagFile,
+    stored: &Stored<ExperimentDefinition>,
+    env: &str,
+) -> ApiResult<&'a guidon_engine::model::Flag> {
+    live.flags
+        .iter()
+        .find(|f| f.key == stored.definition.flag)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "experiment {:?} is on flag {:?}, which is not in environment {env:?} any more",
+                stored.key, stored.definition.flag
+            ))
+        })
+}
+
+/// Sample size, minimum detectable effect and duration for the primary
+/// metric, from the experiment's own traffic and control baseline.
+pub(crate) async fn plan(
+    state: &AppState,
+    env: &str,
+    stored: &Stored<ExperimentDefinition>,
+    params: PlanParams,
+) -> ApiResult<Value> {
+    use guidon_stats::{Baseline, minimum_detectable_effect, sample_size};
+    let experiment = &stored.definition;
+    let reading = Reading::of(experiment);
+    let power = params.power.unwrap_or(0.8);
+    let live = state.env(env).await?.live.load_full();
+    let flag = flag_of(live.file(), stored, env)?;
+    let arms = arms(flag)?;
+    let arm_keys: Vec<&str> = arms.iter().map(|(k, _)| *k).collect();
+    let catalogue = metrics_of(state, env).await?;
+    let metric = lookup(&catalogue, &experiment.primary_metric)?;
+    if metric.kind == CatalogueKind::Ratio {
+        return Err(bad(format!(
+            "the primary metric {:?} is a ratio: planning covers binomial and sum metrics",
+            experiment.primary_metric
+        )));
+    }
+    let data = metric_data(
+        state,
+        env,
+        &Reading {
+            cuped_ms: None,
+            ..reading
+        },
+        (&experiment.flag, &arm_keys, flag.bucket_by()),
+        &catalogue,
+        metric,
+    )
+    .await?;
+    let control = data.stats[0];
+    let baseline = match metric.kind {
+        CatalogueKind::Binomial => Baseline::Rate(
+            params
+                .baseline_rate
+                .or_else(|| control.rate())
+                .unwrap_or(0.0),
+        ),
+        _ => {
+            let mean = params
+                .baseline_mean
+                .or_else(|| control.mean())
+                .unwrap_or(0.0);
+            let sd = params
+                .baseline_sd
+                .or_else(|| control.sample_variance().ok().map(f64::sqrt))
+                .unwrap_or(0.0);
+            Baseline::Mean { mean, sd }
+        }
+    };
+    let now = Timestamp::now().as_millisecond();
+    let start = reading.from_ms.unwrap_or(now);
+    let end = reading.until_ms.map_or(now, |u| u.min(now));
+    let days_elapsed = ((end - start) as f64 / DAY_MS as f64).max(0.0);
+    let exposed: u64 = data.stats.iter().map(|s| s.units).sum();
+    let daily_units = params.daily_units.or_else(|| {
+        (days_elapsed >= 1.0 / 24.0 && exposed > 0).then(|| exposed as f64 / days_elapsed)
+    });
+    let per_arm_share = |total: f64| {
+        // The smallest arm's share of the traffic bounds the duration.
+        let weights: f64 = arms.iter().map(|(_, w)| *w).sum();
+        let smallest = arms.iter().map(|(_, w)| *w).fold(f64::INFINITY, f64::min);
+        total * smallest / weights
+    };
+    let invalid = |e: guidon_stats::StatsError| {
+        bad(format!(
+            "{e} (give baseline_rate, or baseline_mean and baseline_sd, before the data has them)"
+        ))
+    };
+    let needed = match params.mde {
+        Some(mde) => Some(sample_size(baseline, mde, reading.alpha, power).map_err(invalid)?),
+        None => None,
+    };
+    let smallest_arm = data.stats.iter().map(|s| s.units).min().unwrap_or(0);
+    let mde_now = if smallest_arm >= 2 {
+        minimum_detectable_effect(baseline, smallest_arm, reading.alpha, power).ok()
+    } else {
+        None
+    };
+    let mde_at_days = match (params.days, daily_units) {
+        (Some(days), Some(daily)) if days.is_finite() && days > 0.0 => {
+            let units = per_arm_share(daily * days).floor() as u64;
+            minimum_detectable_effect(baseline, units, reading.alpha, power).ok()
+        }
+        (Some(days), _) if !(days.is_finite() && days > 0.0) => {
+            return Err(bad(format!("days must be a positive number, got {days}")));
+        }
+        _ => None,
+    };
+    let days_needed = match (&needed, daily_units) {
+        (Some(n), Some(daily)) if daily > 0.0 => {
+            Some(n.units_per_arm as f64 / per_arm_share(daily))
+        }
+        _ => None,
+    };
+    Ok(json!({
+        "experiment": stored.key,
+        "metric": experiment.primary_metric,
+        "kind": metric.kind,
+        "baseline": match baseline {
+            Baseline::Rate(p) => json!({"rate": p}),
+            Baseline::Mean { mean, sd } => json!({"mean": mean, "sd": sd}),
+        },
+        "alpha": reading.alpha,
+        "power": power,
+        "arms": arms.len(),
+        "method": "two-sided fixed-horizon test, equal allocation (Fleiss for rates, normal for means)",
+        "mde": params.mde,
+        "units_per_arm": needed.map(|n| n.units_per_arm),
+        "total_units": needed.map(|n| n.units_per_arm as f64 * arms.len() as f64),
+        "observed": {
+            "units": exposed,
+            "smallest_arm_units": smallest_arm,
+            "days_elapsed": days_elapsed,
+            "daily_units": daily_units,
+        },
+        "days_needed": days_needed,
+        "days_remaining": days_needed.map(|d| (d - days_elapsed).max(0.0)),
+        "mde_now": mde_now,
+        "days": params.days,
+        "mde_at_days": mde_at_days,
+    }))
+}
+
+/// The primary (or `metric`) metric's results at the end of every day
+/// since the start, cumulative: units, conversions and mean per variant,
+/// and each treatment's lifts. Fixed-horizon intervals: reading them day
+/// after day is peeking (the sequential method is what allows it).
+pub(crate) async fn daily(
+    state: &AppState,
+    env: &str,
+    stored: &Stored<ExperimentDefinition>,
+    metric_key: Option<&str>,
+) -> ApiResult<Value> {
+    let experiment = &stored.definition;
+    let reading = Reading::of(experiment);
+    let key = metric_key.unwrap_or(&experiment.primary_metric);
+    if !experiment.metrics().any(|(m, _)| m == key) {
+        return Err(ApiError::NotFound(format!(
+            "experiment {:?} has no metric {key:?}; its metrics: {}",
+            stored.key,
+            names(experiment.metrics().map(|(m, _)| m))
+        )));
+    }
+    let live = state.env(env).await?.live.load_full();
+    let flag = flag_of(live.file(), stored, env)?;
+    let arms = arms(flag)?;
+    let arm_keys: Vec<&str> = arms.iter().map(|(k, _)| *k).collect();
+    let catalogue = metrics_of(state, env).await?;
+    let metric = lookup(&catalogue, key)?;
+    let now = Timestamp::now().as_millisecond();
+    let Some(start) = reading.from_ms else {
+        return Err(ApiError::Internal("an experiment without a start".into()));
+    };
+    let end = reading.until_ms.map_or(now, |u| u.min(now));
+    let first_day = start.div_euclid(DAY_MS);
+    let last_day = end.div_euclid(DAY_MS);
+    let from_day = first_day.max(last_day - MAX_DAYS + 1);
+    let mut days = Vec::new();
+    for day in from_day..=last_day {
+        let until = ((day + 1) * DAY_MS - 1).min(end);
+        let d = metric_data(
+            state,
+            env,
+            &Reading {
+                until_ms: Some(until),
+                cuped_ms: None,
+                ..Reading::of(experiment)
+            },
+            (&experiment.flag, &arm_keys, flag.bucket_by()),
+            &catalogue,
+            metric,
+        )
+        .await?;
+        let analysis = analyze(
+            &d.stats[0],
+            &d.stats[1..],
+            &AnalysisOptions {
+                metric: d.kind,
+                alpha: reading.alpha,
+                weights: Some(arms.iter().map(|(_, w)| *w).collect()),
+                cuped: false,
+                ..AnalysisOptions::default()
+            },
+        )
+        .map_err(|e| ApiError::Internal(format!("analysis failed: {e}")))?;
+        let variants: Vec<Value> = arms
+            .iter()
+            .zip(&analysis.variants)
+            .map(|((k, _), v)| {
+                json!({"variant": k, "units": v.units, "conversions": v.conversions,
+                       "rate": v.rate, "mean": v.mean, "ratio": v.ratio})
+            })
+            .collect();
+        let comparisons: Vec<Value> = analysis
+            .comparisons
+            .iter()
+            .map(|c| {
+                let arm = arms.get(c.variant).map_or("", |(k, _)| *k);
+                let absolute = c.absolute.computed().map(|l| {
+                    json!({"lift": l.test.estimate, "ci": l.test.ci, "p_value": l.test.p_value})
+                });
+                let relative = c
+                    .relative_interval
+                    .computed()
+                    .map(|r| json!({"lift": r.estimate, "ci": r.ci}));
+                json!({"variant": arm, "absolute": absolute, "relative": relative})
+            })
+            .collect();
+        days.push(json!({
+            "day": Timestamp::from_millisecond(day * DAY_MS).map_or(Value::Null, |t| json!(t.strftime("%Y-%m-%d").to_string())),
+            "until": Timestamp::from_millisecond(until).map_or(Value::Null, |t| json!(t.to_string())),
+            "variants": variants,
+            "comparisons": comparisons,
+        }));
+    }
+    Ok(json!({
+        "experiment": stored.key,
+        "metric": key,
+        "kind": metric.kind,
+        "cumulative": true,
+        "note": "fixed-horizon intervals at the end of each day (UTC): reading them every day is peeking; use the sequential method to decide early",
+        "days": days,
+    }))
+}
+
+// ---- the handlers ----
+
+type St = axum::extract::State<std::sync::Arc<AppState>>;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/experiments/{key}/plan",
+    tag = "experiments",
+    summary = "Sample size, minimum detectable effect and duration for the primary metric, from the experiment's traffic and control baseline",
+    params(
+        ("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Experiment"),
+        ("mde" = Option<f64>, Query, description = "Relative effect to detect (0.05 = 5 %)"),
+        ("power" = Option<f64>, Query, description = "Power (0.8)"),
+        ("days" = Option<f64>, Query, description = "What this many days of traffic could detect"),
+        ("baseline_rate" = Option<f64>, Query, description = "Override: the control's rate"),
+        ("baseline_mean" = Option<f64>, Query, description = "Override: the control's mean"),
+        ("baseline_sd" = Option<f64>, Query, description = "Override: the control's standard deviation"),
+        ("daily_units" = Option<f64>, Query, description = "Override: exposed units per day"),
+    ),
+    responses((status = 200, description = "The plan", body = PlanSchema), (status = 400, description = "Bad parameter, or no baseline yet", body = crate::error::ErrorBody), (status = 404, description = "Unknown environment or experiment", body = crate::error::ErrorBody), (status = 401, description = "Missing or unknown token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin token", body = crate::error::ErrorBody))
+)]
+pub(crate) async fn plan_handler(
+    axum::extract::State(state): St,
+    caller: crate::auth::Caller,
+    crate::body::Path((env, key)): crate::body::Path<(String, String)>,
+    crate::body::Query(params): crate::body::Query<PlanParams>,
+) -> ApiResult<axum::Json<Value>> {
+    caller.require_admin()?;
+    crate::admin::check_key("environment", &env)?;
+    let stored = super::catalogue::experiment_or_404(&state, &env, &key).await?;
+    Ok(axum::Json(plan(&state, &env, &stored, params).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DailyParams {
+    metric: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/experiments/{key}/daily",
+    tag = "experiments",
+    summary = "Cumulative results at the end of each day (UTC) since the start, for the charts: per variant and per treatment",
+    params(
+        ("env" = String, Path, description = "Environment"), ("key" = String, Path, description = "Experiment"),
+        ("metric" = Option<String>, Query, description = "One of the experiment's metrics (default: the primary)"),
+    ),
+    responses((status = 200, description = "The days", body = DailySchema), (status = 404, description = "Unknown environment, experiment or metric", body = crate::error::ErrorBody), (status = 401, description = "Missing or unknown token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin token", body = crate::error::ErrorBody))
+)]
+pub(crate) async fn daily_handler(
+    axum::extract::State(state): St,
+    caller: crate::auth::Caller,
+    crate::body::Path((env, key)): crate::body::Path<(String, String)>,
+    crate::body::Query(params): crate::body::Query<DailyParams>,
+) -> ApiResult<axum::Json<Value>> {
+    caller.require_admin()?;
+    crate::admin::check_key("environment", &env)?;
+    let stored = super::catalogue::experiment_or_404(&state, &env, &key).await?;
+    Ok(axum::Json(
+        daily(&state, &env, &stored, params.metric.as_deref()).await?,
+    ))
+}
+
+/// The plan, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ExperimentPlan)]
+#[allow(dead_code)]
+pub(crate) struct PlanSchema {
+    experiment: String,
+    metric: String,
+    kind: String,
+    /// {rate} or {mean, sd}.
+    baseline: Value,
+    alpha: f64,
+    power: f64,
+    arms: usize,
+    method: String,
+    mde: Option<f64>,
+    units_per_arm: Option<u64>,
+    total_units: Option<f64>,
+    /// {units, smallest_arm_units, days_elapsed, daily_units}.
+    observed: Value,
+    days_needed: Option<f64>,
+    days_remaining: Option<f64>,
+    mde_now: Option<f64>,
+    days: Option<f64>,
+    mde_at_days: Option<f64>,
+}
+
+/// The cumulative days, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ExperimentDaily)]
+#[allow(dead_code)]
+pub(crate) struct DailySchema {
+    experiment: String,
+    metric: String,
+    kind: String,
+    cumulative: bool,
+    note: String,
+    /// [{day, until, variants: [{variant, units, conversions, rate, mean, ratio}], comparisons: [{variant, absolute, relative}]}]
+    days: Vec<Value>,
 }

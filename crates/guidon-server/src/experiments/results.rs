@@ -40,6 +40,64 @@ pub(crate) struct ResultsParams {
     alpha: Option<f64>,
     prior_mean: Option<f64>,
     prior_variance: Option<f64>,
+    cuped_days: Option<f64>,
+}
+
+/// The longest CUPED pre-exposure window: a year.
+pub(crate) const MAX_CUPED_DAYS: f64 = guidon_protocol::catalogue::MAX_CUPED_DAYS;
+
+/// A pre-exposure window of `days` in milliseconds, checked.
+pub(crate) fn cuped_window(days: Option<f64>) -> ApiResult<Option<i64>> {
+    match days {
+        None => Ok(None),
+        Some(d) if d.is_finite() && d > 0.0 && d <= MAX_CUPED_DAYS => {
+            Ok(Some((d * 86_400_000.0).round().max(1.0) as i64))
+        }
+        Some(d) => Err(bad(format!(
+            "cuped_days must be a positive number of days up to {MAX_CUPED_DAYS}, got {d}"
+        ))),
+    }
+}
+
+/// One variant's aggregates for the tests, with CUPED's covariate when the
+/// totals carry the pre-exposure sums: for a binomial metric the covariate
+/// is whether the unit converted before its exposure, for a sum its value.
+pub(crate) fn variant_stats(t: &guidon_store::VariantTotals, binomial: bool) -> VariantStats {
+    let stats = if binomial {
+        VariantStats::binomial(t.units, t.converted)
+    } else {
+        VariantStats::new(t.units, t.converted, t.sum, t.sum_squares)
+    };
+    match t.pre {
+        None => stats,
+        Some(pre) if binomial => {
+            let x = pre.converted as f64;
+            stats.with_covariate(x, x, pre.converted_both as f64)
+        }
+        Some(pre) => stats.with_covariate(pre.sum, pre.sum_squares, pre.sum_products),
+    }
+}
+
+/// What CUPED did, for the answer: θ, the pooled covariate mean, the
+/// window, and per variant the share of the variance it removed.
+pub(crate) fn cuped_summary(analysis: &Analysis, days: Option<f64>) -> Value {
+    match (&analysis.cuped, days) {
+        (Some(c), Some(days)) => {
+            let reduction: Vec<Option<f64>> = analysis
+                .variants
+                .iter()
+                .map(|v| match (v.variance, v.adjusted_variance) {
+                    (Some(raw), Some(adjusted)) if raw > 0.0 => Some(1.0 - adjusted / raw),
+                    _ => None,
+                })
+                .collect();
+            json!({"applied": true, "pre_exposure_days": days, "theta": c.theta,
+                   "covariate_mean": c.covariate_mean, "variance_reduction": reduction})
+        }
+        (None, Some(days)) => json!({"applied": false, "pre_exposure_days": days,
+            "reason": "too few units to estimate the adjustment"}),
+        (_, None) => json!({"applied": false}),
+    }
 }
 
 pub(crate) fn method_name(method: Method) -> &'static str {
@@ -60,6 +118,8 @@ struct Request {
     method: Method,
     window_hours: Option<f64>,
     window_ms: Option<i64>,
+    cuped_days: Option<f64>,
+    cuped_ms: Option<i64>,
     /// Without the arms' weights: those come with the flag.
     options: AnalysisOptions,
 }
@@ -75,6 +135,7 @@ impl ResultsParams {
             ("alpha", self.alpha.is_some()),
             ("prior_mean", self.prior_mean.is_some()),
             ("prior_variance", self.prior_variance.is_some()),
+            ("cuped_days", self.cuped_days.is_some()),
         ]
         .into_iter()
         .find_map(|(name, given)| given.then_some(name))
@@ -147,9 +208,10 @@ impl Request {
             prior,
             sequential: method == Method::Sequential,
             correction,
-            cuped: false,
+            cuped: params.cuped_days.is_some(),
             ..AnalysisOptions::default()
         };
+        let cuped_ms = cuped_window(params.cuped_days)?;
         options
             .validate()
             .map_err(|e| bad(format!("invalid analysis options: {e}")))?;
@@ -158,6 +220,8 @@ impl Request {
             method,
             window_hours: params.window_hours,
             window_ms,
+            cuped_days: params.cuped_days,
+            cuped_ms,
             options,
         })
     }
@@ -301,6 +365,7 @@ impl Health {
         ("alpha" = Option<f64>, Query, description = "Significance level (0.05)"),
         ("prior_mean" = Option<f64>, Query, description = "Bayesian prior on the lift"),
         ("prior_variance" = Option<f64>, Query, description = "Bayesian prior's variance"),
+        ("cuped_days" = Option<f64>, Query, description = "CUPED: adjust by each unit's value of the metric in this many days before its first exposure"),
     ),
     responses((status = 200, description = "The results", body = ResultsSchema), (status = 404, description = "No such environment or flag", body = ErrorBody), (status = 400, description = "Bad request: the message names the parameter", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Not an admin token", body = ErrorBody))
 )]
@@ -354,7 +419,7 @@ pub(crate) async fn results(
     // metric that is not sent: 404 naming those that exist. When no metric
     // has any conversion yet the results still answer (exposures, health),
     // with a warning.
-    let metrics = state.store.experiment_metrics(&env_name).await?;
+    let metrics = state.store()?.experiment_metrics(&env_name).await?;
     if !metrics.is_empty() && !metrics.contains(&request.metric) {
         return Err(ApiError::NotFound(format!(
             "metric {:?} has no conversions in environment {env_name:?}; the metrics with conversions are: {}",
@@ -364,7 +429,7 @@ pub(crate) async fn results(
     }
     let unit_attribute = flag.bucket_by();
     let totals = state
-        .store
+        .store()?
         .experiment_totals(
             &env_name,
             &MetricQuery {
@@ -376,6 +441,7 @@ pub(crate) async fn results(
                 from_ms: None,
                 until_ms: None,
                 cap: None,
+                pre_window_ms: request.cuped_ms,
             },
         )
         .await?;
@@ -383,7 +449,7 @@ pub(crate) async fn results(
     let stats: Vec<VariantStats> = totals
         .variants
         .iter()
-        .map(|t| VariantStats::new(t.units, t.converted, t.sum, t.sum_squares))
+        .map(|t| variant_stats(t, request.options.metric == MetricKind::Binomial))
         .collect();
     let options = AnalysisOptions {
         weights: Some(arms.iter().map(|(_, w)| *w).collect()),
@@ -450,6 +516,7 @@ pub(crate) async fn results(
         "variants": variants,
         "comparisons": comparisons,
         "srm": analysis.srm,
+        "cuped": cuped_summary(&analysis, request.cuped_days),
         "bayesian": analysis.beta,
         "verdict_withheld": health.withheld,
         "health": health.checks,
@@ -478,6 +545,8 @@ pub(crate) struct ResultsSchema {
     variants: Vec<Value>,
     comparisons: Vec<Value>,
     srm: Value,
+    /// CUPED: whether it was applied, θ, the window, the variance removed.
+    cuped: Value,
     /// For a binomial metric: the Beta posteriors' chance to be best and
     /// expected loss per arm (`guidon_stats::BinomialBayes`); null otherwise.
     bayesian: Option<Value>,

@@ -43,6 +43,9 @@ pub(crate) enum LiveError {
     Store(#[from] StoreError),
     #[error("stored environment {env:?} does not compile: {error}")]
     Compile { env: String, error: ValidationError },
+    /// An edge relays the environment but has no state of it yet.
+    #[error("environment {0:?} has no state yet: this edge has not reached its upstream")]
+    NotYet(String),
 }
 
 /// One environment at one revision. Immutable; replaced whole.
@@ -63,7 +66,7 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    fn new(document: Arc<Document>, snapshot: Arc<Snapshot>) -> Live {
+    pub(crate) fn new(document: Arc<Document>, snapshot: Arc<Snapshot>) -> Live {
         Live {
             revision: document.revision.unwrap_or(0),
             epoch: document.epoch.unwrap_or(0),
@@ -114,6 +117,18 @@ impl EnvState {
         let _ = self.signals.send(signal);
     }
 
+    /// Swaps the new state in, then sends each revision's message in order,
+    /// then tells waiting writers: the one way a live state changes (the
+    /// sync task's, or an edge's relay).
+    pub(crate) fn publish(&self, live: Live, messages: Vec<Arc<Encoded>>) {
+        let revision = live.revision;
+        self.live.store(Arc::new(live));
+        for message in messages {
+            let _ = self.updates.send(message);
+        }
+        self.served.send_replace(revision);
+    }
+
     /// Asks the sync task to reach at least `revision` (a stream client
     /// saw it through another instance).
     pub(crate) fn nudge(&self, revision: u64) {
@@ -134,7 +149,11 @@ impl EnvState {
 /// Every environment this instance has loaded.
 #[derive(Debug)]
 pub(crate) struct Envs {
-    store: Store,
+    /// Where environments are loaded from on first use; `None` on an edge,
+    /// whose relay hands them in ([`Envs::relayed`]).
+    store: Option<Store>,
+    /// The environments an edge relays (loaded or not yet).
+    relays: Vec<String>,
     map: ArcSwap<HashMap<String, Arc<EnvState>>>,
     /// Serializes loading and forgetting.
     write: Mutex<()>,
@@ -145,7 +164,20 @@ pub(crate) struct Envs {
 impl Envs {
     pub(crate) fn new(store: Store, shutdown: Shutdown, syncs: SyncCounters) -> Envs {
         Envs {
-            store,
+            store: Some(store),
+            relays: Vec::new(),
+            map: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
+            shutdown,
+            syncs,
+        }
+    }
+
+    /// An edge's: the environments `relays` are handed in by its relay.
+    pub(crate) fn relaying(relays: Vec<String>, shutdown: Shutdown, syncs: SyncCounters) -> Envs {
+        Envs {
+            store: None,
+            relays,
             map: ArcSwap::from_pointee(HashMap::new()),
             write: Mutex::new(()),
             shutdown,
@@ -158,12 +190,34 @@ impl Envs {
         if let Some(env) = self.map.load().get(name) {
             return Ok(env.clone());
         }
+        let Some(store) = &self.store else {
+            return Err(if self.relays.iter().any(|r| r == name) {
+                LiveError::NotYet(name.to_owned())
+            } else {
+                LiveError::Store(StoreError::UnknownEnv(name.to_owned()))
+            });
+        };
         let _guard = self.write.lock().await;
         if let Some(env) = self.map.load().get(name) {
             return Ok(env.clone());
         }
-        let document = self.store.snapshot(name).await?;
+        let document = store.snapshot(name).await?;
         let live = Live::build(name, document).await?;
+        let (env, rx) = self.insert(name, live);
+        let syncer = sync::Syncer {
+            store: store.clone(),
+            env: env.clone(),
+            rx,
+            shutdown: self.shutdown.clone(),
+            syncs: self.syncs.clone(),
+        };
+        tokio::spawn(syncer.run());
+        Ok(env)
+    }
+
+    /// Adds an environment at `live` (the write lock held); the receiver
+    /// of its signals, for its sync task.
+    fn insert(&self, name: &str, live: Live) -> (Arc<EnvState>, mpsc::UnboundedReceiver<Signal>) {
         let (signals, rx) = mpsc::unbounded_channel();
         let env = Arc::new(EnvState {
             name: name.to_owned(),
@@ -172,18 +226,26 @@ impl Envs {
             live: ArcSwap::from_pointee(live),
             signals,
         });
-        let syncer = sync::Syncer {
-            store: self.store.clone(),
-            env: env.clone(),
-            rx,
-            shutdown: self.shutdown.clone(),
-            syncs: self.syncs.clone(),
-        };
-        tokio::spawn(syncer.run());
         let mut map = HashMap::clone(&self.map.load());
         map.insert(name.to_owned(), env.clone());
         self.map.store(Arc::new(map));
-        Ok(env)
+        (env, rx)
+    }
+
+    /// An edge's relay hands in the first state of an environment it
+    /// relays (later ones go to [`EnvState::publish`]).
+    pub(crate) async fn relayed(&self, name: &str, live: Live) -> Arc<EnvState> {
+        let _guard = self.write.lock().await;
+        if let Some(env) = self.map.load().get(name) {
+            return env.clone();
+        }
+        // No sync task (its signals go nowhere): the relay is the only writer.
+        self.insert(name, live).0
+    }
+
+    /// The environments an edge relays (empty for a server).
+    pub(crate) fn relays(&self) -> &[String] {
+        &self.relays
     }
 
     /// The environment's state if it is loaded.

@@ -39,7 +39,10 @@ pub(super) enum Signal {
 /// reconciles with the store every second: a deleted environment is
 /// forgotten (its streams end), one re-created or behind is told so.
 pub(crate) async fn follow(envs: Arc<Envs>) {
-    let mut revised = envs.store.subscribe();
+    let Some(store) = envs.store.clone() else {
+        return;
+    };
+    let mut revised = store.subscribe();
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,8 +77,10 @@ pub(crate) async fn follow(envs: Arc<Envs>) {
 }
 
 async fn reconcile_all(envs: &Envs) -> Result<(), StoreError> {
-    let stored: HashMap<String, EnvInfo> = envs
-        .store
+    let Some(store) = &envs.store else {
+        return Ok(());
+    };
+    let stored: HashMap<String, EnvInfo> = store
         .list_envs()
         .await?
         .into_iter()
@@ -247,11 +252,6 @@ impl Syncer {
     /// possible), then tells waiting writers.
     fn publish(&self, live: Live, messages: Vec<Arc<Encoded>>, how: &'static str) {
         self.syncs.get_or_create(&SyncLabels { how }).inc();
-        let revision = live.revision;
-        self.env.live.store(Arc::new(live));
-        for message in messages {
-            let _ = self.env.updates.send(message);
-        }
-        self.env.served.send_replace(revision);
+        self.env.publish(live, messages);
     }
 }

@@ -185,6 +185,10 @@ pub struct MetricQuery<'a> {
     /// Caps each unit's summed value (sums and sums of squares; whether it
     /// converted is decided before capping).
     pub cap: Option<f64>,
+    /// With a window `P` (milliseconds), also each unit's value of the same
+    /// metric in `[t₀ − P, t₀)` before its first exposure: CUPED's
+    /// covariate ([`VariantTotals::pre`]).
+    pub pre_window_ms: Option<i64>,
 }
 
 impl<'a> MetricQuery<'a> {
@@ -205,6 +209,7 @@ impl<'a> MetricQuery<'a> {
             from_ms: None,
             until_ms: None,
             cap: None,
+            pre_window_ms: None,
         }
     }
 }
@@ -246,6 +251,20 @@ pub struct VariantTotals {
     pub sum: f64,
     /// Σ over the units of the square of that sum.
     pub sum_squares: f64,
+    /// The pre-exposure covariate's sums, when the query asked for them.
+    pub pre: Option<PreExposure>,
+}
+
+/// Per variant, the units' values of the metric before their first
+/// exposure (`x`, capped like the metric) with the post-exposure value `y`:
+/// Σx, Σx², Σxy, and as converted or not: #{x > 0}, #{x > 0 and y > 0}.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PreExposure {
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub sum_products: f64,
+    pub converted: u64,
+    pub converted_both: u64,
 }
 
 /// The per-variant totals of one flag for one metric.

@@ -26,6 +26,13 @@ impl Store {
                 "a cap must be a positive number, got {cap}"
             )));
         }
+        if let Some(pre) = query.pre_window_ms
+            && !(1..NO_WINDOW_MS).contains(&pre)
+        {
+            return Err(StoreError::InvalidQuery(format!(
+                "a pre-exposure window must be between 1 and {NO_WINDOW_MS} ms, got {pre}"
+            )));
+        }
         self.revision(env).await?;
         let totals = ExperimentTotals {
             variants: query
@@ -37,6 +44,7 @@ impl Store {
                     converted: 0,
                     sum: 0.0,
                     sum_squares: 0.0,
+                    pre: None,
                 })
                 .collect(),
             multiple_exposure_units: 0,
@@ -297,21 +305,46 @@ impl Store {
         // one definition of "converted" (see the module documentation).
         // A cap bounds each unit's value in the sums, not whether it
         // converted.
-        let inner = attributed(self.backend(), 2);
-        let capped = if query.cap.is_some() {
-            "CASE WHEN y > $6 THEN $6 ELSE y END"
-        } else {
-            "y"
+        let mut next = 6;
+        let capped = |v: &str, index: Option<usize>| match index {
+            Some(i) => format!("(CASE WHEN {v} > ${i} THEN ${i} ELSE {v} END)"),
+            None => v.to_owned(),
         };
-        let sql = format!(
-            "SELECT variant, CAST(COUNT(CASE WHEN y > 0 THEN 1 END) AS BIGINT) AS converted, \
-                CAST(COALESCE(SUM({capped}), 0) AS DOUBLE PRECISION) AS total, \
-                CAST(COALESCE(SUM({capped} * {capped}), 0) AS DOUBLE PRECISION) AS total_squares \
-             FROM ({inner}) a GROUP BY variant"
+        let cap_index = query.cap.map(|_| {
+            next += 1;
+            next - 1
+        });
+        let pre_index = query.pre_window_ms.map(|_| {
+            next += 1;
+            next - 1
+        });
+        let inner = attributed_with_pre(self.backend(), 2, pre_index);
+        let yc = capped("y", cap_index);
+        let mut columns = format!(
+            "CAST(COUNT(CASE WHEN y > 0 THEN 1 END) AS BIGINT) AS converted, \
+             CAST(COALESCE(SUM({yc}), 0) AS DOUBLE PRECISION) AS total, \
+             CAST(COALESCE(SUM({yc} * {yc}), 0) AS DOUBLE PRECISION) AS total_squares"
         );
+        if pre_index.is_some() {
+            // The covariate, as a value (capped like y) and as converted
+            // or not, with its cross products with y.
+            let xc = capped("COALESCE(x, 0)", cap_index);
+            let y0 = capped("COALESCE(y, 0)", cap_index);
+            columns.push_str(&format!(
+                ", CAST(COALESCE(SUM({xc}), 0) AS DOUBLE PRECISION) AS pre_total, \
+                 CAST(COALESCE(SUM({xc} * {xc}), 0) AS DOUBLE PRECISION) AS pre_squares, \
+                 CAST(COALESCE(SUM({xc} * {y0}), 0) AS DOUBLE PRECISION) AS pre_products, \
+                 CAST(COUNT(CASE WHEN x > 0 THEN 1 END) AS BIGINT) AS pre_converted, \
+                 CAST(COUNT(CASE WHEN x > 0 AND y > 0 THEN 1 END) AS BIGINT) AS pre_both"
+            ));
+        }
+        let sql = format!("SELECT variant, {columns} FROM ({inner}) a GROUP BY variant");
         let mut q = bounds.bind(sqlx::query(&sql).bind(flag).bind(metric));
         if let Some(cap) = query.cap {
             q = q.bind(cap);
+        }
+        if let Some(pre) = query.pre_window_ms {
+            q = q.bind(pre);
         }
         let rows = q.fetch_all(&mut **tx).await?;
         for row in &rows {
@@ -320,6 +353,20 @@ impl Store {
                 v.converted = to_u64(row.try_get("converted")?);
                 v.sum = row.try_get("total")?;
                 v.sum_squares = row.try_get("total_squares")?;
+                if pre_index.is_some() {
+                    v.pre = Some(PreExposure {
+                        sum: row.try_get("pre_total")?,
+                        sum_squares: row.try_get("pre_squares")?,
+                        sum_products: row.try_get("pre_products")?,
+                        converted: to_u64(row.try_get("pre_converted")?),
+                        converted_both: to_u64(row.try_get("pre_both")?),
+                    });
+                }
+            }
+        }
+        if query.pre_window_ms.is_some() {
+            for v in &mut totals.variants {
+                v.pre.get_or_insert(PreExposure::default());
             }
         }
         Ok(totals)
@@ -406,6 +453,14 @@ fn exposure_bounds() -> &'static str {
 /// conversions are inside `[t₀, min(t₀ + W, until)]` or all outside;
 /// otherwise its conversions are read.
 fn attributed(backend: Backend, metric: usize) -> String {
+    attributed_with_pre(backend, metric, None)
+}
+
+/// [`attributed`], and with `pre` (the index of a bound window `P` in
+/// milliseconds) a column `x`: the sum of the unit's conversion values in
+/// `[t₀ − P, t₀)`, before its first exposure (NULL when none), CUPED's
+/// covariate.
+fn attributed_with_pre(backend: Backend, metric: usize, pre: Option<usize>) -> String {
     let upper = "(CASE WHEN e.first_at + $3 < $4 THEN e.first_at + $3 ELSE $4 END)";
     let inside = format!("m.first_at >= e.first_at AND m.last_at <= {upper}");
     let outside = format!("m.last_at < e.first_at OR m.first_at > {upper}");
@@ -421,9 +476,21 @@ fn attributed(backend: Backend, metric: usize) -> String {
         Backend::Sqlite => ("CROSS JOIN", "LIMIT -1"),
         Backend::Postgres => ("JOIN", "OFFSET 0"),
     };
+    let x = match pre {
+        None => String::new(),
+        Some(p) => {
+            let lower = format!("e.first_at - ${p}");
+            format!(
+                ", CASE WHEN m.first_at >= {lower} AND m.last_at < e.first_at THEN m.total \
+                   WHEN m.last_at < {lower} OR m.first_at >= e.first_at THEN NULL \
+                   ELSE (SELECT SUM(c.value) FROM exp_conversions c WHERE c.metric = ${metric} \
+                     AND c.unit = e.unit AND c.at >= {lower} AND c.at < e.first_at) END AS x"
+            )
+        }
+    };
     format!(
         "SELECT e.variant AS variant, e.unit AS unit, \
-            CASE WHEN {inside} THEN m.total WHEN {outside} THEN NULL ELSE {straddling} END AS y \
+            CASE WHEN {inside} THEN m.total WHEN {outside} THEN NULL ELSE {straddling} END AS y{x} \
          FROM exp_unit_metrics m {join} exp_exposures e ON e.flag = $1 AND e.unit = m.unit \
          WHERE m.metric = ${metric} AND e.multiple = 0 AND {} {keep_apart}",
         exposure_bounds()

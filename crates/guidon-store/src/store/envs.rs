@@ -89,6 +89,9 @@ impl Store {
                 });
             }
             for statement in [
+                "DELETE FROM ctx_samples WHERE env = $1",
+                "DELETE FROM ctx_slices WHERE env = $1",
+                "DELETE FROM ctx_settings WHERE env = $1",
                 "DELETE FROM definitions WHERE env = $1",
                 "DELETE FROM changes WHERE env = $1",
                 "DELETE FROM environments WHERE name = $1",

@@ -2,6 +2,8 @@
 //!
 //! - `envs.rs`: creating, listing and deleting environments.
 //! - `read.rs`: documents, catch-up, single definitions, history, audit.
+//! - `history.rs`: an environment as it was at a revision or an instant;
+//!   compaction of the change log.
 //! - `write.rs`: one change (upsert, delete, revert, promote), validated
 //!   against the whole environment and handed to watchers compiled.
 //! - `bulk.rs`: replacing a whole environment under one revision (GitOps).
@@ -9,9 +11,13 @@
 
 mod bulk;
 mod envs;
+mod history;
+mod planned;
 mod read;
 mod watch;
 mod write;
+
+pub use planned::{NewPlannedChange, PlannedChange, ReleaseStep, StoredRelease};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,9 +30,10 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::error::StoreError;
 
 pub use bulk::{Applied, Replaced};
+pub use history::{AsOf, Past};
 pub use read::FlagOverview;
 pub use watch::{Commit, Revised};
-pub use write::{BLOCKING_COMPILE, Committed, Stored, compile};
+pub use write::{BLOCKING_COMPILE, Committed, Stored, apply_and_compile, compile};
 
 /// Environments that exist after the first start.
 pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["development", "production"];

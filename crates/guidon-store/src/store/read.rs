@@ -51,14 +51,13 @@ impl Store {
     pub async fn changes_since(&self, env: &str, since: u64) -> Result<Changes, StoreError> {
         let mut tx = self.begin_read().await?;
         let result: Result<(u64, i64, Vec<AnyRow>), StoreError> = async {
-            let row = sqlx::query("SELECT revision, created_at FROM environments WHERE name = $1")
-                .bind(env)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?;
-            let revision = to_u64(row.try_get("revision")?);
-            let epoch: i64 = row.try_get("created_at")?;
-            let oldest = revision.saturating_sub(self.options.catch_up_horizon);
+            let (revision, epoch, history_from) = env_row(&mut tx, env).await?;
+            // Below the horizon, or below what compaction kept (the changes
+            // after `history_from - 1` are all still in the log).
+            let kept = history_from.saturating_sub(1);
+            let oldest = revision
+                .saturating_sub(self.options.catch_up_horizon)
+                .max(kept);
             if since < oldest {
                 return Err(StoreError::TooOld { since, oldest });
             }
@@ -130,7 +129,7 @@ impl Store {
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
+        if rows.is_empty() && !self.known(env, kind, key).await? {
             return Err(StoreError::NotFound {
                 env: env.to_owned(),
                 kind: kind.as_str(),
@@ -138,6 +137,20 @@ impl Store {
             });
         }
         rows.iter().map(|r| history_entry(env, r)).collect()
+    }
+
+    /// Whether the key was ever written (a tombstone counts): its history
+    /// may have been compacted away.
+    async fn known(&self, env: &str, kind: Kind, key: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM definitions WHERE env = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(env)
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// The environment's changes, newest first: those of at most `limit`
@@ -235,6 +248,25 @@ impl Store {
     }
 }
 
+/// The environment's revision, creation time (its epoch) and `history_from`
+/// (the oldest revision the change log still holds).
+pub(super) async fn env_row(
+    tx: &mut Transaction<'static, Any>,
+    env: &str,
+) -> Result<(u64, i64, u64), StoreError> {
+    let row =
+        sqlx::query("SELECT revision, created_at, history_from FROM environments WHERE name = $1")
+            .bind(env)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?;
+    Ok((
+        to_u64(row.try_get("revision")?),
+        row.try_get("created_at")?,
+        to_u64(row.try_get("history_from")?),
+    ))
+}
+
 /// The environment's definitions as a flag file, with each flag's version.
 pub(super) async fn load_file(
     tx: &mut Transaction<'static, Any>,
@@ -264,12 +296,12 @@ pub(super) async fn load_file(
     Ok((file, versions))
 }
 
-fn kind_of(env: &str, key: &str, row: &AnyRow) -> Result<Kind, StoreError> {
+pub(super) fn kind_of(env: &str, key: &str, row: &AnyRow) -> Result<Kind, StoreError> {
     let text: String = row.try_get("kind")?;
     Kind::parse(&text).ok_or_else(|| corrupt(env, Kind::Flag, key, "unknown kind"))
 }
 
-fn op_of(env: &str, kind: Kind, key: &str, row: &AnyRow) -> Result<Op, StoreError> {
+pub(super) fn op_of(env: &str, kind: Kind, key: &str, row: &AnyRow) -> Result<Op, StoreError> {
     let text: String = row.try_get("op")?;
     Op::parse(&text).ok_or_else(|| corrupt(env, kind, key, format!("unknown op {text:?}")))
 }

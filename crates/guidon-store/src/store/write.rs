@@ -187,6 +187,22 @@ impl Store {
         expected_version: Option<u64>,
         actor: &str,
     ) -> Result<Committed, StoreError> {
+        self.write_claiming(env, key, edit, expected_version, actor, None)
+            .await
+    }
+
+    /// [`Store::write`], and with `claim` the planned change it applies
+    /// marked applied in the same transaction: when it is not pending any
+    /// more (another instance applied it), nothing is written.
+    pub(super) async fn write_claiming(
+        &self,
+        env: &str,
+        key: &str,
+        edit: Edit,
+        expected_version: Option<u64>,
+        actor: &str,
+        claim: Option<&super::planned::Claim>,
+    ) -> Result<Committed, StoreError> {
         let key = key.to_owned();
         let kind = match &edit {
             Edit::Upsert(definition) => definition.kind(),
@@ -262,13 +278,10 @@ impl Store {
                     }
                 }
             };
-            document.apply(change.clone());
             document.revision = Some(revision);
             document.epoch = Some(epoch);
-            let position = document.position(kind, &key);
-            let (document, compiled) = compile(document).await?;
-            let snapshot =
-                compiled.map_err(|e| StoreError::Invalid(relative_to(e, kind, position)))?;
+            let (document, compiled) = apply_and_compile(document, change.clone()).await?;
+            let snapshot = compiled.map_err(StoreError::Invalid)?;
 
             let record = Record {
                 kind,
@@ -279,6 +292,9 @@ impl Store {
                 after: change.definition().map(Definition::to_json),
             };
             let at = now_ms();
+            if let Some(claim) = claim {
+                claim.mark_applied(&mut tx, revision, at).await?;
+            }
             self.record(&mut tx, env, revision, &record, actor, at)
                 .await?;
             self.notify(&mut tx, env, revision).await?;
@@ -427,6 +443,25 @@ pub async fn compile(
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))
+}
+
+/// The document with one change applied, compiled (see [`compile`]); the
+/// problems of the changed definition are at paths relative to it
+/// (`flag.rules[0]…`). A write validates through here, and so does the
+/// impact preview, so a preview of an invalid definition reports exactly
+/// what saving it would.
+pub async fn apply_and_compile(
+    mut document: Document,
+    change: Change,
+) -> Result<(Document, Result<Snapshot, ValidationError>), StoreError> {
+    let (kind, key) = (change.kind(), change.key().to_owned());
+    document.apply(change);
+    let position = document.position(kind, &key);
+    let (document, compiled) = compile(document).await?;
+    Ok((
+        document,
+        compiled.map_err(|e| relative_to(e, kind, position)),
+    ))
 }
 
 /// Validation paths point into the whole environment (`flags[17].rules…`);

@@ -9,12 +9,26 @@ use anyhow::{Context as _, anyhow, bail};
 use guidon_engine::{Context, Evaluation, Explanation, Snapshot, Timestamp};
 
 use super::validate::load_snapshot;
+use crate::remote::{RemoteArgs, block_on, explain};
 
 #[derive(clap::Args)]
 pub(crate) struct EvalArgs {
     /// The flag file (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
-    #[arg(long, short)]
-    file: PathBuf,
+    #[arg(long, short, required_unless_present = "env", conflicts_with = "env")]
+    file: Option<PathBuf>,
+    /// Evaluate on a server (--server, --token) in this environment, not from a file.
+    #[arg(long)]
+    env: Option<String>,
+    /// With --env: as the environment was at this instant (RFC 3339), evaluated
+    /// at that instant; the answer is explained and names the revision, who made it and when.
+    #[arg(long, requires = "env", conflicts_with = "revision")]
+    at: Option<String>,
+    /// With --env: as the environment was just after this revision, evaluated
+    /// at the time it was made.
+    #[arg(long, requires = "env")]
+    revision: Option<u64>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// The flag to evaluate.
     #[arg(long)]
     flag: String,
@@ -31,20 +45,51 @@ pub(crate) struct EvalArgs {
     /// Add every step taken and every condition judged to each result.
     #[arg(long)]
     explain: bool,
-    /// The evaluation time (RFC 3339); defaults to now.
-    #[arg(long)]
+    /// The evaluation time (RFC 3339); defaults to now. With --env, use --at.
+    #[arg(long, conflicts_with = "env")]
     now: Option<String>,
 }
 
 pub(crate) fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalArgs {
         file,
+        env,
+        at,
+        revision,
+        remote,
         flag,
         context,
         contexts,
         explain,
         now,
     } = args;
+    let file = match (file, env) {
+        (_, Some(env)) => {
+            let source = match (context, contexts) {
+                (Some(text), _) => Contexts::One(text),
+                (None, Some(path)) => Contexts::Lines(path),
+                (None, None) => bail!("give --context JSON or --contexts FILE.jsonl"),
+            };
+            let at = at
+                .map(|text| {
+                    text.parse::<Timestamp>()
+                        .map(|t| t.to_string())
+                        .map_err(|e| anyhow!("--at {text:?} is not an RFC 3339 timestamp: {e}"))
+                })
+                .transpose()?;
+            let remote = Remote {
+                remote,
+                env,
+                flag,
+                explain,
+                at,
+                revision,
+            };
+            return remote.run(source);
+        }
+        (Some(file), None) => file,
+        (None, None) => bail!("give --file FLAGS, or --env ENV to evaluate on a server"),
+    };
     let now = match now {
         Some(text) => text
             .parse::<Timestamp>()
@@ -79,11 +124,11 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             let reader = open_lines(&path)?;
             for (n, line) in reader.lines().enumerate() {
                 let line = line.with_context(|| format!("reading {}", path.display()))?;
-                if line.trim().is_empty() {
+                let Some(ctx) = Context::from_json_line(&line)
+                    .with_context(|| format!("{} line {}", path.display(), n + 1))?
+                else {
                     continue;
-                }
-                let ctx = Context::from_json_str(&line)
-                    .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+                };
                 eval.print(&ctx, &mut out)?;
             }
         }
@@ -142,4 +187,71 @@ fn open_lines(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Box::new(std::io::BufReader::new(file)))
+}
+
+/// Where the contexts come from.
+enum Contexts {
+    One(String),
+    Lines(PathBuf),
+}
+
+/// `guidon eval --env`: each context evaluated by the server (and, with
+/// --at or --revision, as the environment was then).
+struct Remote {
+    remote: RemoteArgs,
+    env: String,
+    flag: String,
+    explain: bool,
+    at: Option<String>,
+    revision: Option<u64>,
+}
+
+impl Remote {
+    fn run(self, source: Contexts) -> anyhow::Result<ExitCode> {
+        // Each context is checked here first, with the file's line, as the
+        // file mode reads it.
+        let mut contexts = Vec::new();
+        match source {
+            Contexts::One(text) => {
+                Context::from_json_str(&text).context("--context")?;
+                contexts.push(text);
+            }
+            Contexts::Lines(path) => {
+                for (n, line) in open_lines(&path)?.lines().enumerate() {
+                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    if Context::from_json_line(&line)
+                        .with_context(|| format!("{} line {}", path.display(), n + 1))?
+                        .is_some()
+                    {
+                        contexts.push(line);
+                    }
+                }
+            }
+        }
+        let client = self.remote.client()?;
+        block_on(async move {
+            let mut out = std::io::stdout().lock();
+            for text in contexts {
+                let context: serde_json::Value = serde_json::from_str(&text)?;
+                let mut request = serde_json::json!({
+                    "flag": self.flag,
+                    "context": context,
+                    "explain": self.explain,
+                });
+                if let Some(at) = &self.at {
+                    request["at"] = at.clone().into();
+                }
+                if let Some(revision) = self.revision {
+                    request["revision"] = revision.into();
+                }
+                let answer = client
+                    .evaluate(&self.env, &request)
+                    .await
+                    .map_err(explain)?;
+                writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+            }
+            out.flush()?;
+            Ok(())
+        })
+    }
 }

@@ -60,6 +60,10 @@ pub(crate) enum ExperimentsCommand {
         /// Bayesian: variance of a normal prior on the lift (flat without it).
         #[arg(long)]
         prior_variance: Option<f64>,
+        /// CUPED: adjust by each unit's value of the metric in this many
+        /// days before its first exposure.
+        #[arg(long, value_name = "DAYS")]
+        cuped_days: Option<f64>,
     },
     /// Create or replace an experiment: a flag, its metrics from the
     /// catalogue (`guidon metrics`), and how to read them.
@@ -99,9 +103,43 @@ pub(crate) enum ExperimentsCommand {
         sequential_tuning: Option<f64>,
         #[arg(long, value_name = "HOURS")]
         window_hours: Option<f64>,
+        /// CUPED: adjust by each unit's value in this many days before exposure.
+        #[arg(long, value_name = "DAYS")]
+        cuped_days: Option<f64>,
         /// Only if the experiment is still at this version (0: only if new).
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
+    },
+    /// How many units (and days) the primary metric needs to detect an
+    /// effect, from the experiment's own traffic and baseline.
+    Plan {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// The relative effect to detect (0.05 = 5 %).
+        #[arg(long)]
+        mde: Option<f64>,
+        /// Power (default 0.8).
+        #[arg(long)]
+        power: Option<f64>,
+        /// Also: what this many days of traffic could detect.
+        #[arg(long)]
+        days: Option<f64>,
+        /// The control's rate, before the data has one.
+        #[arg(long)]
+        baseline_rate: Option<f64>,
+        /// Exposed units per day, before the data has them.
+        #[arg(long)]
+        daily_units: Option<f64>,
+    },
+    /// Cumulative results at the end of each day since the start.
+    Daily {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// One of the experiment's metrics (default: the primary).
+        #[arg(long)]
+        metric: Option<String>,
     },
     /// The environment's experiments with their status.
     List {
@@ -132,6 +170,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             alpha: None,
             prior_mean: None,
             prior_variance: None,
+            cuped_days: None,
         } => block_on(async move {
             let report = client
                 .experiment_report(&env, &key)
@@ -140,7 +179,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             answer(as_json, &report, render_report)
         }),
         ExperimentsCommand::Results { metric: None, .. } => Err(anyhow::anyhow!(
-            "an experiment is read as its definition says: --method, --kind, --correction, --window-hours, --alpha and the priors need --metric NAME (one metric of a flag)"
+            "an experiment is read as its definition says: --method, --kind, --correction, --window-hours, --alpha, the priors and --cuped-days need --metric NAME (one metric of a flag)"
         )),
         ExperimentsCommand::Results {
             key: flag,
@@ -153,6 +192,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             alpha,
             prior_mean,
             prior_variance,
+            cuped_days,
         } => block_on(async move {
             let query = ResultsQuery {
                 metric,
@@ -163,6 +203,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 alpha,
                 prior_mean,
                 prior_variance,
+                cuped_days,
             };
             let results = client
                 .experiment_results(&env, &flag, &query)
@@ -185,6 +226,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             correction,
             sequential_tuning,
             window_hours,
+            cuped_days,
             if_version,
         } => block_on(async move {
             let body = match file {
@@ -212,6 +254,7 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                         ("alpha", alpha.map(Value::from)),
                         ("sequential_tuning", sequential_tuning.map(Value::from)),
                         ("window_hours", window_hours.map(Value::from)),
+                        ("cuped_days", cuped_days.map(Value::from)),
                     ] {
                         if let Some(v) = value {
                             e.insert(name.into(), v);
@@ -233,6 +276,38 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
                 )
             })
         }),
+        ExperimentsCommand::Plan {
+            key,
+            env,
+            mde,
+            power,
+            days,
+            baseline_rate,
+            daily_units,
+        } => block_on(async move {
+            let query: Vec<(&str, f64)> = [
+                ("mde", mde),
+                ("power", power),
+                ("days", days),
+                ("baseline_rate", baseline_rate),
+                ("daily_units", daily_units),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            let plan = client
+                .experiment_plan(&env, &key, &query)
+                .await
+                .map_err(explain)?;
+            answer(as_json, &plan, render_plan)
+        }),
+        ExperimentsCommand::Daily { key, env, metric } => block_on(async move {
+            let daily = client
+                .experiment_daily(&env, &key, metric.as_deref())
+                .await
+                .map_err(explain)?;
+            answer(as_json, &daily, render_daily)
+        }),
         ExperimentsCommand::List { env } => block_on(async move {
             let list = client.experiments(&env).await.map_err(explain)?;
             answer(as_json, &list, render_list)
@@ -248,6 +323,114 @@ pub(crate) fn run(args: ExperimentsArgs) -> anyhow::Result<ExitCode> {
             })
         }),
     }
+}
+
+fn render_plan(plan: &Value) -> String {
+    let mut out = String::new();
+    let baseline = &plan["baseline"];
+    let base = match (baseline["rate"].as_f64(), baseline["mean"].as_f64()) {
+        (Some(r), _) => format!("rate {}", percent(r, 2)),
+        (None, Some(m)) => format!(
+            "mean {} (sd {})",
+            trim_number(m, 4),
+            trim_number(baseline["sd"].as_f64().unwrap_or(f64::NAN), 4)
+        ),
+        _ => "—".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "{} · {}: baseline {base}; α {}, power {}",
+        text(&plan["experiment"]),
+        text(&plan["metric"]),
+        trim_number(plan["alpha"].as_f64().unwrap_or(f64::NAN), 4),
+        trim_number(plan["power"].as_f64().unwrap_or(f64::NAN), 2),
+    );
+    if let (Some(mde), Some(n)) = (plan["mde"].as_f64(), plan["units_per_arm"].as_u64()) {
+        let _ = writeln!(
+            out,
+            "To detect {}: {} units per arm ({} in all)",
+            signed_percent(mde),
+            thousands(n),
+            thousands(plan["total_units"].as_f64().unwrap_or(0.0) as u64)
+        );
+    }
+    let observed = &plan["observed"];
+    if let Some(daily) = observed["daily_units"].as_f64() {
+        let _ = writeln!(
+            out,
+            "Traffic: {} units a day over {} days",
+            thousands(daily.round() as u64),
+            trim_number(observed["days_elapsed"].as_f64().unwrap_or(0.0), 1)
+        );
+    }
+    if let Some(d) = plan["days_needed"].as_f64() {
+        let _ = writeln!(
+            out,
+            "Duration: {} days in all, {} to go",
+            trim_number(d, 1),
+            trim_number(plan["days_remaining"].as_f64().unwrap_or(0.0), 1)
+        );
+    }
+    if let Some(m) = plan["mde_now"].as_f64() {
+        let _ = writeln!(out, "Detectable now: {}", signed_percent(m));
+    }
+    if let (Some(days), Some(m)) = (plan["days"].as_f64(), plan["mde_at_days"].as_f64()) {
+        let _ = writeln!(
+            out,
+            "Detectable in {} days: {}",
+            trim_number(days, 1),
+            signed_percent(m)
+        );
+    }
+    out
+}
+
+fn render_daily(daily: &Value) -> String {
+    let empty = Vec::new();
+    let days = daily["days"].as_array().unwrap_or(&empty);
+    let arms: Vec<String> = days
+        .first()
+        .and_then(|d| d["variants"].as_array())
+        .map(|v| v.iter().map(|v| text(&v["variant"])).collect())
+        .unwrap_or_default();
+    let mut headers = vec!["DAY".to_owned()];
+    for a in &arms {
+        headers.push(format!("{a} UNITS"));
+        headers.push(format!("{a} CONV."));
+    }
+    for a in arms.iter().skip(1) {
+        headers.push(format!("{a} LIFT (CI)"));
+    }
+    let mut table = Table::new(&headers);
+    for d in days {
+        let mut row = vec![text(&d["day"])];
+        for v in d["variants"].as_array().unwrap_or(&empty) {
+            row.push(count(&v["units"]));
+            row.push(count(&v["conversions"]));
+        }
+        for c in d["comparisons"].as_array().unwrap_or(&empty) {
+            row.push(c["relative"]["lift"].as_f64().map_or_else(
+                || "—".to_owned(),
+                |l| {
+                    format!(
+                        "{} ({} … {})",
+                        signed_percent(l),
+                        signed_percent(c["relative"]["ci"]["lower"].as_f64().unwrap_or(f64::NAN)),
+                        signed_percent(c["relative"]["ci"]["upper"].as_f64().unwrap_or(f64::NAN))
+                    )
+                },
+            ));
+        }
+        table.row(row);
+    }
+    let mut out = format!(
+        "{} · {} · cumulative by day (UTC)\n",
+        text(&daily["experiment"]),
+        text(&daily["metric"])
+    );
+    out.push_str(&table.render());
+    let _ = writeln!(out, "{}", text(&daily["note"]));
+    out
 }
 
 fn render_list(answer: &Value) -> String {
@@ -578,6 +761,22 @@ fn comparison_table(out: &mut String, results: &Value) {
     for note in &notes {
         let _ = writeln!(out, "Note, {note}");
     }
+    let cuped = &results["cuped"];
+    if cuped["applied"].as_bool() == Some(true) {
+        let reduction: Vec<String> = cuped["variance_reduction"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|r| r.as_f64().map_or_else(|| "—".to_owned(), |r| percent(r, 0)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "CUPED over the {} days before exposure: θ = {}, variance reduced by {} (per variant)",
+            trim_number(cuped["pre_exposure_days"].as_f64().unwrap_or(f64::NAN), 2),
+            trim_number(cuped["theta"].as_f64().unwrap_or(f64::NAN), 4),
+            reduction.join(", ")
+        );
+    }
     if let Some(best) = chance_to_be_best(results) {
         let _ = writeln!(out, "{best}");
     }
@@ -773,6 +972,8 @@ mod tests {
                             "chance_to_win": 0.99699, "chance_to_win_method": "beta_posterior",
                             "notes": []}}],
             "health": {"srm": {"status": "ok", "p_value": 0.2542}},
+            "cuped": {"applied": true, "pre_exposure_days": 14.0, "theta": 0.9312,
+                      "variance_reduction": [0.812, 0.795]},
             "warnings": []
         })
     }
@@ -817,6 +1018,12 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("* significant: p-value below 0.05"), "{out}");
+        assert!(
+            out.contains(
+                "CUPED over the 14 days before exposure: θ = 0.9312, variance reduced by 81%, 80%"
+            ),
+            "{out}"
+        );
         assert!(out.contains("Sample ratio: ok (p = 0.2542)"), "{out}");
         assert!(out.contains("No warnings."), "{out}");
     }

@@ -9,12 +9,15 @@ use anyhow::bail;
 use clap::Subcommand;
 use guidon_client::admin::{AdminClient, Body};
 use guidon_engine::Format;
+use guidon_engine::impact::{FlagImpact, Outcome};
 use guidon_engine::model::Flag;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::input::Input;
-use crate::output::{Table, answer, clean, count, date_ms, emit, json, quoted, shorten};
+use crate::output::{
+    Table, answer, clean, count, date_ms, emit, json, noun, quoted, shorten, thousands,
+};
 use crate::remote::{RemoteArgs, block_on, explain};
 
 #[derive(clap::Args)]
@@ -113,6 +116,28 @@ pub(crate) enum FlagsCommand {
         #[arg(long)]
         version: u64,
     },
+    /// Impact preview: evaluate the flag as it is and as FILE proposes,
+    /// with every flag depending on it, over the contexts; print who moves
+    /// from what to what. Nothing is stored.
+    Preview {
+        /// The flag's key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The proposed flag (JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// FILE is a JSON merge patch of the current flag, not a whole flag.
+        #[arg(long)]
+        patch: bool,
+        /// The contexts, one JSON object per line (JSON Lines, as `guidon eval --contexts`).
+        #[arg(long, value_name = "FILE.jsonl")]
+        contexts: Option<PathBuf>,
+        /// Affected contexts listed per flag.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
     /// Print the environment's whole flag file (flags and segments).
     Export {
         /// The environment.
@@ -163,6 +188,17 @@ pub(crate) fn run(args: FlagsArgs) -> anyhow::Result<ExitCode> {
             FlagsCommand::Disable { key, env } => out.set_enabled(&env, &key, false).await,
             FlagsCommand::History { key, env } => out.history(&env, &key).await,
             FlagsCommand::Revert { key, env, version } => out.revert(&env, &key, version).await,
+            FlagsCommand::Preview {
+                key,
+                env,
+                file,
+                patch,
+                contexts,
+                examples,
+            } => {
+                out.preview(&env, &key, &file, patch, contexts.as_deref(), examples)
+                    .await
+            }
             FlagsCommand::Export { env, yaml } => out.export(&env, yaml).await,
             FlagsCommand::Import { env, file } => out.import(&env, &file).await,
         }
@@ -440,6 +476,123 @@ impl Out {
             }
             out
         })
+    }
+}
+
+impl Out {
+    async fn preview(
+        &self,
+        env: &str,
+        key: &str,
+        file: &Path,
+        patch: bool,
+        contexts: Option<&Path>,
+        examples: usize,
+    ) -> anyhow::Result<()> {
+        let proposed = Input::read(file)?.value()?;
+        let mut request = serde_json::Map::new();
+        request.insert((if patch { "patch" } else { "flag" }).into(), proposed);
+        if let Some(path) = contexts {
+            if path == Path::new("-") && file == Path::new("-") {
+                bail!("--file - and --contexts - cannot both read standard input");
+            }
+            // Sent as written: the server reads it with `guidon eval
+            // --contexts`'s parser and names the line at fault.
+            request.insert(
+                "contexts_jsonl".into(),
+                Value::String(Input::read(path)?.text),
+            );
+        }
+        request.insert("max_examples".into(), Value::from(examples));
+        let answer = self
+            .client
+            .preview_flag(env, key, &Value::Object(request))
+            .await
+            .map_err(explain)?;
+        if self.json {
+            return emit(&json(&answer)?);
+        }
+        let flag: FlagImpact = serde_json::from_value(answer["flag"].clone())
+            .map_err(|e| anyhow::anyhow!("the server's preview does not parse: {e}"))?;
+        let dependents: Vec<FlagImpact> =
+            serde_json::from_value(answer["dependents"].clone()).unwrap_or_default();
+        let total = answer["contexts"].as_u64().unwrap_or(0);
+        let revision = answer["revision"].as_u64().unwrap_or(0);
+        let mut text = format!(
+            "flag {} in {} (revision {revision}) over {} {}: {} {} would change\n",
+            quoted(key),
+            quoted(env),
+            thousands(total),
+            noun(total, "context", "contexts"),
+            thousands(flag.changed as u64),
+            noun(flag.changed as u64, "context", "contexts"),
+        );
+        if let Some(sample) = answer.get("sample").filter(|s| !s.is_null()) {
+            let used = sample["size"].as_u64().unwrap_or(0);
+            text.push_str(&format!(
+                "{} from the recent-contexts sample ({} seen since {})\n",
+                thousands(used),
+                thousands(sample["seen"].as_u64().unwrap_or(0)),
+                sample["oldest"]
+                    .as_str()
+                    .map_or_else(|| "-".to_owned(), clean),
+            ));
+        }
+        text.push_str(&matrix(&flag));
+        for d in &dependents {
+            text.push_str(&format!(
+                "depends on it: {}: {} {} would change\n",
+                quoted(&d.flag),
+                thousands(d.changed as u64),
+                noun(d.changed as u64, "context", "contexts"),
+            ));
+            if d.changed > 0 {
+                text.push_str(&matrix(d));
+            }
+        }
+        if !flag.examples.is_empty() {
+            text.push_str("for example:\n");
+            for e in &flag.examples {
+                text.push_str(&format!(
+                    "  #{} {}: {} -> {}\n",
+                    e.index,
+                    e.unit
+                        .as_deref()
+                        .map_or_else(|| "(no unit)".to_owned(), clean),
+                    outcome(&e.from),
+                    outcome(&e.to),
+                ));
+            }
+        }
+        emit(&text)
+    }
+}
+
+/// A flag's transition matrix as a table.
+fn matrix(flag: &FlagImpact) -> String {
+    let mut table = Table::new(&["FROM", "TO", "CONTEXTS", "SHARE"]).right(&[2, 3]);
+    for t in &flag.transitions {
+        table.row(vec![
+            outcome(&t.from),
+            outcome(&t.to),
+            thousands(t.count as u64),
+            format!("{:.1}%", t.share * 100.0),
+        ]);
+    }
+    table.render()
+}
+
+/// What a context is served, in a few words: the variant, or on/off, or
+/// the value.
+fn outcome(o: &Outcome) -> String {
+    if o.not_found {
+        return "(no such flag)".to_owned();
+    }
+    match (&o.variant, &o.value) {
+        (Some(v), _) if o.enabled => clean(v),
+        (Some(v), _) => format!("{} (off)", clean(v)),
+        (None, Some(Value::Bool(_)) | None) => on_off(o.enabled).to_owned(),
+        (None, Some(value)) => shorten(&value.to_string(), 40),
     }
 }
 

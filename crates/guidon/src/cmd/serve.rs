@@ -84,15 +84,8 @@ pub(crate) struct ServeArgs {
     log_format: String,
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    // An empty value (GUIDON_TLS_CERT= in a unit file) means none.
-    let given = |path: Option<std::path::PathBuf>| path.filter(|p| !p.as_os_str().is_empty());
-    let tls = match (given(args.tls_cert), given(args.tls_key)) {
-        (Some(cert), Some(key)) => Some(guidon_server::TlsFiles { cert, key }),
-        (None, None) => None,
-        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key (give both, or neither)"),
-        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert (give both, or neither)"),
-    };
+/// Logs to stderr, at `GUIDON_LOG`'s level (`info`), as text or JSON.
+pub(crate) fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GUIDON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: not in a file or a pipe,
@@ -103,11 +96,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    if args.log_format == "json" {
+    if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // An empty value (GUIDON_TLS_CERT= in a unit file) means none.
+    let given = |path: Option<std::path::PathBuf>| path.filter(|p| !p.as_os_str().is_empty());
+    let tls = match (given(args.tls_cert), given(args.tls_key)) {
+        (Some(cert), Some(key)) => Some(guidon_server::TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key (give both, or neither)"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert (give both, or neither)"),
+    };
+    init_logging(&args.log_format);
     let config = guidon_server::Config {
         listen: args.listen,
         database_url: args.database_url,
@@ -156,32 +161,39 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "guidon: the web console is at {scheme}://{}/ (people sign in there; GUIDON_ADMIN_PASSWORD makes the first admin)",
             running.addr
         );
-        let stop = running.stopper();
-        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            stop();
-            let _ = stopping_tx.send(());
-        });
-        // A graceful shutdown waits for connections to finish; a client
-        // that stopped reading could hold it forever, so it has a deadline.
-        let deadline = async {
-            if stopping.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_DEADLINE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            result = running.wait() => result?,
-            () = deadline => tracing::warn!(
-                "connections still open {SHUTDOWN_DEADLINE:?} after shutdown began; exiting"
-            ),
-        }
+        until_stopped(running).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully (within
+/// [`SHUTDOWN_DEADLINE`]).
+pub(crate) async fn until_stopped(running: guidon_server::Running) -> anyhow::Result<()> {
+    let stop = running.stopper();
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop();
+        let _ = stopping_tx.send(());
+    });
+    // A graceful shutdown waits for connections to finish; a client
+    // that stopped reading could hold it forever, so it has a deadline.
+    let deadline = async {
+        if stopping.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = running.wait() => result?,
+        () = deadline => tracing::warn!(
+            "connections still open {SHUTDOWN_DEADLINE:?} after shutdown began; exiting"
+        ),
+    }
+    Ok(())
 }
 
 /// How long a graceful shutdown may wait for open connections.
