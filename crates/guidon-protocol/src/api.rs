@@ -88,6 +88,157 @@ pub struct TokenInfo {
     pub revoked: bool,
 }
 
+/// What a person may do in one environment (`viewer` < `editor` < `admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    /// Read flags, segments, history, audit and results; evaluate and explain.
+    Viewer,
+    /// A viewer who may also change flags, segments, metrics and experiments.
+    Editor,
+    /// An editor who may also delete the environment. An admin of `*`
+    /// also manages environments, people and tokens.
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Viewer => "viewer",
+            UserRole::Editor => "editor",
+            UserRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<UserRole> {
+        match text {
+            "viewer" => Some(UserRole::Viewer),
+            "editor" => Some(UserRole::Editor),
+            "admin" => Some(UserRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The key of [`UserInfo::roles`] that stands for every environment,
+/// present and future.
+pub const EVERY_ENV: &str = "*";
+
+/// A person's roles: environment name (or [`EVERY_ENV`]) → role.
+pub type UserRoles = std::collections::BTreeMap<String, UserRole>;
+
+/// The role `roles` gives in `env`: the higher of the environment's own
+/// and the one of [`EVERY_ENV`].
+pub fn role_in(roles: &UserRoles, env: &str) -> Option<UserRole> {
+    roles.get(env).copied().max(roles.get(EVERY_ENV).copied())
+}
+
+/// Whether `roles` make an administrator of Guidon itself (admin of `*`).
+pub fn is_global_admin(roles: &UserRoles) -> bool {
+    roles.get(EVERY_ENV) == Some(&UserRole::Admin)
+}
+
+/// A person as listed: never the password or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserInfo {
+    pub name: String,
+    /// Environment (or `*`, every environment) → role.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, UserRole>))]
+    pub roles: UserRoles,
+    pub created_at_ms: i64,
+    /// The last successful sign-in (ms), if any.
+    pub last_login_at_ms: Option<i64>,
+}
+
+/// `GET /api/v1/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Users {
+    pub users: Vec<UserInfo>,
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, UserRole>))]
+    pub roles: UserRoles,
+}
+
+/// `PUT /api/v1/users/{name}/roles`: the person's roles, replaced whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetRoles {
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, UserRole>))]
+    pub roles: UserRoles,
+}
+
+/// `PUT /api/v1/users/{name}/password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    pub password: String,
+}
+
+/// `POST /api/v1/session`: sign in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+/// A signed-in person's session (the cookie itself is `HttpOnly`: never in
+/// a body). Writes made with the cookie must echo `csrf_token` in the
+/// `X-CSRF-Token` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionInfo {
+    pub user: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, UserRole>))]
+    pub roles: UserRoles,
+    pub csrf_token: String,
+    pub expires_at_ms: i64,
+}
+
+/// `GET /api/v1/envs/{env}/overview`: every flag at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Overview {
+    pub revision: u64,
+    /// In key order.
+    pub flags: Vec<FlagSummary>,
+}
+
+/// One flag as the console's list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FlagSummary {
+    pub key: String,
+    pub description: String,
+    pub enabled: bool,
+    /// How many variants it has: 0 for a boolean flag.
+    pub variants: usize,
+    /// The rollout percentage, when it has a rollout.
+    pub rollout: Option<f64>,
+    /// How many rules it has.
+    pub rules: usize,
+    pub version: u64,
+    /// Who made its last change (a token's name, or `user:NAME`).
+    pub changed_by: Option<String>,
+    /// When (ms since the Unix epoch).
+    pub changed_at_ms: Option<i64>,
+}
+
 /// `GET /api/v1/envs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -278,6 +429,8 @@ pub enum ErrorCode {
     /// The client names a revision the server has never reached (a
     /// restored backup, another server): take the whole document (409).
     RevisionAhead,
+    /// Too many failed sign-ins for an account or an address (429).
+    TooManyRequests,
     /// A time-travel request (`at`, `revision`) outside the environment's
     /// life: before it was created, in the future, a revision not made
     /// yet (422, `path` names the field).
@@ -311,6 +464,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UpgradeFailed => "upgrade_failed",
             ErrorCode::RevisionAhead => "revision_ahead",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::HistoryCompacted => "history_compacted",
             ErrorCode::Other => "other",

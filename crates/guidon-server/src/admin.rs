@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use guidon_engine::model::{Flag, Segment};
 use guidon_engine::{FlagFile, Format, is_valid_key};
-use guidon_protocol::api::Role;
+use guidon_protocol::api::{Role, UserRole};
 use guidon_protocol::{Definition, Kind};
 use guidon_store::{Committed, StoreError};
 use serde::Deserialize;
@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/envs", get(list_envs).post(create_env))
         .route("/api/v1/envs/{env}", get(get_env).delete(delete_env))
         .route("/api/v1/envs/{env}/flags", get(export).put(import))
+        .route("/api/v1/envs/{env}/overview", get(overview))
         .route(
             "/api/v1/envs/{env}/flags/{key}",
             get(get_flag)
@@ -222,7 +223,7 @@ pub(crate) async fn delete_env(
     Path(env): Path<String>,
     Query(force): Query<Force>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Admin)?;
     check_key("environment", &env)?;
     state.store()?.delete_env(&env, force.force).await?;
     state.envs.forget(&env).await;
@@ -260,6 +261,39 @@ pub(crate) async fn export(
 }
 
 #[utoipa::path(
+    get,
+    path = "/api/v1/envs/{env}/overview",
+    tag = "flags",
+    summary = "Every flag at a glance: on/off, variants, rollout, rules, version, last change (who, when)",
+    params(("env" = String, Path, description = "Environment")),
+    responses((status = 200, description = "The flags in key order", body = guidon_protocol::api::Overview), (status = 404, description = "Unknown environment or key", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 403, description = "Wrong role or environment", body = ErrorBody))
+)]
+pub(crate) async fn overview(
+    State(state): St,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> ApiResult<Json<guidon_protocol::api::Overview>> {
+    check_key("environment", &env)?;
+    caller.require_env(&env)?;
+    let (revision, flags) = state.store()?.flag_overview(&env).await?;
+    let flags = flags
+        .into_iter()
+        .map(|o| guidon_protocol::api::FlagSummary {
+            variants: o.flag.variants.len(),
+            rollout: o.flag.rollout.as_ref().map(|r| r.percentage),
+            rules: o.flag.rules.len(),
+            key: o.flag.key,
+            description: o.flag.description,
+            enabled: o.flag.enabled,
+            version: o.version,
+            changed_by: o.changed_by,
+            changed_at_ms: o.changed_at_ms,
+        })
+        .collect();
+    Ok(Json(guidon_protocol::api::Overview { revision, flags }))
+}
+
+#[utoipa::path(
     put,
     path = "/api/v1/envs/{env}/flags",
     tag = "flags",
@@ -275,7 +309,7 @@ pub(crate) async fn import(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     let file: FlagFile = body::json_or_yaml(&headers, &bytes).await?;
     let done = state
@@ -405,7 +439,7 @@ pub(crate) async fn put_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let expected = expected_version(&headers)?;
@@ -434,7 +468,7 @@ pub(crate) async fn put_segment(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("segment", &key)?;
     let expected = expected_version(&headers)?;
@@ -464,7 +498,7 @@ async fn patch_definition(
     key: &str,
     bytes: &Bytes,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Editor)?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     let pinned = expected_version(headers)?;
@@ -581,7 +615,7 @@ async fn delete_definition(
     kind: Kind,
     key: &str,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Editor)?;
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
     let expected = expected_version(headers)?;
@@ -661,7 +695,7 @@ async fn history(
 ) -> ApiResult<Json<Value>> {
     check_key("environment", env)?;
     check_key(kind.as_str(), key)?;
-    caller.require_admin()?;
+    caller.require_role(env, UserRole::Viewer)?;
     let entries = state.store()?.history(env, kind, key).await?;
     Ok(Json(json!({ "history": entries })))
 }
@@ -720,7 +754,7 @@ pub(crate) async fn revert_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let revert: Revert = body::json(&headers, &bytes).await?;
@@ -753,11 +787,12 @@ pub(crate) async fn promote_flag(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     check_key("flag", &key)?;
     let promote: Promote = body::json(&headers, &bytes).await?;
     check_key("environment", &promote.to)?;
+    caller.require_role(&promote.to, UserRole::Editor)?;
     let done = state
         .store()?
         .promote(&env, &promote.to, &key, &caller.name)
@@ -786,7 +821,7 @@ pub(crate) async fn audit(
     Path(env): Path<String>,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

@@ -43,6 +43,10 @@ pub(crate) struct AppState {
     pub(crate) cors_origins: Vec<axum::http::HeaderValue>,
     /// The CORS layer for them (`None` without origins).
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// Served over TLS: session cookies are `Secure`.
+    pub(crate) secure_cookies: bool,
+    /// Failed sign-ins per account and address.
+    pub(crate) logins: crate::people::LoginLimiter,
     /// The recent-contexts sample of the environments that opted in.
     pub(crate) sampler: crate::samples::Sampler,
 }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use guidon_protocol::api::Role;
+use axum::http::{HeaderMap, Method};
+use guidon_protocol::api::{Role, UserRole, is_global_admin, role_in};
+use guidon_store::Session;
+use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -15,31 +17,90 @@ use crate::error::{ApiError, ApiResult};
 /// SDK request (an sdk token's own environment is implied).
 pub const ENV_HEADER: &str = "x-guidon-environment";
 
-/// Who is calling.
+/// Who is calling: a token (machines) or a signed-in person (the console).
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
+    /// Who changes are recorded as in history and audit: the token's name,
+    /// or `user:NAME` for a person (token names cannot hold a `:`).
     pub(crate) name: String,
-    pub(crate) role: Role,
-    pub(crate) env: Option<String>,
+    who: Who,
 }
 
+#[derive(Debug, Clone)]
+enum Who {
+    Token { role: Role, env: Option<String> },
+    Person(Box<Session>),
+}
+
+/// The prefix of a person's name in history and audit.
+pub(crate) const PERSON_PREFIX: &str = "user:";
+
 impl Caller {
+    /// A person signed in with a session cookie.
+    pub(crate) fn person(session: Session) -> Caller {
+        Caller {
+            name: format!("{PERSON_PREFIX}{}", session.user.name),
+            who: Who::Person(Box::new(session)),
+        }
+    }
+
+    /// The session of a signed-in person (`None` for a token).
+    pub(crate) fn session(&self) -> Option<&Session> {
+        match &self.who {
+            Who::Person(session) => Some(session),
+            Who::Token { .. } => None,
+        }
+    }
+
+    /// May this caller manage Guidon itself (environments, people, tokens)?
+    /// An admin token, or a person who is admin of `*`.
     pub(crate) fn require_admin(&self) -> ApiResult<()> {
-        match self.role {
-            Role::Admin => Ok(()),
-            role => Err(ApiError::Forbidden(format!(
+        match &self.who {
+            Who::Token {
+                role: Role::Admin, ..
+            } => Ok(()),
+            Who::Token { role, .. } => Err(ApiError::Forbidden(format!(
                 "token {:?} is {} {} token; this needs an admin token",
                 self.name,
-                article(role),
+                article(*role),
                 role.as_str()
             ))),
+            Who::Person(session) if is_global_admin(&session.user.roles) => Ok(()),
+            Who::Person(session) => Err(ApiError::Forbidden(format!(
+                "{} is not an admin of every environment (\"*\"); this needs one",
+                session.user.name
+            ))),
+        }
+    }
+
+    /// May this caller do what `needed` may in `env`? An admin token may
+    /// (other tokens may not: these are the admin API's routes); a person
+    /// when their role there is at least `needed`.
+    pub(crate) fn require_role(&self, env: &str, needed: UserRole) -> ApiResult<()> {
+        match &self.who {
+            Who::Token { .. } => self.require_admin(),
+            Who::Person(session) => match role_in(&session.user.roles, env) {
+                Some(role) if role >= needed => Ok(()),
+                role => Err(ApiError::Forbidden(format!(
+                    "{} is {} in {env:?}; this needs {} {}",
+                    session.user.name,
+                    role.map_or_else(
+                        || "no role".to_owned(),
+                        |r| format!("{} {}", role_article(r), r.as_str())
+                    ),
+                    role_article(needed),
+                    needed.as_str()
+                ))),
+            },
         }
     }
 
     /// May this caller read `env`'s definitions (and evaluate it)?
     pub(crate) fn require_env(&self, env: &str) -> ApiResult<()> {
-        match self.role {
-            Role::Client => Err(ApiError::Forbidden(format!(
+        match &self.who {
+            Who::Token {
+                role: Role::Client, ..
+            } => Err(ApiError::Forbidden(format!(
                 "token {:?} is a client token: it can evaluate flags (OFREP, /evaluate) \
                  and send events, not read definitions",
                 self.name
@@ -50,28 +111,46 @@ impl Caller {
 
     /// May this caller evaluate `env`?
     pub(crate) fn require_evaluate(&self, env: &str) -> ApiResult<()> {
-        match (self.role, self.env.as_deref()) {
+        let (role, own) = match &self.who {
+            Who::Token { role, env } => (*role, env.as_deref()),
+            Who::Person(_) => return self.require_role(env, UserRole::Viewer),
+        };
+        match (role, own) {
             (Role::Admin, _) => Ok(()),
             (Role::Metrics, _) => Err(self.metrics_only()),
             (Role::Sdk | Role::Client, Some(own)) if own == env => Ok(()),
             _ => Err(ApiError::Forbidden(format!(
                 "token {:?} is scoped to environment {:?}, not {env:?}",
                 self.name,
-                self.env.as_deref().unwrap_or("")
+                own.unwrap_or("")
             ))),
+        }
+    }
+
+    /// May this caller send experiment events to `env` (the environment
+    /// [`Caller::sdk_env`] gave)? Tokens that reach it may; a person must be
+    /// an editor there (events change results).
+    pub(crate) fn require_events(&self, env: &str) -> ApiResult<()> {
+        match &self.who {
+            Who::Token { .. } => Ok(()),
+            Who::Person(_) => self.require_role(env, UserRole::Editor),
         }
     }
 
     /// May this caller read `/metrics`?
     pub(crate) fn require_metrics(&self) -> ApiResult<()> {
-        match self.role {
-            Role::Admin | Role::Metrics => Ok(()),
-            role => Err(ApiError::Forbidden(format!(
+        match &self.who {
+            Who::Token {
+                role: Role::Admin | Role::Metrics,
+                ..
+            } => Ok(()),
+            Who::Token { role, .. } => Err(ApiError::Forbidden(format!(
                 "token {:?} is {} {} token; /metrics needs a metrics or an admin token",
                 self.name,
-                article(role),
+                article(*role),
                 role.as_str()
             ))),
+            Who::Person(_) => self.require_admin(),
         }
     }
 
@@ -83,38 +162,44 @@ impl Caller {
     }
 
     /// The environment of an SDK or OFREP request: an sdk token's own, or
-    /// for an admin token the one named by the `X-Guidon-Environment` header.
-    /// An sdk token whose request names another environment is refused
-    /// rather than answered from its own (the caller would take one
-    /// environment's flags for another's).
+    /// for an admin token (or a person) the one named by the
+    /// `X-Guidon-Environment` header. An sdk token whose request names
+    /// another environment is refused rather than answered from its own
+    /// (the caller would take one environment's flags for another's).
     pub(crate) fn sdk_env(&self, headers: &HeaderMap) -> ApiResult<String> {
-        match self.role {
+        let named = headers
+            .get(ENV_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        let (role, own) = match &self.who {
+            Who::Token { role, env } => (*role, env),
+            Who::Person(_) => {
+                let env = named.map(str::to_owned).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "name the environment in the X-Guidon-Environment header".into(),
+                    )
+                })?;
+                self.require_evaluate(&env)?;
+                return Ok(env);
+            }
+        };
+        match role {
             Role::Metrics => Err(self.metrics_only()),
             Role::Sdk | Role::Client => {
-                let own = self
-                    .env
+                let own = own
                     .clone()
                     .ok_or_else(|| ApiError::Forbidden("token without environment".into()))?;
-                if let Some(named) = headers
-                    .get(ENV_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|v| !v.is_empty())
-                {
+                if let Some(named) = named {
                     self.require_evaluate(named)?;
                 }
                 Ok(own)
             }
-            Role::Admin => headers
-                .get(ENV_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "an admin token must name the environment in the X-Guidon-Environment header"
-                            .into(),
-                    )
-                }),
+            Role::Admin => named.map(str::to_owned).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "an admin token must name the environment in the X-Guidon-Environment header"
+                        .into(),
+                )
+            }),
         }
     }
 }
@@ -126,12 +211,21 @@ fn article(role: Role) -> &'static str {
     }
 }
 
+fn role_article(role: UserRole) -> &'static str {
+    match role {
+        UserRole::Admin | UserRole::Editor => "an",
+        UserRole::Viewer => "a",
+    }
+}
+
 impl From<guidon_protocol::api::TokenInfo> for Caller {
     fn from(info: guidon_protocol::api::TokenInfo) -> Caller {
         Caller {
             name: info.name,
-            role: info.role,
-            env: info.env,
+            who: Who::Token {
+                role: info.role,
+                env: info.env,
+            },
         }
     }
 }
@@ -139,16 +233,41 @@ impl From<guidon_protocol::api::TokenInfo> for Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
+    /// A token (`Authorization`, `X-API-Key`) first; else the session
+    /// cookie, whose writes (any method but GET, HEAD, OPTIONS) must echo
+    /// the session's CSRF token in `X-CSRF-Token`.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        let secret = presented(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let info = state
-            .authenticate(secret)
+        if let Some(secret) = presented(&parts.headers) {
+            let info = state
+                .authenticate(secret)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            return Ok(Caller::from(info));
+        }
+        let secret = crate::people::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let session = state
+            .store()?
+            .session(secret)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Caller::from(info))
+        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            let echoed = parts
+                .headers
+                .get(crate::people::CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !bool::from(echoed.ct_eq(session.csrf_token.as_bytes())) {
+                return Err(ApiError::Forbidden(format!(
+                    "a change made with the session cookie must carry the session's CSRF token \
+                     in the {} header (from POST or GET /api/v1/session)",
+                    crate::people::CSRF_HEADER
+                )));
+            }
+        }
+        Ok(Caller::person(session))
     }
 }
 

@@ -26,6 +26,11 @@ pub enum ApiError {
     },
     #[error("missing or unknown token: send Authorization: Bearer TOKEN")]
     Unauthorized,
+    /// A failed sign-in: never says which of the two was wrong.
+    #[error("wrong user or password")]
+    WrongCredentials,
+    #[error("too many failed sign-ins: try again in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -70,7 +75,8 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::WrongCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -93,7 +99,8 @@ impl ApiError {
             ApiError::InvalidBody { .. } => ErrorCode::InvalidBody,
             ApiError::TooLarge { .. } => ErrorCode::BodyTooLarge,
             ApiError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
-            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Unauthorized | ApiError::WrongCredentials => ErrorCode::Unauthorized,
+            ApiError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
@@ -140,6 +147,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
+        if let ApiError::TooManyRequests { retry_after } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after),
+            );
+        }
         if let ApiError::Unauthorized = self {
             // RFC 9110 §15.5.2: a 401 says how to authenticate.
             response.headers_mut().insert(
@@ -174,10 +187,21 @@ impl From<StoreError> for ApiError {
             StoreError::EnvExists(_) | StoreError::EnvNotEmpty { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            StoreError::TokenExists(_) | StoreError::NotPending { .. } => {
-                ApiError::Conflict(e.to_string())
+            StoreError::TokenExists(_)
+            | StoreError::NotPending { .. }
+            | StoreError::UserExists(_)
+            | StoreError::LastAdmin(_) => ApiError::Conflict(e.to_string()),
+            StoreError::UnknownPlannedChange { .. } | StoreError::UnknownUser(_) => {
+                ApiError::NotFound(e.to_string())
             }
-            StoreError::UnknownPlannedChange { .. } => ApiError::NotFound(e.to_string()),
+            StoreError::InvalidUserName(_) => ApiError::InvalidBody {
+                path: "name".into(),
+                message: e.to_string(),
+            },
+            StoreError::InvalidRoles { path, message } => ApiError::InvalidBody {
+                message: format!("{path}: {message}"),
+                path,
+            },
             StoreError::Conflict { current, .. } => ApiError::PreconditionFailed {
                 message: e.to_string(),
                 current,

@@ -22,6 +22,7 @@ mod auth;
 mod body;
 mod cache;
 mod conditional;
+mod console;
 mod cors;
 pub mod edge;
 mod error;
@@ -36,6 +37,7 @@ mod metrics;
 mod ofrep_events;
 mod openapi;
 mod patch;
+mod people;
 mod preview;
 mod raw_stream;
 mod release;
@@ -78,6 +80,11 @@ pub struct Config {
     pub database_url: String,
     /// Becomes an admin token on start (`GUIDON_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
+    /// With `admin_password` (`GUIDON_ADMIN_USER`, default `admin`): this
+    /// person exists, admin of every environment, from the start.
+    pub admin_user: String,
+    /// `GUIDON_ADMIN_PASSWORD`: see `admin_user`.
+    pub admin_password: Option<String>,
     /// Interval of stream heartbeats (SSE comments, WebSocket pings).
     pub heartbeat: Duration,
     /// Cache remote evaluation results (see `BENCHMARKS.md`: off by default).
@@ -108,6 +115,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://guidon.db".into(),
             admin_token: None,
+            admin_user: "admin".into(),
+            admin_password: None,
             heartbeat: Duration::from_secs(15),
             eval_cache: false,
             max_body: Limits::default().max_body,
@@ -141,6 +150,8 @@ pub enum ServeError {
     Listen { addr: String, error: std::io::Error },
     #[error("GUIDON_ADMIN_TOKEN: {0}")]
     AdminToken(String),
+    #[error("{0}")]
+    AdminUser(String),
     #[error("--cors-origin {0}")]
     Cors(String),
     #[error("cannot generate a token: {0}")]
@@ -289,6 +300,13 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
     })?;
     let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
+    if let Some(password) = config.admin_password.as_deref().filter(|p| !p.is_empty())
+        && people::bootstrap_user(&store, &config.admin_user, password)
+            .await
+            .map_err(ServeError::AdminUser)?
+    {
+        tracing::info!(user = %config.admin_user, "admin person created (GUIDON_ADMIN_PASSWORD)");
+    }
     let tokens = tokens::Tokens::load(&store).await?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
     let metrics = metrics::Metrics::default();
@@ -311,6 +329,8 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         heartbeat: config.heartbeat,
         cors: cors::layer(&cors_origins),
         cors_origins,
+        secure_cookies: config.tls.is_some(),
+        logins: people::LoginLimiter::default(),
         sampler: samples::Sampler::default(),
     });
     state.sampler.refresh(&store).await?;
@@ -504,7 +524,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     // An edge has no definitions to administer: what needs the store is
     // its upstream's.
     let admin = match state.backend {
-        app::Backend::Store(_) => admin::routes(),
+        // People sign in against the store, and the console administers it.
+        app::Backend::Store(_) => admin::routes()
+            .merge(people::routes())
+            .merge(console::routes()),
         app::Backend::Edge(_) => Router::new(),
     };
     Router::new()

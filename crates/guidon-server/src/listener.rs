@@ -33,6 +33,7 @@
 //! (and upgraded WebSocket) is gone.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -137,8 +138,8 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.wait() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: nothing to do but wait a
                 // little (a busy loop would not help).
@@ -173,13 +174,20 @@ pub(crate) async fn serve(
                     permit,
                     tls.clone(),
                     app.clone(),
+                    peer,
                     limits,
                     shutdown.clone(),
                 ));
             }
             None => {
                 let io = ConnIo::new(stream, permit, limits.write_timeout);
-                tokio::spawn(serve_connection(io, app.clone(), limits, shutdown.clone()));
+                tokio::spawn(serve_connection(
+                    io,
+                    app.clone(),
+                    peer,
+                    limits,
+                    shutdown.clone(),
+                ));
             }
         }
     }
@@ -206,6 +214,7 @@ async fn serve_tls(
     permit: OwnedSemaphorePermit,
     tls: Arc<Tls>,
     app: Router,
+    peer: SocketAddr,
     limits: ConnLimits,
     shutdown: Shutdown,
 ) {
@@ -234,7 +243,7 @@ async fn serve_tls(
         () = shutdown.wait() => return,
     };
     match accepted {
-        Ok(Ok(stream)) => serve_connection(stream, app, limits, shutdown).await,
+        Ok(Ok(stream)) => serve_connection(stream, app, peer, limits, shutdown).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake not done within the header timeout: closed"),
     }
@@ -272,8 +281,13 @@ async fn refuse_plain_http(
 ///
 /// The first request head is read here: a stream request goes to
 /// [`raw_stream`]'s path, anything else to hyper with those bytes in front.
-async fn serve_connection<I>(mut io: I, app: Router, limits: ConnLimits, shutdown: Shutdown)
-where
+async fn serve_connection<I>(
+    mut io: I,
+    app: Router,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    shutdown: Shutdown,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let first = tokio::select! {
@@ -291,10 +305,24 @@ where
             let response = crate::error::ApiError::HeadersTooLarge { limit }.into_response();
             return raw_stream::answer(io, response).await;
         }
-        Ok(First::Stream(request)) => return raw_stream::serve(io, request, app, shutdown).await,
+        Ok(First::Stream(mut request)) => {
+            request
+                .extensions_mut()
+                .insert(crate::people::PeerAddr(peer));
+            return raw_stream::serve(io, request, app, shutdown).await;
+        }
         Ok(First::Other(prefix)) => prefix,
     };
     let io = Prefixed::new(prefix, io);
+    // The peer's address on every request (the sign-in rate limit counts
+    // per address).
+    let service =
+        tower::ServiceExt::map_request(app, move |mut request: Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(crate::people::PeerAddr(peer));
+            request
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -302,7 +330,7 @@ where
         .max_buf_size(HEAD_BUFFER)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

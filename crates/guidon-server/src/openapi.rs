@@ -6,7 +6,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    admin, eval, experiments, history, ofrep_events, preview, release, samples, schedule, sdk,
+    admin, console, eval, experiments, history, ofrep_events, people, preview, release, samples,
+    schedule, sdk,
 };
 
 #[derive(OpenApi)]
@@ -19,12 +20,15 @@ use crate::{
     ),
     paths(
         admin::list_envs, admin::create_env, admin::get_env, admin::delete_env,
-        admin::export, admin::import,
+        admin::export, admin::import, admin::overview,
         admin::get_flag, admin::put_flag, admin::patch_flag, admin::delete_flag,
         admin::flag_history, admin::revert_flag, admin::promote_flag, preview::preview,
         samples::opt_in, samples::show, samples::stop, history::compact,
         admin::list_segments, admin::get_segment, admin::put_segment, admin::patch_segment, admin::delete_segment,
         admin::segment_history, admin::audit,
+        people::login, people::get_session, people::logout,
+        people::list_users, people::add_user, people::get_user, people::set_roles,
+        people::set_password, people::remove_user,
         admin::create_token, admin::list_tokens, admin::revoke_token, admin::verify_token,
         eval::evaluate, eval::ofrep_one, eval::ofrep_all, ofrep_events::events,
         sdk::flags, sdk::changes, sdk::sse, sdk::ws,
@@ -35,6 +39,7 @@ use crate::{
         experiments::catalogue::put_metric, experiments::catalogue::delete_metric,
         experiments::catalogue::list_experiments, experiments::catalogue::get_experiment,
         experiments::catalogue::put_experiment, experiments::catalogue::delete_experiment,
+        console::index, console::script, console::style,
         experiments::catalogue::stop_experiment, experiments::report::plan_handler,
         experiments::report::daily_handler,
         crate::healthz, crate::readyz, crate::metrics_with_token, document,

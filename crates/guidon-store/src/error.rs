@@ -85,6 +85,18 @@ pub enum StoreError {
     TokenExists(String),
     #[error("no token named {0:?}")]
     UnknownToken(String),
+    #[error("invalid user name {0:?}: must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$")]
+    InvalidUserName(String),
+    #[error("a person named {0:?} already exists")]
+    UserExists(String),
+    #[error("no person named {0:?}")]
+    UnknownUser(String),
+    /// Roles naming an environment that does not exist; `path` is `roles.ENV`.
+    #[error("{path}: {message}")]
+    InvalidRoles { path: String, message: String },
+    /// The change would leave nobody able to administer Guidon.
+    #[error("{0}")]
+    LastAdmin(String),
     /// An experiment event the store cannot take; nothing of its batch
     /// was stored.
     #[error("event {index}: {message}")]

@@ -16,6 +16,7 @@ mod experiments;
 mod samples;
 mod store;
 mod tokens;
+mod users;
 
 pub use catalogue::{DefinitionKind, StoredDefinition};
 pub use edge::{EdgeStore, Outgoing};
@@ -31,7 +32,8 @@ pub use samples::{
 };
 pub use store::{
     Applied, AsOf, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed,
-    DEFAULT_ENVIRONMENTS, NewPlannedChange, Past, PlannedChange, ReleaseStep, Replaced, Revised,
-    Store, StoreOptions, Stored, StoredRelease, apply_and_compile, compile,
+    DEFAULT_ENVIRONMENTS, FlagOverview, NewPlannedChange, Past, PlannedChange, ReleaseStep,
+    Replaced, Revised, Store, StoreOptions, Stored, StoredRelease, apply_and_compile, compile,
 };
 pub use tokens::{hex, secret_hash};
+pub use users::Session;

@@ -167,19 +167,4 @@ impl Store {
         .try_get("n")?;
         Ok(n > 0)
     }
-
-    /// Revokes a token; it stays listed, marked revoked.
-    pub async fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
-                .bind(now_ms())
-                .bind(name)
-                .execute(self.pool())
-                .await?;
-        if done.rows_affected() == 0 {
-            // An unknown name is an error; revoking twice is not.
-            self.token(name).await?;
-        }
-        Ok(())
-    }
 }

@@ -1096,6 +1096,77 @@ async fn a_writer_sees_what_another_instance_committed() {
     }
 }
 
+#[tokio::test]
+async fn sessions_expire_end_and_carry_the_current_roles() {
+    use guidon_protocol::api::{UserRole, UserRoles};
+    for (db, store) in stores("sessions").await {
+        let n = db.name;
+        let roles = UserRoles::from([("production".to_owned(), UserRole::Viewer)]);
+        store
+            .create_user("dana", "$argon2id$placeholder", &roles)
+            .await
+            .expect("user");
+        assert!(
+            matches!(
+                store.create_user("dana", "x", &roles).await,
+                Err(StoreError::UserExists(_))
+            ),
+            "{n}"
+        );
+        let bad = UserRoles::from([("staging".to_owned(), UserRole::Viewer)]);
+        assert!(
+            matches!(
+                store.create_user("eve", "x", &bad).await,
+                Err(StoreError::InvalidRoles { path, .. }) if path == "roles.staging"
+            ),
+            "{n}"
+        );
+        let far = i64::MAX / 2;
+        store
+            .create_session("dana", "live-secret", "csrf-1", far)
+            .await
+            .expect("session");
+        store
+            .create_session("dana", "old-secret", "csrf-2", 1)
+            .await
+            .expect("an expired session");
+        assert!(
+            store.session("old-secret").await.expect("read").is_none(),
+            "{n}: expired"
+        );
+        let session = store
+            .session("live-secret")
+            .await
+            .expect("read")
+            .expect("live");
+        assert_eq!(session.csrf_token, "csrf-1", "{n}");
+        assert_eq!(session.user.roles, roles, "{n}");
+        assert!(session.user.last_login_at_ms.is_some(), "{n}");
+        let editor = UserRoles::from([("production".to_owned(), UserRole::Editor)]);
+        store.set_user_roles("dana", &editor).await.expect("roles");
+        let session = store
+            .session("live-secret")
+            .await
+            .expect("read")
+            .expect("live");
+        assert_eq!(session.user.roles, editor, "{n}: the roles of now");
+        store.end_session("live-secret").await.expect("end");
+        assert!(
+            store.session("live-secret").await.expect("read").is_none(),
+            "{n}"
+        );
+        store
+            .create_session("dana", "again", "csrf-3", far)
+            .await
+            .expect("session");
+        store.remove_user("dana").await.expect("remove");
+        assert!(
+            store.session("again").await.expect("read").is_none(),
+            "{n}: removing a person ends their sessions"
+        );
+    }
+}
+
 /// Time travel: the state at every revision, rebuilt from the log, is the
 /// snapshot that was read just after that revision was committed; an
 /// instant maps to the last revision made at or before it; compaction

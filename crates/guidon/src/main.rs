@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    demo, edge, envs, eval, experiments, flags, metrics, release, schedule, serve, token, validate,
+    demo, edge, envs, eval, experiments, flags, metrics, release, schedule, serve, token, users,
+    validate,
 };
 
 #[derive(Parser)]
@@ -55,6 +56,8 @@ enum Command {
     Envs(envs::EnvsArgs),
     /// Create, list and revoke a server's API tokens.
     Token(token::TokenArgs),
+    /// Add, list and remove the people who sign in to the console; set their roles and passwords.
+    Users(users::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Flags(args) => flags::run(args),
         Command::Envs(args) => envs::run(args),
         Command::Token(args) => token::run(args),
+        Command::Users(args) => users::run(args),
     };
     match result {
         Ok(code) => code,

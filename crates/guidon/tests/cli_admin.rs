@@ -624,6 +624,79 @@ fn token_create_list_revoke() {
 }
 
 #[test]
+fn users_add_list_set_role_reset_password_remove() {
+    let server = Server::start("users");
+    let with_password = |args: &[&str], password: &str| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &server.url, "--token", ADMIN]);
+        guidon(&all, &[("GUIDON_USER_PASSWORD", password)])
+    };
+    let args = [
+        "users",
+        "add",
+        "dana",
+        "--role",
+        "development=editor",
+        "--role",
+        "production=viewer",
+    ];
+    assert_eq!(
+        succeeded(&args, &with_password(&args, "dana's password")),
+        "added \"dana\" (development=editor, production=viewer)\n"
+    );
+    let list = server.ok(&["users", "list"]);
+    assert!(list.starts_with("NAME "), "{list}");
+    let dana = row(&list, "dana");
+    assert!(
+        dana.contains("development=editor, production=viewer") && dana.ends_with('-'),
+        "never signed in: {dana}"
+    );
+
+    let (_, user) = server.json(&[
+        "users",
+        "set-role",
+        "dana",
+        "production=editor",
+        "development=none",
+    ]);
+    assert_eq!(user["roles"], json!({"production": "editor"}));
+    let err = server.fails(&["users", "set-role", "dana", "production=owner"]);
+    assert!(err.contains("unknown role \"owner\""), "{err}");
+    let err = server.fails(&["users", "set-role", "dana", "staging=viewer"]);
+    assert!(
+        err.contains("roles.staging") && err.contains("400"),
+        "{err}"
+    );
+    let err = server.fails(&["users", "reset-password", "dana"]);
+    assert!(err.contains("GUIDON_USER_PASSWORD"), "{err}");
+    let args = ["users", "reset-password", "dana"];
+    let err = failed(&args, &with_password(&args, "short"));
+    assert!(err.contains("at least 8 characters"), "{err}");
+    assert_eq!(
+        succeeded(&args, &with_password(&args, "a longer password")),
+        "password of \"dana\" set; their sessions ended\n"
+    );
+
+    // The last admin of "*" stays.
+    let args = ["users", "add", "root", "--role", "*=admin"];
+    succeeded(&args, &with_password(&args, "root's password"));
+    let err = server.fails(&["users", "remove", "root"]);
+    assert!(err.contains("409") && err.contains("last admin"), "{err}");
+    let err = server.fails(&["users", "set-role", "root", "*=editor"]);
+    assert!(err.contains("last admin"), "{err}");
+
+    assert_eq!(
+        server.ok(&["users", "remove", "dana"]),
+        "removed \"dana\"\n"
+    );
+    let err = server.fails(&["users", "remove", "dana"]);
+    assert!(
+        err.contains("404") && err.contains("no person named"),
+        "{err}"
+    );
+}
+
+#[test]
 fn json_output_is_the_servers_answer() {
     let server = Server::start("json");
     let (_, env) = server.json(&["envs", "create", "dev"]);

@@ -31,7 +31,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use error::AdminError;
-pub use guidon_protocol::api::{EnvInfo, ErrorBody, ErrorCode, HistoryEntry, Role, TokenInfo};
+pub use guidon_protocol::api::{
+    EVERY_ENV, EnvInfo, ErrorBody, ErrorCode, HistoryEntry, Role, TokenInfo, UserInfo, UserRole,
+    UserRoles, Users,
+};
 pub use guidon_protocol::{Kind, Op};
 pub use types::{
     Applied, Body, Deleted, Environments, EventsReceipt, Export, History, Imported, NewToken,
@@ -371,6 +374,57 @@ impl AdminClient {
     pub async fn revoke_token(&self, name: &str) -> Result<(), AdminError> {
         check_segment("token name", name)?;
         self.send(Method::DELETE, &["tokens", name], None, |r| r)
+            .await?;
+        Ok(())
+    }
+
+    // ---- people ----
+
+    /// The people and their roles.
+    pub async fn users(&self) -> Result<Users, AdminError> {
+        self.get(&["users"]).await
+    }
+
+    /// Adds a person with `password` and `roles` (environment or `*` → role).
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        roles: &UserRoles,
+    ) -> Result<UserInfo, AdminError> {
+        check_segment("user name", name)?;
+        let body = Body::json(&json!({"name": name, "password": password, "roles": roles}))?;
+        self.send(Method::POST, &["users"], Some(body), |r| r)
+            .await?
+            .decode()
+    }
+
+    /// Replaces a person's roles.
+    pub async fn set_user_roles(
+        &self,
+        name: &str,
+        roles: &UserRoles,
+    ) -> Result<UserInfo, AdminError> {
+        check_segment("user name", name)?;
+        let body = Body::json(&json!({ "roles": roles }))?;
+        self.send(Method::PUT, &["users", name, "roles"], Some(body), |r| r)
+            .await?
+            .decode()
+    }
+
+    /// Sets a person's password (their sessions end).
+    pub async fn set_user_password(&self, name: &str, password: &str) -> Result<(), AdminError> {
+        check_segment("user name", name)?;
+        let body = Body::json(&json!({ "password": password }))?;
+        self.send(Method::PUT, &["users", name, "password"], Some(body), |r| r)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a person (not the last admin of `*`).
+    pub async fn remove_user(&self, name: &str) -> Result<(), AdminError> {
+        check_segment("user name", name)?;
+        self.send(Method::DELETE, &["users", name], None, |r| r)
             .await?;
         Ok(())
     }

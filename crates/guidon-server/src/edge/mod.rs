@@ -549,6 +549,9 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
         cors: cors::layer(&cors_origins),
         cors_origins,
         sampler: crate::samples::Sampler::default(),
+        // An edge has no people: they sign in at its upstream.
+        secure_cookies: false,
+        logins: crate::people::LoginLimiter::default(),
     });
     for env in &config.envs {
         tokio::spawn(relay::run(

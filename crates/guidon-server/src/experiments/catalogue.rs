@@ -11,6 +11,7 @@
 //! a ratio uses cannot be deleted. `If-Match: VERSION` (or `If-None-Match:
 //! *`) guards against lost updates, as for flags.
 
+use guidon_protocol::api::UserRole;
 use std::sync::Arc;
 
 use axum::Json;
@@ -186,7 +187,7 @@ pub(crate) async fn list_metrics(
     caller: Caller,
     Path(env): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     Ok(Json(json!({"metrics": metrics_of(&state, &env).await?})))
 }
@@ -221,7 +222,7 @@ pub(crate) async fn get_metric(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     let stored = metric_or_404(&state, &env, &key).await?;
     Ok(answer(StatusCode::OK, &decode::<Value>(&stored)?))
@@ -243,7 +244,7 @@ pub(crate) async fn put_metric(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("metric", &key)?;
     let value: Value = body::json(&headers, &bytes).await?;
@@ -294,7 +295,7 @@ pub(crate) async fn delete_metric(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     metric_or_404(&state, &env, &key).await?;
     let mut users: Vec<String> = metrics_of(&state, &env)
@@ -341,7 +342,7 @@ pub(crate) async fn list_experiments(
     caller: Caller,
     Path(env): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     let now = Timestamp::now();
     let experiments: Vec<Value> = experiments_of(&state, &env)
@@ -402,7 +403,7 @@ pub(crate) async fn get_experiment(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Viewer)?;
     check_key("environment", &env)?;
     let stored = experiment_or_404(&state, &env, &key).await?;
     let mut value = json!(stored);
@@ -477,7 +478,7 @@ pub(crate) async fn put_experiment(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     check_key("experiment", &key)?;
     let value: Value = body::json(&headers, &bytes).await?;
@@ -512,7 +513,7 @@ pub(crate) async fn stop_experiment(
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     let stored = experiment_or_404(&state, &env, &key).await?;
     let now = Timestamp::now();
@@ -553,7 +554,7 @@ pub(crate) async fn delete_experiment(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+    caller.require_role(&env, UserRole::Editor)?;
     check_key("environment", &env)?;
     experiment_or_404(&state, &env, &key).await?;
     state

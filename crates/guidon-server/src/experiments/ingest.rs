@@ -498,6 +498,7 @@ pub(crate) async fn ingest(
     Body(bytes): Body,
 ) -> ApiResult<Response> {
     let env_name = caller.sdk_env(&headers)?;
+    caller.require_events(&env_name)?;
     let Batch { events } = body::json(&headers, &bytes).await?;
     if events.len() > MAX_BATCH {
         return Ok((

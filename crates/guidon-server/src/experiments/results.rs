@@ -375,7 +375,7 @@ pub(crate) async fn results(
     Path((env_name, flag_key)): Path<(String, String)>,
     Query(params): Query<ResultsParams>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
+    caller.require_role(&env_name, guidon_protocol::api::UserRole::Viewer)?;
     if !is_valid_key(&env_name) {
         return Err(bad(format!("invalid environment {env_name:?}")));
     }

@@ -31,6 +31,7 @@ use crate::error::StoreError;
 
 pub use bulk::{Applied, Replaced};
 pub use history::{AsOf, Past};
+pub use read::FlagOverview;
 pub use watch::{Commit, Revised};
 pub use write::{BLOCKING_COMPILE, Committed, Stored, apply_and_compile, compile};
 

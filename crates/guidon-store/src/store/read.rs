@@ -13,6 +13,16 @@ use sqlx::{Any, Row, Transaction};
 use super::{Store, Stored, corrupt, finish, to_i64, to_u64};
 use crate::error::StoreError;
 
+/// A live flag with its version and its last change ([`Store::flag_overview`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagOverview {
+    pub flag: guidon_engine::model::Flag,
+    pub version: u64,
+    /// The token, or `user:NAME`, of its last change.
+    pub changed_by: Option<String>,
+    pub changed_at_ms: Option<i64>,
+}
+
 impl Store {
     /// The environment's flags and segments at one revision, consistently,
     /// with its revision, creation time (`epoch`) and every flag's version.
@@ -165,6 +175,51 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| history_entry(env, r)).collect()
+    }
+
+    /// Every live flag of `env` with its version and its last change (who
+    /// and when), in key order, and the environment's revision: what the
+    /// console's list shows at a glance, in one read.
+    pub async fn flag_overview(&self, env: &str) -> Result<(u64, Vec<FlagOverview>), StoreError> {
+        let mut tx = self.begin_read().await?;
+        let result = async {
+            let revision: i64 = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+                .bind(env)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::UnknownEnv(env.to_owned()))?
+                .try_get("revision")?;
+            let rows = sqlx::query(
+                "SELECT d.key, d.version, d.definition, c.actor, c.at FROM definitions d \
+                 LEFT JOIN changes c ON c.env = d.env AND c.revision = d.revision \
+                 AND c.kind = d.kind AND c.key = d.key \
+                 WHERE d.env = $1 AND d.kind = 'flag' AND d.deleted = 0 ORDER BY d.key",
+            )
+            .bind(env)
+            .fetch_all(&mut *tx)
+            .await?;
+            let flags = rows
+                .iter()
+                .map(|row| {
+                    let key: String = row.try_get("key")?;
+                    let text: String = row.try_get("definition")?;
+                    let Definition::Flag(flag) = Definition::from_json(Kind::Flag, &text)
+                        .map_err(|e| corrupt(env, Kind::Flag, &key, e))?
+                    else {
+                        return Err(corrupt(env, Kind::Flag, &key, "not a flag"));
+                    };
+                    Ok(FlagOverview {
+                        flag,
+                        version: to_u64(row.try_get("version")?),
+                        changed_by: row.try_get("actor")?,
+                        changed_at_ms: row.try_get("at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((to_u64(revision), flags))
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// The `after` of one version of a key, as it was written.

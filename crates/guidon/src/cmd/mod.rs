@@ -11,4 +11,5 @@ pub(crate) mod release;
 pub(crate) mod schedule;
 pub(crate) mod serve;
 pub(crate) mod token;
+pub(crate) mod users;
 pub(crate) mod validate;

@@ -22,6 +22,13 @@ pub(crate) struct ServeArgs {
     /// first start and printed once).
     #[arg(long, env = "GUIDON_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// With --admin-password: the name of the person who is admin from the start.
+    #[arg(long, env = "GUIDON_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// That person's password (at least 8 characters): they exist, admin of
+    /// every environment, and can sign in to the console at /.
+    #[arg(long, env = "GUIDON_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
     /// Seconds between stream heartbeats.
     #[arg(long, env = "GUIDON_HEARTBEAT_SECS", default_value_t = 15)]
     heartbeat_secs: u64,
@@ -110,6 +117,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         database_url: args.database_url,
         admin_token: args.admin_token,
+        admin_user: args.admin_user,
+        admin_password: args.admin_password,
         heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
         eval_cache: args.eval_cache,
         max_body: args.max_body_bytes,
@@ -148,6 +157,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let scheme = if running.is_tls() { "https" } else { "http" };
         println!("guidon: listening on {scheme}://{}", running.addr);
+        println!(
+            "guidon: the web console is at {scheme}://{}/ (people sign in there; GUIDON_ADMIN_PASSWORD makes the first admin)",
+            running.addr
+        );
         until_stopped(running).await?;
         Ok::<_, anyhow::Error>(())
     })?;
