@@ -20,6 +20,8 @@ pub(crate) const SERVE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) store: Store,
+    /// Experiment events: their own store (own SQLite file, or own pool).
+    pub(crate) events: guidon_events::EventStore,
     pub(crate) envs: Arc<Envs>,
     pub(crate) tokens: Tokens,
     pub(crate) metrics: Metrics,

@@ -69,6 +69,11 @@ pub use tls::{TlsError, TlsFiles};
 pub struct Config {
     pub listen: String,
     pub database_url: String,
+    /// The experiment event store (`--events-database-url`); `None`: next
+    /// to the flag store's (`guidon_events::events_url`: on SQLite
+    /// `guidon.db` → `guidon-events.db`, on PostgreSQL the same database
+    /// through a pool of its own).
+    pub events_database_url: Option<String>,
     /// Becomes an admin token on start (`GUIDON_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
     /// Interval of stream heartbeats (SSE comments, WebSocket pings).
@@ -100,6 +105,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://guidon.db".into(),
+            events_database_url: None,
             admin_token: None,
             heartbeat: Duration::from_secs(15),
             eval_cache: false,
@@ -127,6 +133,11 @@ pub enum ServeError {
     Open {
         url: String,
         error: guidon_store::StoreError,
+    },
+    #[error("cannot open the events database {url}: {error}")]
+    OpenEvents {
+        url: String,
+        error: guidon_events::EventsError,
     },
     #[error("database: {0}")]
     Store(guidon_store::StoreError),
@@ -280,6 +291,16 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         url: redacted(&config.database_url),
         error,
     })?;
+    let events_url = config
+        .events_database_url
+        .clone()
+        .unwrap_or_else(|| guidon_events::events_url(&config.database_url));
+    let events = guidon_events::EventStore::open(&events_url)
+        .await
+        .map_err(|error| ServeError::OpenEvents {
+            url: redacted(&events_url),
+            error,
+        })?;
     let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
     let tokens = tokens::Tokens::load(&store).await?;
@@ -292,6 +313,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
             metrics.syncs.clone(),
         )),
         store,
+        events,
         tokens,
         metrics,
         cache: config.eval_cache.then(cache::EvalCache::default),

@@ -60,13 +60,6 @@ pub enum StoreError {
     TokenExists(String),
     #[error("no token named {0:?}")]
     UnknownToken(String),
-    /// An experiment event the store cannot take; nothing of its batch
-    /// was stored.
-    #[error("event {index}: {message}")]
-    InvalidEvent { index: usize, message: String },
-    /// Experiment results asked for with an unusable parameter.
-    #[error("{0}")]
-    InvalidQuery(String),
     /// A blocking task of the store (compiling a large environment) failed.
     #[error("store task failed: {0}")]
     Task(String),

@@ -11,17 +11,11 @@
 
 mod catalogue;
 mod error;
-mod experiments;
 mod store;
 mod tokens;
 
 pub use catalogue::{DefinitionKind, StoredDefinition};
 pub use error::StoreError;
-pub use experiments::{
-    Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
-    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, PreExposure, RatioPart, RatioTotals, UnitKey,
-    VariantTotals,
-};
 pub use store::{
     Applied, BLOCKING_COMPILE, Backend, CATCH_UP_HORIZON, Commit, Committed, DEFAULT_ENVIRONMENTS,
     Replaced, Revised, Store, StoreOptions, Stored, compile,

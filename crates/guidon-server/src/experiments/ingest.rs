@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use guidon_engine::model::Flag;
 use guidon_engine::{Context, Snapshot, Timestamp, is_valid_key};
-use guidon_store::{
+use guidon_events::{
     Conversion, Event, Exposure, MAX_EVENT_ID_LEN, MAX_TIMESTAMP_MS, MAX_UNIT_LEN, UnitKey,
 };
 use serde::Deserialize;
@@ -522,7 +522,7 @@ pub(crate) async fn ingest(
         Timestamp::now().as_millisecond(),
     );
     let (valid, rejected) = checker.check_all(events);
-    let ingested = state.store.ingest_events(&env_name, valid).await?;
+    let ingested = state.events.ingest_events(&env_name, valid).await?;
     let status = if rejected.is_empty() {
         StatusCode::OK
     } else {
