@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::error::EventsError;
-use crate::fold::fold_once;
+use crate::fold::{Folded, fold_once};
 use crate::store::{Backend, EventStore, finish};
 
 /// A batch, prepared by its sender (in parallel with the writer): its
@@ -219,8 +219,10 @@ async fn write(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>)
 /// (its rows are still logged): it is logged and tried again later.
 async fn fold_step(pool: &AnyPool, backend: Backend, backlog: usize) -> usize {
     match fold_once(pool, backend, FOLD_EVENTS).await {
-        Ok(n) if n < FOLD_EVENTS => 0,
-        Ok(n) => backlog.saturating_sub(n).max(1),
+        Ok(Folded::Rows(n)) if n < FOLD_EVENTS => 0,
+        Ok(Folded::Rows(n)) => backlog.saturating_sub(n).max(1),
+        // Another instance folds the shared log.
+        Ok(Folded::Busy) => 0,
         Err(e) => {
             tracing::warn!(error = %e, "folding experiment events failed; retried after the next batch");
             0
@@ -228,10 +230,16 @@ async fn fold_step(pool: &AnyPool, backend: Backend, backlog: usize) -> usize {
     }
 }
 
-/// Folds until the log is empty.
+/// Folds until the log is empty (on PostgreSQL, waiting for another
+/// instance's fold to finish first).
 async fn settle(pool: &AnyPool, backend: Backend) -> Result<(), EventsError> {
-    while fold_once(pool, backend, FOLD_EVENTS).await? == FOLD_EVENTS {}
-    Ok(())
+    loop {
+        match fold_once(pool, backend, FOLD_EVENTS).await? {
+            Folded::Rows(n) if n < FOLD_EVENTS => return Ok(()),
+            Folded::Rows(_) => {}
+            Folded::Busy => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 async fn delete_env(pool: &AnyPool, env: &str) -> Result<(), EventsError> {
