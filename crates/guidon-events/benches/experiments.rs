@@ -120,7 +120,7 @@ async fn raw(url: &str) -> AnyPool {
 /// One flag write's latency on the flag store.
 async fn flag_write(flags: &guidon_store::Store, i: usize) -> Duration {
     let flag: guidon_engine::model::Flag = serde_json::from_value(serde_json::json!({
-        "key": format!("k{}", i % 5), "enabled": i % 2 == 0, "description": format!("write {i}")
+        "key": format!("k{}", i % 5), "enabled": i.is_multiple_of(2), "description": format!("write {i}")
     }))
     .expect("flag");
     let t = Instant::now();
