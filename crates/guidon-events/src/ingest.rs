@@ -130,15 +130,16 @@ async fn write(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>)
     let mut deferred: Vec<Message> = Vec::new();
     loop {
         if backlog >= FOLD_BACKLOG {
-            backlog = fold_step(&pool, backend, backlog).await;
+            backlog = fold_step(&pool, backend, backlog, FOLD_EVENTS).await;
         }
         let message = match deferred.pop() {
             Some(m) => m,
             None if backlog > 0 => match rx.try_recv() {
                 Ok(m) => m,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing waits: fold.
-                    backlog = fold_step(&pool, backend, backlog).await;
+                    // Nothing waits: fold, a little at a time, so a batch
+                    // that comes meanwhile does not wait long.
+                    backlog = fold_step(&pool, backend, backlog, IDLE_FOLD_EVENTS).await;
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
@@ -217,9 +218,9 @@ async fn write(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>)
 
 /// One fold; returns the backlog after it. A failed fold changed nothing
 /// (its rows are still logged): it is logged and tried again later.
-async fn fold_step(pool: &AnyPool, backend: Backend, backlog: usize) -> usize {
-    match fold_once(pool, backend, FOLD_EVENTS).await {
-        Ok(Folded::Rows(n)) if n < FOLD_EVENTS => 0,
+async fn fold_step(pool: &AnyPool, backend: Backend, backlog: usize, limit: usize) -> usize {
+    match fold_once(pool, backend, limit).await {
+        Ok(Folded::Rows(n)) if n < limit => 0,
         Ok(Folded::Rows(n)) => backlog.saturating_sub(n).max(1),
         // Another instance folds the shared log.
         Ok(Folded::Busy) => 0,
