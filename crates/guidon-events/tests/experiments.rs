@@ -796,3 +796,54 @@ async fn caps_percentiles_ratios_and_time_bounds() {
         );
     }
 }
+
+/// Two instances (two event stores, each with its own pool and writer) on
+/// one database: batches from both, folded by both at once, each event
+/// counted once, the same units seen from either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_fold_one_log() {
+    for (db, a) in stores("exp_instances").await {
+        let n = db.name;
+        let b = EventStore::open(&guidon_events::events_url(&db.url))
+            .await
+            .expect("second instance");
+        let batch = |side: usize, k: usize| -> Vec<Event> {
+            (0..200)
+                .flat_map(|u| {
+                    let unit = format!("i{side}-b{k}-u{u}");
+                    let at = T0 + (k * 200 + u) as i64;
+                    [
+                        exposure(&format!("{unit}-x"), &unit, "control", at),
+                        conversion(&format!("{unit}-c"), &unit, Some(2.0), at + 1),
+                    ]
+                })
+                .collect()
+        };
+        let send = |store: EventStore, side: usize| async move {
+            for k in 0..10 {
+                store
+                    .ingest_events("production", batch(side, k))
+                    .await
+                    .expect("ingest");
+            }
+            store.settle().await.expect("settle");
+        };
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(send(a.clone(), 0)),
+            tokio::spawn(send(b.clone(), 1))
+        );
+        ra.expect("instance a");
+        rb.expect("instance b");
+        for store in [&a, &b] {
+            let t = totals(store, None).await;
+            let control = variant(&t, "control");
+            assert_eq!(
+                (control.units, control.converted),
+                (4000, 4000),
+                "{n}: {t:?}"
+            );
+            assert!(close(control.sum, 8000.0), "{n}: {t:?}");
+        }
+        b.close().await;
+    }
+}
