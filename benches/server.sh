@@ -5,7 +5,7 @@
 # an sdk token, runs guidon-loadgen, and stops the server. Each part starts
 # a fresh server, so one part's memory or cache does not carry into the next.
 #
-#   bash benches/server.sh [all|ofrep|cache|fanout|writes|peers]...
+#   bash benches/server.sh [all|ofrep|cache|fanout|writes|peers|edges]...
 #
 # Knobs (environment): DURATION (s, default 10), WARMUP (s, 2), CONNECTIONS
 # (64), RATE (open-loop req/s for the extra latency run, 20000), USERS_SMALL
@@ -70,7 +70,7 @@ stop_edge() {
     fi
     EDGE_PID=
 }
-trap 'stop_edge; stop_server; rm -rf "$TMP"' EXIT
+trap 'stop_edge; stop_edges 2>/dev/null; stop_server; rm -rf "$TMP"' EXIT
 
 # start_server CPULIST [serve options...]: CPULIST "all" means unpinned.
 start_server() {
@@ -232,6 +232,60 @@ part_fanout() {
     fanout "fanout unpinned ($PROCESSES harness processes), $CLIENTS clients" all
 }
 
+# Fan-out through two edges: one upstream `guidon serve`, two `guidon edge`
+# following it, EDGE_CLIENTS stream clients (default 20,000) split over them
+# by four harness processes; the changes are written upstream, so the times
+# run from the upstream's write to the last client of either edge.
+EDGE_CLIENTS=${EDGE_CLIENTS:-20000}
+EDGE_PIDS=()
+stop_edges() {
+    for pid in "${EDGE_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    EDGE_PIDS=()
+}
+part_edges() {
+    echo "## SSE fan-out through two edges"
+    local try out others
+    for try in $(seq "$TRIES"); do
+        start_server all --max-connections 1000
+        local edges=()
+        for i in 1 2; do
+            GUIDON_LOG=warn "$GUIDON" edge --upstream "$URL" --token "$ADMIN_TOKEN" --env bench \
+                --listen 127.0.0.1:0 --data-dir "$TMP/edge-$i-$RANDOM" \
+                --max-connections $((EDGE_CLIENTS / 2 + 100)) >"$TMP/edge-$i.out" 2>"$TMP/edge-$i.err" &
+            EDGE_PIDS+=($!)
+            local edge_url=
+            for _ in $(seq 300); do
+                edge_url=$(sed -n 's/^guidon: listening on \(http:[^ ]*\)$/\1/p' "$TMP/edge-$i.out" 2>/dev/null || true)
+                [ -n "$edge_url" ] && break
+                sleep 0.1
+            done
+            [ -n "$edge_url" ] || { cat "$TMP/edge-$i.err" >&2; exit 1; }
+            # Ready: it has the environment.
+            for _ in $(seq 300); do
+                curl -fsS "$edge_url/readyz" >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            edges+=(--stream-server "$edge_url")
+        done
+        echo "# edges ${EDGE_PIDS[*]} at ${edges[*]}"
+        wait_quiet
+        out=$("$LOADGEN" fanout --server "$URL" --token "$SDK_TOKEN" \
+            --admin-token "$ADMIN_TOKEN" --env bench --clients "$EDGE_CLIENTS" --changes "$CHANGES" \
+            --processes 4 "${edges[@]}" --label "fanout through 2 edges, $EDGE_CLIENTS clients" --json)
+        stop_edges
+        stop_server
+        echo "$out"
+        others=$(echo "$out" | sed -n 's/^RESULT //p' | jq -r '.others_cpu')
+        if awk -v o="$others" -v m="$MAX_OTHERS" 'BEGIN { exit !(o <= m) }'; then
+            return
+        fi
+        echo "# other processes used $others cores during the changes (> $MAX_OTHERS): try $try of $TRIES"
+    done
+}
+
 # The write path: admin PUT -> answered, and -> the stream client has the
 # revision; server CPU per write; in a small environment and in one of
 # 10,000 flags. With BEFORE=path, that server is measured too, rounds
@@ -319,8 +373,9 @@ for part in "${PARTS[@]}"; do
     ofrep) part_ofrep ;;
     cache) part_cache ;;
     fanout) part_fanout ;;
+    edges) part_edges ;;
     writes) part_writes ;;
     peers) part_peers ;;
-    *) echo "unknown part $part (all, ofrep, cache, fanout, writes, peers)" >&2; exit 2 ;;
+    *) echo "unknown part $part (all, ofrep, cache, fanout, writes, peers, edges)" >&2; exit 2 ;;
     esac
 done

@@ -175,6 +175,11 @@ pub(crate) async fn create_env(
     caller.require_admin()?;
     let new: NewEnv = body::json(&headers, &bytes).await?;
     let info = state.store()?.create_env(&new.name).await?;
+    // Events an earlier environment of this name left behind, if deleting
+    // them failed then.
+    if let Ok(events) = state.events() {
+        events.delete_env(&info.name).await?;
+    }
     state.env(&info.name).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
@@ -227,6 +232,11 @@ pub(crate) async fn delete_env(
     check_key("environment", &env)?;
     state.store()?.delete_env(&env, force.force).await?;
     state.envs.forget(&env).await;
+    // Its experiment events, in their own store (a failure here leaves
+    // events behind: they are cleared again when the name is created).
+    if let Ok(events) = state.events() {
+        events.delete_env(&env).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -30,6 +30,9 @@ pub(crate) enum Backend {
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) backend: Backend,
+    /// Experiment events: their own store (own SQLite file, or own pool);
+    /// none on an edge (it forwards events upstream).
+    pub(crate) events: Option<guidon_events::EventStore>,
     pub(crate) envs: Arc<Envs>,
     /// The token table of a store (empty on an edge, which asks its upstream).
     pub(crate) tokens: Tokens,
@@ -75,6 +78,16 @@ impl Default for Limits {
 impl AppState {
     /// The store, for what only a server with one has (definitions,
     /// history, tokens, results).
+    /// The experiment events' store; on an edge a 404 (it forwards events
+    /// to its upstream, which reads them).
+    pub(crate) fn events(&self) -> ApiResult<&guidon_events::EventStore> {
+        self.events.as_ref().ok_or_else(|| {
+            ApiError::NotFound(
+                "this is a guidon edge: experiment results are its upstream's".into(),
+            )
+        })
+    }
+
     pub(crate) fn store(&self) -> ApiResult<&Store> {
         match &self.backend {
             Backend::Store(store) => Ok(store),

@@ -227,4 +227,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<guidon_events::EventsError> for ApiError {
+    fn from(e: guidon_events::EventsError) -> ApiError {
+        use guidon_events::EventsError;
+        match e {
+            EventsError::InvalidEvent { .. } | EventsError::InvalidQuery(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            EventsError::Database(_) | EventsError::WriterGone => {
+                ApiError::Unavailable(e.to_string())
+            }
+            EventsError::UnsupportedUrl(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -78,6 +78,11 @@ pub use tls::{TlsError, TlsFiles};
 pub struct Config {
     pub listen: String,
     pub database_url: String,
+    /// The experiment event store (`--events-database-url`); `None`: next
+    /// to the flag store's (`guidon_events::events_url`: on SQLite
+    /// `guidon.db` → `guidon-events.db`, on PostgreSQL the same database
+    /// through a pool of its own).
+    pub events_database_url: Option<String>,
     /// Becomes an admin token on start (`GUIDON_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
     /// With `admin_password` (`GUIDON_ADMIN_USER`, default `admin`): this
@@ -114,6 +119,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://guidon.db".into(),
+            events_database_url: None,
             admin_token: None,
             admin_user: "admin".into(),
             admin_password: None,
@@ -143,6 +149,11 @@ pub enum ServeError {
     Open {
         url: String,
         error: guidon_store::StoreError,
+    },
+    #[error("cannot open the events database {url}: {error}")]
+    OpenEvents {
+        url: String,
+        error: guidon_events::EventsError,
     },
     #[error("database: {0}")]
     Store(guidon_store::StoreError),
@@ -298,6 +309,16 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
         url: redacted(&config.database_url),
         error,
     })?;
+    let events_url = config
+        .events_database_url
+        .clone()
+        .unwrap_or_else(|| guidon_events::events_url(&config.database_url));
+    let events = guidon_events::EventStore::open(&events_url)
+        .await
+        .map_err(|error| ServeError::OpenEvents {
+            url: redacted(&events_url),
+            error,
+        })?;
     let cors_origins = cors::parse_origins(&config.cors_origins).map_err(ServeError::Cors)?;
     let generated_admin_token = bootstrap_admin(&store, config.admin_token.as_deref()).await?;
     if let Some(password) = config.admin_password.as_deref().filter(|p| !p.is_empty())
@@ -317,6 +338,7 @@ async fn build(config: &Config) -> Result<Built, ServeError> {
             metrics.syncs.clone(),
         )),
         backend: app::Backend::Store(store.clone()),
+        events: Some(events),
         tokens,
         metrics,
         cache: config.eval_cache.then(cache::EvalCache::default),

@@ -28,13 +28,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use guidon_engine::model::{Flag, Rollout};
 use guidon_engine::{Problem, Timestamp, ValidationError};
+use guidon_events::{EventStore, MetricQuery};
 use guidon_protocol::catalogue::{MetricDefinition, MetricKind as CatalogueKind};
 use guidon_protocol::{Definition, Kind};
 use guidon_release::{
     Action, Decision, Evidence, Observation, Plan, Progress, Side, Status, decide,
 };
 use guidon_stats::MetricKind;
-use guidon_store::{MetricQuery, ReleaseStep, Store, StoredRelease};
+use guidon_store::{ReleaseStep, Store, StoredRelease};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -420,7 +421,7 @@ fn summary(evidence: &[Evidence]) -> String {
 // ---- the executor ----
 
 /// One pass over the running releases.
-pub(crate) async fn step_all(store: &Store) {
+pub(crate) async fn step_all(store: &Store, events: &EventStore) {
     let running = match store.releases_with_status("running").await {
         Ok(r) => r,
         Err(e) => {
@@ -429,13 +430,17 @@ pub(crate) async fn step_all(store: &Store) {
         }
     };
     for release in running {
-        if let Err(e) = step_one(store, &release).await {
+        if let Err(e) = step_one(store, events, &release).await {
             tracing::warn!(env = %release.env, flag = %release.key, error = %e, "release not stepped; retrying");
         }
     }
 }
 
-async fn step_one(store: &Store, release: &StoredRelease) -> Result<(), ApiError> {
+async fn step_one(
+    store: &Store,
+    events: &EventStore,
+    release: &StoredRelease,
+) -> Result<(), ApiError> {
     let plan: Plan =
         serde_json::from_str(&release.plan).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut rs: ReleaseState =
@@ -445,7 +450,7 @@ async fn step_one(store: &Store, release: &StoredRelease) -> Result<(), ApiError
     let mut observations = Vec::new();
     let mut exposed = 0;
     for (metric, event, kind) in &rs.guards {
-        let totals = store
+        let totals = events
             .experiment_totals(
                 &release.env,
                 &MetricQuery {
@@ -478,7 +483,7 @@ async fn step_one(store: &Store, release: &StoredRelease) -> Result<(), ApiError
     }
     if rs.guards.is_empty() {
         // No guard: exposures alone (any event name reads them).
-        let totals = store
+        let totals = events
             .experiment_totals(
                 &release.env,
                 &MetricQuery {

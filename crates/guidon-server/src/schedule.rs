@@ -377,7 +377,9 @@ pub(crate) async fn run(state: Arc<AppState>, instance: String) {
     };
     loop {
         apply_due(store, &instance).await;
-        crate::release::step_all(store).await;
+        if let Ok(events) = state.events() {
+            crate::release::step_all(store, events).await;
+        }
         // Wake on the next whole second: a change due at 09:00:00 is
         // applied within the second, and every instance looks at the same
         // moment (they race for it; the store lets one win).

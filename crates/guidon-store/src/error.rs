@@ -97,10 +97,6 @@ pub enum StoreError {
     /// The change would leave nobody able to administer Guidon.
     #[error("{0}")]
     LastAdmin(String),
-    /// An experiment event the store cannot take; nothing of its batch
-    /// was stored.
-    #[error("event {index}: {message}")]
-    InvalidEvent { index: usize, message: String },
     /// Experiment results asked for with an unusable parameter.
     #[error("{0}")]
     InvalidQuery(String),

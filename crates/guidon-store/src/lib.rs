@@ -12,7 +12,6 @@
 mod catalogue;
 mod edge;
 mod error;
-mod experiments;
 mod samples;
 mod store;
 mod tokens;
@@ -21,11 +20,6 @@ mod users;
 pub use catalogue::{DefinitionKind, StoredDefinition};
 pub use edge::{EdgeStore, Outgoing};
 pub use error::StoreError;
-pub use experiments::{
-    Conversion, Event, ExperimentTotals, Exposure, GROUP_EVENTS, Ingested, MAX_EVENT_ID_LEN,
-    MAX_TIMESTAMP_MS, MAX_UNIT_LEN, MetricQuery, PreExposure, RatioPart, RatioTotals, UnitKey,
-    VariantTotals,
-};
 pub use samples::{
     MAX_RETENTION_HOURS, MAX_SAMPLE_SIZE, Offered, SLICE_MS, Sample, SampleBatch, SampleInfo,
     SampleSettings, Sampling, hour_of,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use guidon_engine::model::{Flag, Segment};
 use guidon_protocol::{Kind, Op};
-use guidon_store::{Store, StoreError};
+use guidon_store::{DefinitionKind, Store, StoreError};
 use serde_json::json;
 
 fn flag(value: serde_json::Value) -> Flag {
@@ -1427,5 +1427,88 @@ async fn the_context_sample_keeps_the_highest_priorities_per_hour_in_proportion(
             .expect("ignored");
         assert_eq!(store.sampling(env).await.expect("gone"), None, "{n}");
         assert_eq!(store.samplings().await.expect("all"), [], "{n}");
+    }
+}
+
+/// Catalogue definitions: versioned, listed by key, a stale version
+/// refused, deleted with the environment.
+#[tokio::test]
+async fn definitions_are_versioned() {
+    for (db, store) in stores("exp_definitions").await {
+        let n = db.name;
+        let put = |key: &'static str, body: &'static str, expected: Option<u64>| {
+            let store = &store;
+            async move {
+                store
+                    .put_definition(
+                        "production",
+                        DefinitionKind::Metric,
+                        key,
+                        body,
+                        expected,
+                        1000,
+                    )
+                    .await
+            }
+        };
+        let first = put("buy", r#"{"kind":"binomial","event":"purchase"}"#, Some(0))
+            .await
+            .expect("create");
+        assert_eq!(first.version, 1, "{n}");
+        let second = put("buy", r#"{"kind":"binomial","event":"buy"}"#, Some(1))
+            .await
+            .expect("update");
+        assert_eq!(second.version, 2, "{n}");
+        assert!(
+            matches!(
+                put("buy", "{}", Some(1)).await,
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    current: Some(2),
+                    ..
+                })
+            ),
+            "{n}"
+        );
+        put("aov", r#"{"kind":"sum","event":"purchase"}"#, None)
+            .await
+            .expect("create without a version");
+        let all = store
+            .definitions("production", DefinitionKind::Metric)
+            .await
+            .expect("list");
+        let keys: Vec<&str> = all.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["aov", "buy"], "{n}");
+        assert!(
+            store
+                .definitions("production", DefinitionKind::Experiment)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let got = store
+            .definition("production", DefinitionKind::Metric, "buy")
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(got.body, r#"{"kind":"binomial","event":"buy"}"#, "{n}");
+        assert!(
+            store
+                .delete_definition("production", DefinitionKind::Metric, "buy")
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !store
+                .delete_definition("production", DefinitionKind::Metric, "buy")
+                .await
+                .expect("delete again")
+        );
+        assert!(matches!(
+            store
+                .put_definition("nowhere", DefinitionKind::Metric, "x", "{}", None, 0)
+                .await,
+            Err(StoreError::UnknownEnv(_))
+        ));
     }
 }

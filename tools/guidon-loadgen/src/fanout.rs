@@ -25,6 +25,13 @@ pub(crate) struct Args {
     /// The server's base URL, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     server: String,
+    /// Servers the stream clients connect to instead (edges relaying
+    /// `--server`), repeatable: worker process `i` connects to the
+    /// `i mod n`-th; the changes are still written to `--server`, so the
+    /// times run from the upstream's write to the last client. Needs
+    /// `--processes` of at least their number.
+    #[arg(long)]
+    stream_server: Vec<String>,
     /// The token the stream clients present: an sdk token, or an admin
     /// token with --env.
     #[arg(long, env = "GUIDON_LOADGEN_TOKEN", hide_env_values = true)]
@@ -118,6 +125,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
     }
     if args.processes == 0 {
         bail!("--processes must be at least 1");
+    }
+    if !args.stream_server.is_empty() && args.processes < args.stream_server.len().max(2) {
+        bail!(
+            "--stream-server needs --processes of at least the number of stream servers (and 2): the workers hold the clients"
+        );
     }
     // The clients this process holds itself.
     let own = if args.processes > 1 { 0 } else { args.clients };
@@ -254,12 +266,17 @@ impl Workers {
             let count = left.div_ceil(args.processes - i);
             left -= count;
             let mut command = std::process::Command::new(&exe);
+            let streams_from = if args.stream_server.is_empty() {
+                &args.server
+            } else {
+                &args.stream_server[i % args.stream_server.len()]
+            };
             command
                 .args([
                     "fanout",
                     "--worker",
                     "--server",
-                    &args.server,
+                    streams_from,
                     "--env",
                     &args.env,
                 ])

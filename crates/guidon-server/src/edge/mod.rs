@@ -552,6 +552,7 @@ pub async fn start(config: EdgeConfig) -> Result<Running, EdgeError> {
         // An edge has no people: they sign in at its upstream.
         secure_cookies: false,
         logins: crate::people::LoginLimiter::default(),
+        events: None,
     });
     for env in &config.envs {
         tokio::spawn(relay::run(

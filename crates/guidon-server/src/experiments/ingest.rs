@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use guidon_engine::model::Flag;
 use guidon_engine::{Context, Snapshot, Timestamp, is_valid_key};
-use guidon_store::{
+use guidon_events::{
     Conversion, Event, Exposure, MAX_EVENT_ID_LEN, MAX_TIMESTAMP_MS, MAX_UNIT_LEN, UnitKey,
 };
 use serde::Deserialize;
@@ -550,7 +550,7 @@ pub(crate) async fn ingest(
             (kept.len() as u64, 0)
         }
         _ => {
-            let ingested = state.store()?.ingest_events(&env_name, valid).await?;
+            let ingested = state.events()?.ingest_events(&env_name, valid).await?;
             (ingested.accepted, ingested.duplicates.len() as u64)
         }
     };

@@ -19,6 +19,7 @@
 //!   harm yet), `withheld` when a health check failed.
 
 use guidon_engine::Timestamp;
+use guidon_events::{ExperimentTotals, MetricQuery, RatioPart};
 use guidon_protocol::catalogue::{
     Direction, ExperimentDefinition, MetricDefinition, MetricKind as CatalogueKind, Stored,
 };
@@ -26,7 +27,6 @@ use guidon_stats::{
     Analysis, AnalysisOptions, Correction, Method, MetricKind, Outcome, Prior, VariantStats,
     Verdict, analyze, headline,
 };
-use guidon_store::{ExperimentTotals, MetricQuery, RatioPart};
 use serde_json::{Value, json};
 
 use super::catalogue::{metrics_of, names, status};
@@ -130,7 +130,7 @@ async fn resolve_cap(
         Some(cap) => match (cap.value, cap.percentile) {
             (Some(v), _) => Ok(Some(v)),
             (None, Some(p)) => Ok(state
-                .store()?
+                .events()?
                 .experiment_unit_percentile(env, query, p)
                 .await?
                 // A percentile cap of 0 or less caps nothing positive.
@@ -159,7 +159,7 @@ async fn metric_data(
                 None
             };
             let totals = state
-                .store()?
+                .events()?
                 .experiment_totals(
                     env,
                     &MetricQuery {
@@ -204,7 +204,7 @@ async fn metric_data(
             )
             .await?;
             let totals = state
-                .store()?
+                .events()?
                 .experiment_ratio_totals(
                     env,
                     flag,
@@ -357,7 +357,7 @@ pub(crate) async fn report(
             .clone()
             .unwrap_or_default();
             state
-                .store()?
+                .events()?
                 .experiment_totals(
                     env,
                     &reading.query(&experiment.flag, &arm_keys, &event, unit),

@@ -9,11 +9,11 @@ use axum::Json;
 use axum::extract::State;
 use guidon_engine::is_valid_key;
 use guidon_engine::model::Flag;
+use guidon_events::{ExperimentTotals, MetricQuery};
 use guidon_stats::{
     Analysis, AnalysisOptions, Correction, Method, MetricKind, Prior, SRM_P_THRESHOLD,
     VariantStats, analyze, headline,
 };
-use guidon_store::{ExperimentTotals, MetricQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -62,7 +62,7 @@ pub(crate) fn cuped_window(days: Option<f64>) -> ApiResult<Option<i64>> {
 /// One variant's aggregates for the tests, with CUPED's covariate when the
 /// totals carry the pre-exposure sums: for a binomial metric the covariate
 /// is whether the unit converted before its exposure, for a sum its value.
-pub(crate) fn variant_stats(t: &guidon_store::VariantTotals, binomial: bool) -> VariantStats {
+pub(crate) fn variant_stats(t: &guidon_events::VariantTotals, binomial: bool) -> VariantStats {
     let stats = if binomial {
         VariantStats::binomial(t.units, t.converted)
     } else {
@@ -419,7 +419,7 @@ pub(crate) async fn results(
     // metric that is not sent: 404 naming those that exist. When no metric
     // has any conversion yet the results still answer (exposures, health),
     // with a warning.
-    let metrics = state.store()?.experiment_metrics(&env_name).await?;
+    let metrics = state.events()?.experiment_metrics(&env_name).await?;
     if !metrics.is_empty() && !metrics.contains(&request.metric) {
         return Err(ApiError::NotFound(format!(
             "metric {:?} has no conversions in environment {env_name:?}; the metrics with conversions are: {}",
@@ -429,7 +429,7 @@ pub(crate) async fn results(
     }
     let unit_attribute = flag.bucket_by();
     let totals = state
-        .store()?
+        .events()?
         .experiment_totals(
             &env_name,
             &MetricQuery {

@@ -80,8 +80,6 @@ pub struct Store {
     /// Per environment: what this process last committed, and the lock
     /// its writers queue on (see `write.rs`).
     writers: Arc<write::Writers>,
-    /// The writer of experiment events, started on first use.
-    pub(crate) experiments: Arc<crate::experiments::Writer>,
     /// PostgreSQL's NOTIFY channel, named after the schema: channels are
     /// per database, and two Guidon schemas in one database must not hear
     /// each other.
@@ -200,7 +198,6 @@ impl Store {
             options: store_options,
             watch: Arc::new(watch::Watch::new()),
             writers: Arc::new(write::Writers::default()),
-            experiments: Arc::default(),
         };
         for env in DEFAULT_ENVIRONMENTS {
             store.insert_env(env).await?;

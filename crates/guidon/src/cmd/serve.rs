@@ -18,6 +18,12 @@ pub(crate) struct ServeArgs {
         default_value = "sqlite://guidon.db"
     )]
     database_url: String,
+    /// The experiment event store: sqlite://PATH or postgres://…; by
+    /// default a file next to --database-url's on SQLite (guidon.db →
+    /// guidon-events.db), the same database on PostgreSQL (own tables, own
+    /// pool of 4 connections).
+    #[arg(long, env = "GUIDON_EVENTS_DATABASE_URL")]
+    events_database_url: Option<String>,
     /// A secret that becomes an admin token (otherwise one is generated on
     /// first start and printed once).
     #[arg(long, env = "GUIDON_ADMIN_TOKEN", hide_env_values = true)]
@@ -116,6 +122,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = guidon_server::Config {
         listen: args.listen,
         database_url: args.database_url,
+        events_database_url: args.events_database_url.filter(|u| !u.is_empty()),
         admin_token: args.admin_token,
         admin_user: args.admin_user,
         admin_password: args.admin_password,

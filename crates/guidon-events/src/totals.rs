@@ -4,36 +4,36 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::*;
-use crate::error::StoreError;
-use crate::store::{Backend, Store, finish};
+use crate::error::EventsError;
+use crate::store::{Backend, EventStore, finish};
 
-impl Store {
+impl EventStore {
     /// Per-variant totals of one flag for one metric, with conversions
     /// attributed as the module documentation says. Units exposed to more
     /// than one variant, or to a variant not asked for, are only counted.
     /// An environment without events for the flag or the metric gives zero
-    /// totals, not an error.
+    /// totals, not an error. Folds every logged event first.
     pub async fn experiment_totals(
         &self,
         env: &str,
         query: &MetricQuery<'_>,
-    ) -> Result<ExperimentTotals, StoreError> {
+    ) -> Result<ExperimentTotals, EventsError> {
         let bounds = Bounds::of(query.window_ms, query.from_ms, query.until_ms)?;
         if let Some(cap) = query.cap
             && !(cap.is_finite() && cap > 0.0)
         {
-            return Err(StoreError::InvalidQuery(format!(
+            return Err(EventsError::InvalidQuery(format!(
                 "a cap must be a positive number, got {cap}"
             )));
         }
         if let Some(pre) = query.pre_window_ms
             && !(1..NO_WINDOW_MS).contains(&pre)
         {
-            return Err(StoreError::InvalidQuery(format!(
+            return Err(EventsError::InvalidQuery(format!(
                 "a pre-exposure window must be between 1 and {NO_WINDOW_MS} ms, got {pre}"
             )));
         }
-        self.revision(env).await?;
+        self.settle().await?;
         let totals = ExperimentTotals {
             variants: query
                 .variants
@@ -64,14 +64,14 @@ impl Store {
         env: &str,
         query: &MetricQuery<'_>,
         percentile: f64,
-    ) -> Result<Option<f64>, StoreError> {
+    ) -> Result<Option<f64>, EventsError> {
         if !(percentile.is_finite() && percentile > 0.0 && percentile < 100.0) {
-            return Err(StoreError::InvalidQuery(format!(
+            return Err(EventsError::InvalidQuery(format!(
                 "a percentile must be strictly between 0 and 100, got {percentile}"
             )));
         }
         let bounds = Bounds::of(query.window_ms, query.from_ms, query.until_ms)?;
-        self.revision(env).await?;
+        self.settle().await?;
         let mut tx = self.read_transaction().await?;
         let result = async {
             let (Some(flag), Some(metric)) = (
@@ -122,9 +122,9 @@ impl Store {
         (window_ms, from_ms, until_ms): (Option<i64>, Option<i64>, Option<i64>),
         numerator: RatioPart<'_>,
         denominator: RatioPart<'_>,
-    ) -> Result<Vec<RatioTotals>, StoreError> {
+    ) -> Result<Vec<RatioTotals>, EventsError> {
         let bounds = Bounds::of(window_ms, from_ms, until_ms)?;
-        self.revision(env).await?;
+        self.settle().await?;
         let mut out: Vec<RatioTotals> = variants
             .iter()
             .map(|v| RatioTotals {
@@ -145,7 +145,7 @@ impl Store {
             };
             // Units per variant, as experiment_totals counts them.
             let units_sql = format!(
-                "SELECT variant, CAST(COUNT(*) AS BIGINT) AS units FROM exp_exposures e \
+                "SELECT variant, CAST(COUNT(*) AS BIGINT) AS units FROM ev_exposures e \
                  WHERE e.flag = $1 AND e.multiple = 0 AND {} GROUP BY variant",
                 exposure_bounds()
             );
@@ -222,11 +222,11 @@ impl Store {
 
     /// A read transaction in which every query sees the same events
     /// (REPEATABLE READ in PostgreSQL; SQLite's are snapshots).
-    async fn read_transaction(&self) -> Result<Transaction<'static, Any>, StoreError> {
+    async fn read_transaction(&self) -> Result<Transaction<'static, Any>, EventsError> {
         let mut tx = self.pool().begin().await?;
         let setup: &[&str] = match self.backend() {
-            // Reads through the memory map, as the writer's connection does.
-            Backend::Sqlite => &[SQLITE_MMAP],
+            // The pool's connections read through a memory map already.
+            Backend::Sqlite => &[],
             // The correlated subquery makes the planner's cost estimate
             // large enough to JIT-compile the query, which then costs more
             // than running it; and a hash of a million units needs more
@@ -253,7 +253,7 @@ impl Store {
         query: &MetricQuery<'_>,
         bounds: Bounds,
         mut totals: ExperimentTotals,
-    ) -> Result<ExperimentTotals, StoreError> {
+    ) -> Result<ExperimentTotals, EventsError> {
         let Some(flag) = key_id(tx, env, "flag", query.flag, "").await? else {
             return Ok(totals);
         };
@@ -273,7 +273,7 @@ impl Store {
         }
         let first = query.variants.len() + 2;
         sql.push_str(&format!(
-            " FROM exp_exposures e WHERE flag = $1 AND e.first_at >= ${first} AND e.first_at <= ${}",
+            " FROM ev_exposures e WHERE flag = $1 AND e.first_at >= ${first} AND e.first_at <= ${}",
             first + 1
         ));
         let mut q = sqlx::query(&sql).bind(flag);
@@ -373,20 +373,19 @@ impl Store {
     }
 }
 
-impl Store {
+impl EventStore {
     /// The metrics of `env` that have conversions, sorted: what a results
-    /// query can name. Errors with [`StoreError::UnknownEnv`] for an
-    /// unknown environment.
-    pub async fn experiment_metrics(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        self.revision(env).await?;
+    /// query can name (none for an environment without events). Their
+    /// names are stored when a batch is acknowledged, folded or not.
+    pub async fn experiment_metrics(&self, env: &str) -> Result<Vec<String>, EventsError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT key FROM exp_keys WHERE env = $1 AND kind = 'metric' ORDER BY key",
+            "SELECT DISTINCT key FROM ev_keys WHERE env = $1 AND kind = 'metric' ORDER BY key",
         )
         .bind(env)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|row| row.try_get::<String, _>("key").map_err(StoreError::from))
+            .map(|row| row.try_get::<String, _>("key").map_err(EventsError::from))
             .collect()
     }
 }
@@ -406,12 +405,12 @@ impl Bounds {
         window_ms: Option<i64>,
         from_ms: Option<i64>,
         until_ms: Option<i64>,
-    ) -> Result<Bounds, StoreError> {
+    ) -> Result<Bounds, EventsError> {
         let window = match window_ms {
             None => NO_WINDOW_MS,
             Some(w) if (0..NO_WINDOW_MS).contains(&w) => w,
             Some(w) => {
-                return Err(StoreError::InvalidQuery(format!(
+                return Err(EventsError::InvalidQuery(format!(
                     "a conversion window must be between 0 and {NO_WINDOW_MS} ms, got {w}"
                 )));
             }
@@ -419,7 +418,7 @@ impl Bounds {
         let from = from_ms.unwrap_or(-NO_WINDOW_MS);
         let until = until_ms.unwrap_or(2 * NO_WINDOW_MS);
         if until < from {
-            return Err(StoreError::InvalidQuery(format!(
+            return Err(EventsError::InvalidQuery(format!(
                 "the end ({until} ms) is before the start ({from} ms)"
             )));
         }
@@ -465,7 +464,7 @@ fn attributed_with_pre(backend: Backend, metric: usize, pre: Option<usize>) -> S
     let inside = format!("m.first_at >= e.first_at AND m.last_at <= {upper}");
     let outside = format!("m.last_at < e.first_at OR m.first_at > {upper}");
     let straddling = format!(
-        "(SELECT SUM(c.value) FROM exp_conversions c WHERE c.metric = ${metric} \
+        "(SELECT SUM(c.value) FROM ev_conversions c WHERE c.metric = ${metric} \
          AND c.unit = e.unit AND c.at >= e.first_at AND c.at <= {upper})"
     );
     // SQLite: CROSS JOIN keeps the converting units as the outer loop
@@ -483,7 +482,7 @@ fn attributed_with_pre(backend: Backend, metric: usize, pre: Option<usize>) -> S
             format!(
                 ", CASE WHEN m.first_at >= {lower} AND m.last_at < e.first_at THEN m.total \
                    WHEN m.last_at < {lower} OR m.first_at >= e.first_at THEN NULL \
-                   ELSE (SELECT SUM(c.value) FROM exp_conversions c WHERE c.metric = ${metric} \
+                   ELSE (SELECT SUM(c.value) FROM ev_conversions c WHERE c.metric = ${metric} \
                      AND c.unit = e.unit AND c.at >= {lower} AND c.at < e.first_at) END AS x"
             )
         }
@@ -491,7 +490,7 @@ fn attributed_with_pre(backend: Backend, metric: usize, pre: Option<usize>) -> S
     format!(
         "SELECT e.variant AS variant, e.unit AS unit, \
             CASE WHEN {inside} THEN m.total WHEN {outside} THEN NULL ELSE {straddling} END AS y{x} \
-         FROM exp_unit_metrics m {join} exp_exposures e ON e.flag = $1 AND e.unit = m.unit \
+         FROM ev_unit_metrics m {join} ev_exposures e ON e.flag = $1 AND e.unit = m.unit \
          WHERE m.metric = ${metric} AND e.multiple = 0 AND {} {keep_apart}",
         exposure_bounds()
     )
@@ -503,9 +502,9 @@ async fn key_id(
     kind: &str,
     key: &str,
     attr: &str,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<Option<i64>, EventsError> {
     let row = sqlx::query(
-        "SELECT id FROM exp_keys WHERE env = $1 AND kind = $2 AND key = $3 AND attr = $4",
+        "SELECT id FROM ev_keys WHERE env = $1 AND kind = $2 AND key = $3 AND attr = $4",
     )
     .bind(env)
     .bind(kind)

@@ -2,19 +2,22 @@
 //! attribution decided from aggregates whatever order events arrive in,
 //! multiple exposures, conversion windows.
 
-use guidon_store::{
-    Conversion, DefinitionKind, Event, ExperimentTotals, Exposure, MetricQuery, RatioPart, Store,
-    StoreError, UnitKey, VariantTotals,
+use guidon_events::{
+    Conversion, Event, EventStore, EventsError, ExperimentTotals, Exposure, MetricQuery, RatioPart,
+    UnitKey, VariantTotals,
 };
+use guidon_store::Store;
 
 const HOUR: i64 = 3_600_000;
 /// 2026-11-24T00:00:00Z.
 const T0: i64 = 1_795_478_400_000;
 
-async fn stores(label: &str) -> Vec<(guidon_testkit::TestDb, Store)> {
+/// An event store per backend, at the events URL next to the test
+/// database's (a file of its own on SQLite, the same schema on PostgreSQL).
+async fn stores(label: &str) -> Vec<(guidon_testkit::TestDb, EventStore)> {
     let mut out = Vec::new();
     for db in guidon_testkit::databases(label).await {
-        let store = Store::open(&db.url)
+        let store = EventStore::open(&guidon_events::events_url(&db.url))
             .await
             .unwrap_or_else(|e| panic!("{}: open: {e}", db.name));
         out.push((db, store));
@@ -59,7 +62,7 @@ fn query(window_ms: Option<i64>) -> MetricQuery<'static> {
     }
 }
 
-async fn totals(store: &Store, window_ms: Option<i64>) -> ExperimentTotals {
+async fn totals(store: &EventStore, window_ms: Option<i64>) -> ExperimentTotals {
     store
         .experiment_totals("production", &query(window_ms))
         .await
@@ -195,7 +198,6 @@ async fn attribution_does_not_depend_on_arrival_order() {
         assert!(close(treatment.sum, 7.0), "{n}: {treatment:?}");
 
         // All in one batch: the same again.
-        store.create_env("staging").await.expect("env");
         store
             .ingest_events("staging", events.to_vec())
             .await
@@ -346,7 +348,7 @@ async fn the_conversion_window_bounds_attribution() {
             store
                 .experiment_totals("production", &query(Some(-1)))
                 .await
-                .is_err_and(|e| matches!(e, StoreError::InvalidQuery(_))),
+                .is_err_and(|e| matches!(e, EventsError::InvalidQuery(_))),
             "{n}"
         );
     }
@@ -425,19 +427,13 @@ async fn empty_unknown_and_invalid() {
         assert_eq!(variant(&t, "control").units, 1, "{n}");
         assert_eq!(variant(&t, "control").converted, 0, "{n}");
 
-        assert!(
-            matches!(
-                store
-                    .ingest_events("nowhere", vec![exposure("e1", "u1", "control", T0)])
-                    .await,
-                Err(StoreError::UnknownEnv(_))
-            ),
-            "{n}"
-        );
-        assert!(matches!(
-            store.experiment_totals("nowhere", &query(None)).await,
-            Err(StoreError::UnknownEnv(_))
-        ));
+        // Environments are the flag store's (the server checks them): one
+        // without events has zero totals.
+        let t = store
+            .experiment_totals("nowhere", &query(None))
+            .await
+            .expect("totals");
+        assert_eq!(t.exposed_units(), 0, "{n}");
         // An invalid event fails the batch, and nothing of it is stored.
         let bad = store
             .ingest_events(
@@ -449,7 +445,7 @@ async fn empty_unknown_and_invalid() {
             )
             .await;
         assert!(
-            matches!(bad, Err(StoreError::InvalidEvent { index: 1, .. })),
+            matches!(bad, Err(EventsError::InvalidEvent { index: 1, .. })),
             "{n}: {bad:?}"
         );
         assert_eq!(
@@ -463,12 +459,12 @@ async fn empty_unknown_and_invalid() {
                 vec![conversion("c1", "u1", Some(f64::NAN), T0)],
             )
             .await;
-        assert!(matches!(nan, Err(StoreError::InvalidEvent { .. })), "{n}");
+        assert!(matches!(nan, Err(EventsError::InvalidEvent { .. })), "{n}");
         let negative_time = store
             .ingest_events("production", vec![conversion("c1", "u1", None, -5)])
             .await;
         assert!(
-            matches!(negative_time, Err(StoreError::InvalidEvent { .. })),
+            matches!(negative_time, Err(EventsError::InvalidEvent { .. })),
             "{n}"
         );
     }
@@ -478,7 +474,10 @@ async fn empty_unknown_and_invalid() {
 async fn deleting_the_environment_deletes_its_experiment_data() {
     for (db, store) in stores("exp_delete").await {
         let n = db.name;
-        store.create_env("temp").await.expect("env");
+        // What the server does: the environment in the flag store, its
+        // events in theirs.
+        let flags = Store::open(&db.url).await.expect("flag store");
+        flags.create_env("temp").await.expect("env");
         store
             .ingest_events(
                 "temp",
@@ -489,8 +488,13 @@ async fn deleting_the_environment_deletes_its_experiment_data() {
             )
             .await
             .expect("ingest");
-        store.delete_env("temp", false).await.expect("delete");
-        store.create_env("temp").await.expect("again");
+        store
+            .ingest_events("production", vec![exposure("p1", "u1", "control", T0)])
+            .await
+            .expect("another environment");
+        flags.delete_env("temp", false).await.expect("delete");
+        store.delete_env("temp").await.expect("delete events");
+        flags.create_env("temp").await.expect("again");
         let t = store
             .experiment_totals("temp", &query(None))
             .await
@@ -502,6 +506,13 @@ async fn deleting_the_environment_deletes_its_experiment_data() {
             .await
             .expect("ingest");
         assert_eq!(again.accepted, 1, "{n}");
+        // Other environments keep theirs.
+        let production = store
+            .experiment_totals("production", &query(None))
+            .await
+            .expect("totals");
+        assert_eq!(production.exposed_units(), 1, "{n}");
+        flags.close().await;
     }
 }
 
@@ -620,10 +631,14 @@ async fn converted_means_a_positive_total() {
             vec!["purchase".to_owned()],
             "{n}"
         );
-        assert!(matches!(
-            store.experiment_metrics("nowhere").await,
-            Err(StoreError::UnknownEnv(_))
-        ));
+        assert!(
+            store
+                .experiment_metrics("nowhere")
+                .await
+                .expect("metrics")
+                .is_empty(),
+            "{n}"
+        );
     }
 }
 
@@ -782,85 +797,53 @@ async fn caps_percentiles_ratios_and_time_bounds() {
     }
 }
 
-/// Catalogue definitions: versioned, listed by key, a stale version
-/// refused, deleted with the environment.
-#[tokio::test]
-async fn definitions_are_versioned() {
-    for (db, store) in stores("exp_definitions").await {
+/// Two instances (two event stores, each with its own pool and writer) on
+/// one database: batches from both, folded by both at once, each event
+/// counted once, the same units seen from either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_fold_one_log() {
+    for (db, a) in stores("exp_instances").await {
         let n = db.name;
-        let put = |key: &'static str, body: &'static str, expected: Option<u64>| {
-            let store = &store;
-            async move {
-                store
-                    .put_definition(
-                        "production",
-                        DefinitionKind::Metric,
-                        key,
-                        body,
-                        expected,
-                        1000,
-                    )
-                    .await
-            }
-        };
-        let first = put("buy", r#"{"kind":"binomial","event":"purchase"}"#, Some(0))
+        let b = EventStore::open(&guidon_events::events_url(&db.url))
             .await
-            .expect("create");
-        assert_eq!(first.version, 1, "{n}");
-        let second = put("buy", r#"{"kind":"binomial","event":"buy"}"#, Some(1))
-            .await
-            .expect("update");
-        assert_eq!(second.version, 2, "{n}");
-        assert!(
-            matches!(
-                put("buy", "{}", Some(1)).await,
-                Err(StoreError::Conflict {
-                    expected: 1,
-                    current: Some(2),
-                    ..
+            .expect("second instance");
+        let batch = |side: usize, k: usize| -> Vec<Event> {
+            (0..200)
+                .flat_map(|u| {
+                    let unit = format!("i{side}-b{k}-u{u}");
+                    let at = T0 + (k * 200 + u) as i64;
+                    [
+                        exposure(&format!("{unit}-x"), &unit, "control", at),
+                        conversion(&format!("{unit}-c"), &unit, Some(2.0), at + 1),
+                    ]
                 })
-            ),
-            "{n}"
+                .collect()
+        };
+        let send = |store: EventStore, side: usize| async move {
+            for k in 0..10 {
+                store
+                    .ingest_events("production", batch(side, k))
+                    .await
+                    .expect("ingest");
+            }
+            store.settle().await.expect("settle");
+        };
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(send(a.clone(), 0)),
+            tokio::spawn(send(b.clone(), 1))
         );
-        put("aov", r#"{"kind":"sum","event":"purchase"}"#, None)
-            .await
-            .expect("create without a version");
-        let all = store
-            .definitions("production", DefinitionKind::Metric)
-            .await
-            .expect("list");
-        let keys: Vec<&str> = all.iter().map(|d| d.key.as_str()).collect();
-        assert_eq!(keys, ["aov", "buy"], "{n}");
-        assert!(
-            store
-                .definitions("production", DefinitionKind::Experiment)
-                .await
-                .expect("list")
-                .is_empty()
-        );
-        let got = store
-            .definition("production", DefinitionKind::Metric, "buy")
-            .await
-            .expect("get")
-            .expect("present");
-        assert_eq!(got.body, r#"{"kind":"binomial","event":"buy"}"#, "{n}");
-        assert!(
-            store
-                .delete_definition("production", DefinitionKind::Metric, "buy")
-                .await
-                .expect("delete")
-        );
-        assert!(
-            !store
-                .delete_definition("production", DefinitionKind::Metric, "buy")
-                .await
-                .expect("delete again")
-        );
-        assert!(matches!(
-            store
-                .put_definition("nowhere", DefinitionKind::Metric, "x", "{}", None, 0)
-                .await,
-            Err(StoreError::UnknownEnv(_))
-        ));
+        ra.expect("instance a");
+        rb.expect("instance b");
+        for store in [&a, &b] {
+            let t = totals(store, None).await;
+            let control = variant(&t, "control");
+            assert_eq!(
+                (control.units, control.converted),
+                (4000, 4000),
+                "{n}: {t:?}"
+            );
+            assert!(close(control.sum, 8000.0), "{n}: {t:?}");
+        }
+        b.close().await;
     }
 }

@@ -1,5 +1,16 @@
-//! Experiment events: exposures and conversions, folded at ingestion into
-//! per-unit aggregates, and the per-variant totals that results read.
+//! Guidon's experiment event store: exposures and conversions, stored apart
+//! from the flag store, folded into per-unit aggregates, and the
+//! per-variant totals that results read.
+//!
+//! # Apart from the flag store
+//!
+//! Its own connections ([`EventStore`]): on SQLite its own database file
+//! next to the flag store's ([`events_url`]), so an event commit never
+//! holds the write lock flag writes wait on, and its PRAGMAs (a large page
+//! cache, a memory map) are set on its own connections only; on PostgreSQL
+//! its own tables (`ev_*`) through its own bounded pool. Environments are
+//! the flag store's: the caller checks that one exists before calling, and
+//! deletes its events ([`EventStore::delete_env`]) when it deletes it.
 //!
 //! # What is stored
 //!
@@ -12,8 +23,20 @@
 //!   values, the first and the last conversion time;
 //! - every conversion's time and value, by metric and unit.
 //!
-//! The per-unit rows are updated in the transaction that stores the events:
-//! results never read raw events except for the few units described below.
+//! # Acknowledged when appended, folded after
+//!
+//! A batch is acknowledged once its events are durable in two append-mostly
+//! tables: the index of seen events (`ev_seen`) and the log of events not
+//! yet folded (`ev_log`). The per-unit rows are updated later, by a *fold*
+//! that takes the oldest logged rows, applies them and deletes them from
+//! the log **in one transaction**: a crash before its commit leaves them
+//! all in the log (folded again, from scratch, after restart), after it
+//! none; so no acknowledged event is lost or counted twice. The writer
+//! folds when no batch is waiting ([`IDLE_FOLD_EVENTS`] at a time), and
+//! before taking more batches when the log holds [`FOLD_BACKLOG`] rows. Results first fold everything logged
+//! (see [`EventStore::settle`]): they read the per-unit rows, and never
+//! miss an acknowledged event. Results never read raw events except for
+//! the few units described below.
 //!
 //! # Duplicates
 //!
@@ -31,7 +54,7 @@
 //! precedes it in time, and an exposure may arrive after a later one from
 //! the same unit. So nothing is attributed at ingestion. The aggregates
 //! above are order-independent (a minimum, a maximum, sums), and
-//! [`crate::Store::experiment_totals`] attributes when it reads: a unit's
+//! [`EventStore::experiment_totals`] attributes when it reads: a unit's
 //! conversions count when they happened at or after its first exposure
 //! `t₀` and, with a window `W`, no later than `t₀ + W` (both bounds
 //! inclusive). For most units the per-unit aggregate decides alone (all of
@@ -59,13 +82,15 @@
 //! Batches are written by one task per store, which takes every batch
 //! waiting when it starts a transaction (up to [`GROUP_EVENTS`] events) and
 //! commits them together; each caller gets its own answer once the
-//! transaction is durable. Under load the transactions grow, so each page
-//! of the per-unit tables is written once for many events: per-unit rows
-//! are keyed by unit, which arrive in no order, and a transaction of a few
-//! thousand events would write one page per event.
+//! transaction is durable. A fold takes up to [`FOLD_EVENTS`] logged rows
+//! at once, so each page of the per-unit tables is written once for many
+//! events: per-unit rows are keyed by unit, which arrive in no order, and a
+//! transaction of a few thousand events would write one page per event.
 
-use crate::error::StoreError;
-use crate::store::Backend;
+pub use error::EventsError;
+pub use store::{
+    Backend, EventStore, EventsOptions, POSTGRES_CONNECTIONS, SQLITE_CONNECTIONS, events_url,
+};
 
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 128;
@@ -77,6 +102,15 @@ pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 /// batches as fit; a larger batch is committed alone).
 pub const GROUP_EVENTS: usize = 200_000;
 
+/// Most logged rows one fold applies in one transaction.
+pub const FOLD_EVENTS: usize = 500_000;
+/// Most logged rows a fold applies when the writer is idle (≈ 0.3 s on
+/// SQLite: what a batch arriving meanwhile may wait).
+pub const IDLE_FOLD_EVENTS: usize = 100_000;
+/// Logged rows past which the writer folds before it takes more batches:
+/// what bounds the log (and the time results wait for a fold).
+pub const FOLD_BACKLOG: usize = 2_000_000;
+
 /// Rows per statement: well under SQLite's 32,766 and PostgreSQL's 65,535
 /// bound parameters. A batch's remainder goes in power-of-two chunks, so
 /// each statement has at most ten shapes and stays in the connection's
@@ -85,13 +119,6 @@ const CHUNK: usize = 512;
 
 /// "No window": added to a first-exposure time, it stays far from overflow.
 const NO_WINDOW_MS: i64 = 1_000_000_000_000_000;
-
-/// The page cache of a SQLite connection that ingests events: 128 MiB.
-const SQLITE_CACHE: &str = "PRAGMA cache_size = -131072";
-/// Reads through a memory map of the file (the operating system's page
-/// cache, shared by every connection) instead of copies into each
-/// connection's cache: up to 4 GiB of address space.
-const SQLITE_MMAP: &str = "PRAGMA mmap_size = 4294967296";
 
 /// Batches waiting for the writer before senders wait too.
 const QUEUE: usize = 64;
@@ -154,7 +181,7 @@ impl Event {
     }
 }
 
-/// What [`crate::Store::ingest_events`] did with a batch.
+/// What [`EventStore::ingest_events`] did with a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ingested {
     /// Events stored for the first time.
@@ -287,14 +314,14 @@ impl ExperimentTotals {
     }
 }
 
-fn invalid(index: usize, message: impl Into<String>) -> StoreError {
-    StoreError::InvalidEvent {
+fn invalid(index: usize, message: impl Into<String>) -> EventsError {
+    EventsError::InvalidEvent {
         index,
         message: message.into(),
     }
 }
 
-fn check_time(index: usize, at_ms: i64) -> Result<(), StoreError> {
+fn check_time(index: usize, at_ms: i64) -> Result<(), EventsError> {
     if (0..=MAX_TIMESTAMP_MS).contains(&at_ms) {
         Ok(())
     } else {
@@ -305,7 +332,7 @@ fn check_time(index: usize, at_ms: i64) -> Result<(), StoreError> {
     }
 }
 
-fn check_unit(index: usize, what: &str, unit: &str) -> Result<(), StoreError> {
+fn check_unit(index: usize, what: &str, unit: &str) -> Result<(), EventsError> {
     if unit.is_empty() || unit.len() > MAX_UNIT_LEN {
         Err(invalid(
             index,
@@ -318,7 +345,7 @@ fn check_unit(index: usize, what: &str, unit: &str) -> Result<(), StoreError> {
 
 /// The checks the store relies on (the server checks more, per event,
 /// before calling): an invalid event fails the whole batch.
-fn validate(index: usize, event: &Event) -> Result<(), StoreError> {
+fn validate(index: usize, event: &Event) -> Result<(), EventsError> {
     let id = event.event_id();
     if id.is_empty() || id.len() > MAX_EVENT_ID_LEN {
         return Err(invalid(
@@ -411,7 +438,7 @@ fn values(backend: Backend, rows: usize, per_row: usize) -> String {
     out
 }
 
-/// FNV-1a, 64 bits: a stable hash of an event id for `exp_conversions`.
+/// FNV-1a, 64 bits: a stable hash of an event id for `ev_conversions`.
 fn event_hash(id: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
@@ -425,10 +452,11 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+mod error;
+mod fold;
 mod ingest;
+mod store;
 mod totals;
-
-pub(crate) use ingest::Writer;
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,10 @@
 //! batches of 10,000 (the API's batch limit) by concurrent senders (the
 //! store commits the batches waiting together, durably); then the time to
 //! read one metric's results over 1,000,000 exposed units and 1,000,000
-//! conversions.
+//! conversions. Acknowledged is durable (the log); the time to fold what
+//! is still logged at the end is printed apart, and the rate of both.
 //!
-//! `GUIDON_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p guidon-store --bench experiments`
+//! `GUIDON_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p guidon-events --bench experiments`
 //! (`GUIDON_BENCH_UNITS=N` changes the number of units, conversions =
 //! units; `GUIDON_BENCH_SENDERS=N` the number of concurrent senders, 16.)
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use guidon_store::{Conversion, Event, Exposure, MetricQuery, Store, UnitKey};
+use guidon_events::{Conversion, Event, EventStore, Exposure, MetricQuery, UnitKey};
 use sqlx::AnyPool;
 
 const BATCH: usize = 10_000;
@@ -116,8 +117,58 @@ async fn raw(url: &str) -> AnyPool {
     AnyPool::connect(url).await.expect("raw pool")
 }
 
+/// One flag write's latency on the flag store.
+async fn flag_write(flags: &guidon_store::Store, i: usize) -> Duration {
+    let flag: guidon_engine::model::Flag = serde_json::from_value(serde_json::json!({
+        "key": format!("k{}", i % 5), "enabled": i.is_multiple_of(2), "description": format!("write {i}")
+    }))
+    .expect("flag");
+    let t = Instant::now();
+    flags
+        .upsert_flag("production", &flag, None, "bench")
+        .await
+        .expect("flag write");
+    t.elapsed()
+}
+
+fn latencies(mut xs: Vec<Duration>) -> String {
+    xs.sort_unstable();
+    let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{} writes: p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        xs.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
 async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
-    let store = Store::open(url).await.expect("open");
+    // The flag store at `url`, the events next to it (their own file on
+    // SQLite), as `guidon serve` opens them.
+    let flags = guidon_store::Store::open(url).await.expect("open flags");
+    let store = EventStore::open(&guidon_events::events_url(url))
+        .await
+        .expect("open");
+    // Flag writes alone, then one every 20 ms during the ingestion.
+    let mut alone = Vec::new();
+    for i in 0..100 {
+        alone.push(flag_write(&flags, i).await);
+    }
+    let ingesting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (flags, ingesting) = (flags.clone(), ingesting.clone());
+        tokio::spawn(async move {
+            let mut during = Vec::new();
+            let mut i = 100;
+            while ingesting.load(Ordering::SeqCst) {
+                during.push(flag_write(&flags, i).await);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            during
+        })
+    };
     let batches: Vec<Vec<Event>> = events.chunks(BATCH).map(<[Event]>::to_vec).collect();
     let total = batches.len();
     let queue = Arc::new(Mutex::new(batches.into_iter().enumerate()));
@@ -155,6 +206,8 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
         t.await.expect("sender");
     }
     let elapsed = start.elapsed();
+    ingesting.store(false, Ordering::SeqCst);
+    let during = writer.await.expect("flag writer");
     let per_sec = events.len() as f64 / elapsed.as_secs_f64();
     let mut marks = marks.lock().expect("marks").clone();
     marks.sort();
@@ -172,6 +225,13 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
         last = (b, at);
     }
 
+    // What was acknowledged and not yet folded, folded: results read it
+    // first. Ingestion and fold together give the sustained rate.
+    let t = Instant::now();
+    store.settle().await.expect("settle");
+    let settle = t.elapsed();
+    let sustained = events.len() as f64 / (elapsed + settle).as_secs_f64();
+
     // A retried batch: every event a duplicate.
     let t = Instant::now();
     let again = store
@@ -181,10 +241,10 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
     let retry = t.elapsed();
     assert_eq!(again.accepted, 0);
 
-    if store.backend() == guidon_store::Backend::Postgres {
+    if store.backend() == guidon_events::Backend::Postgres {
         // The statistics autovacuum gathers within a minute of a load.
         let pool = raw(url).await;
-        for table in ["exp_exposures", "exp_unit_metrics", "exp_conversions"] {
+        for table in ["ev_exposures", "ev_unit_metrics", "ev_conversions"] {
             sqlx::query(&format!("ANALYZE {table}"))
                 .execute(&pool)
                 .await
@@ -225,15 +285,20 @@ async fn bench(name: &str, url: &str, events: &[Event], senders: usize) {
     }
     println!(
         "{name:8} ingest, {senders} sender(s) of {BATCH}-event batches: {} events in {:.2?} = \
-         {per_sec:.0} events/s (by quarter: {}) | retried batch of {BATCH}: {retry:.2?} | \
-         results over {units} units ({converted} converted): {:.2?}, with a 24 h window: {:.2?}",
+         {per_sec:.0} events/s acknowledged (by quarter: {}) | the rest folded in {settle:.2?}: \
+         {sustained:.0} events/s ingested and folded | retried batch of {BATCH}: {retry:.2?} | \
+         results over {units} units ({converted} converted): {:.2?}, with a 24 h window: {:.2?}\n\
+         {name:8} flag writes alone: {} | during the ingestion: {}",
         events.len(),
         elapsed,
         quarter_rates.join(", "),
         median(plain),
         median(windowed),
+        latencies(alone),
+        latencies(during),
     );
     store.close().await;
+    flags.close().await;
 }
 
 #[tokio::main]
@@ -253,6 +318,9 @@ async fn main() {
         events.len(),
         t.elapsed()
     );
+    // How busy the machine is (other builds share it): the load average.
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at the start: {}", load().trim());
     let dir = std::env::temp_dir().join(format!("guidon-exp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     bench(
@@ -263,7 +331,7 @@ async fn main() {
     )
     .await;
     if std::env::var_os("GUIDON_BENCH_KEEP").is_some() {
-        println!("kept {}", dir.join("bench.db").display());
+        println!("kept {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -294,4 +362,5 @@ async fn main() {
         }
         _ => println!("postgres: skipped, GUIDON_TEST_DATABASE_URL is not set"),
     }
+    println!("load average at the end: {}", load().trim());
 }
