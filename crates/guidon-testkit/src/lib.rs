@@ -53,9 +53,19 @@ impl Drop for TestDb {
                     .build()?;
                 rt.block_on(async {
                     let pool = raw_pool(&base).await?;
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&pool)
+                    // A task of the test's runtime may still hold a
+                    // transaction in the schema, and that runtime's thread
+                    // is blocked right here: waiting for its locks would
+                    // never end. Give up after a while and leave the schema
+                    // (its connections close when the runtime drops).
+                    let mut conn = pool.acquire().await?;
+                    sqlx::query("SET lock_timeout = '5s'")
+                        .execute(&mut *conn)
                         .await?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut *conn)
+                        .await?;
+                    drop(conn);
                     pool.close().await;
                     Ok::<_, sqlx::Error>(())
                 })
