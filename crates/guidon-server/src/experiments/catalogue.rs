@@ -192,21 +192,30 @@ pub(crate) async fn list_metrics(
     Ok(Json(json!({"metrics": metrics_of(&state, &env).await?})))
 }
 
-async fn metric_or_404(state: &AppState, env: &str, key: &str) -> ApiResult<StoredDefinition> {
-    match state
-        .store()?
-        .definition(env, DefinitionKind::Metric, key)
-        .await?
-    {
-        Some(m) => Ok(m),
-        None => {
-            let all = metrics_of(state, env).await?;
-            Err(ApiError::NotFound(format!(
-                "no metric {key:?} in environment {env:?}; its metrics: {}",
-                names(all.iter().map(|m| m.key.as_str()))
-            )))
-        }
+/// The definition `key` of `kind`, or a 404 naming those that exist.
+async fn definition_or_404(
+    state: &AppState,
+    env: &str,
+    kind: DefinitionKind,
+    key: &str,
+) -> ApiResult<StoredDefinition> {
+    let store = state.store()?;
+    if let Some(found) = store.definition(env, kind, key).await? {
+        return Ok(found);
     }
+    let (what, plural) = match kind {
+        DefinitionKind::Metric => ("metric", "metrics"),
+        DefinitionKind::Experiment => ("experiment", "experiments"),
+    };
+    let all = store.definitions(env, kind).await?;
+    Err(ApiError::NotFound(format!(
+        "no {what} {key:?} in environment {env:?}; its {plural}: {}",
+        names(all.iter().map(|d| d.key.as_str()))
+    )))
+}
+
+async fn metric_or_404(state: &AppState, env: &str, key: &str) -> ApiResult<StoredDefinition> {
+    definition_or_404(state, env, DefinitionKind::Metric, key).await
 }
 
 #[utoipa::path(
@@ -374,20 +383,7 @@ pub(crate) async fn experiment_or_404(
     env: &str,
     key: &str,
 ) -> ApiResult<Stored<ExperimentDefinition>> {
-    match state
-        .store()?
-        .definition(env, DefinitionKind::Experiment, key)
-        .await?
-    {
-        Some(e) => decode(&e),
-        None => {
-            let all = experiments_of(state, env).await?;
-            Err(ApiError::NotFound(format!(
-                "no experiment {key:?} in environment {env:?}; its experiments: {}",
-                names(all.iter().map(|e| e.key.as_str()))
-            )))
-        }
-    }
+    decode(&definition_or_404(state, env, DefinitionKind::Experiment, key).await?)
 }
 
 #[utoipa::path(
